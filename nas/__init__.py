@@ -1,0 +1,1 @@
+"""NAS engine: supernet training, search controllers, cost model, export, tracking, CLI."""

@@ -1,0 +1,179 @@
+"""MobileNetV3 / Once-for-All style space: per-stage depth, per-block kernel and expand ratio."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from search_spaces.base import CostTable, SearchSpace
+from search_spaces.registry import register_space
+from supernets.blocks import make_divisible, static_mbconv
+from supernets.mbnet import MBNetConfig, MBSpec, MBSupernet, StageConfig
+from supernets.profiling import FEATURES, forward_features
+
+# Once-for-All MobileNetV3 stages: (channels, stride, activation, squeeze-excite)
+OFA_STAGES = ((24, 2, "relu", False), (40, 2, "relu", True), (80, 2, "hswish", False), (112, 1, "hswish", True), (160, 2, "hswish", True))
+
+
+class MBV3Space(SearchSpace):
+    """Stages of elastic MBConv blocks; choices ``s{i}.depth``, ``s{i}.b{j}.kernel``, ``s{i}.b{j}.expand``."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        resolution: int = 32,
+        width_mult: float = 1.0,
+        stages: tuple[tuple[int, int, str, bool], ...] = OFA_STAGES,
+        depths: tuple[int, ...] = (2, 3, 4),
+        kernels: tuple[int, ...] = (3, 5, 7),
+        expands: tuple[int, ...] = (3, 4, 6),
+        stem_channels: int = 16,
+        head_channels: int = 960,
+        feature_channels: int = 1280,
+        stem_stride: int | None = None,
+        dropout: float = 0.0,
+        name: str = "mbv3",
+    ):
+        if width_mult <= 0:
+            raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        if any(k % 2 == 0 for k in kernels):
+            raise ValueError(f"kernel sizes must be odd (they are centre-cropped), got {kernels}")
+        self.name = name
+        self.resolution = resolution
+        w = lambda c: make_divisible(c * width_mult)  # noqa: E731
+        # Small inputs (CIFAR-sized) keep full resolution in the stem, as CIFAR variants of MobileNets do.
+        stem_stride = stem_stride if stem_stride is not None else (1 if resolution <= 64 else 2)
+        self.cfg = MBNetConfig(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            stem_channels=w(stem_channels),
+            stem_stride=stem_stride,
+            first_channels=w(stem_channels),
+            stages=tuple(StageConfig(w(c), s, a, se) for c, s, a, se in stages),
+            head_channels=w(head_channels),
+            feature_channels=w(feature_channels) if width_mult > 1 else feature_channels,
+            kernels=tuple(sorted(kernels)),
+            expands=tuple(sorted(expands)),
+            depths=tuple(sorted(depths)),
+            dropout=dropout,
+        )
+        self.n_stages, self.max_depth = len(stages), max(depths)
+        choices: dict[str, tuple[Any, ...]] = {}
+        for i in range(self.n_stages):
+            choices[f"s{i}.depth"] = self.cfg.depths
+            for j in range(self.max_depth):
+                choices[f"s{i}.b{j}.kernel"] = self.cfg.kernels
+                choices[f"s{i}.b{j}.expand"] = self.cfg.expands
+        super().__init__(choices)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.cfg.in_channels, self.resolution, self.resolution)
+
+    def canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
+        # Blocks past a stage's depth never run: pin them so equal networks get equal ids.
+        for i in range(self.n_stages):
+            for j in range(values[f"s{i}.depth"], self.max_depth):
+                values[f"s{i}.b{j}.kernel"] = self.cfg.kernels[0]
+                values[f"s{i}.b{j}.expand"] = self.cfg.expands[0]
+        return values
+
+    def num_architectures(self) -> int:
+        per_block = len(self.cfg.kernels) * len(self.cfg.expands)
+        return sum(per_block**d for d in self.cfg.depths) ** self.n_stages
+
+    def build_supernet(self) -> MBSupernet:
+        return MBSupernet(self.cfg)
+
+    def to_spec(self, arch: Mapping[str, Any]) -> MBSpec:
+        return tuple(
+            tuple((arch[f"s{i}.b{j}.kernel"], arch[f"s{i}.b{j}.expand"]) for j in range(arch[f"s{i}.depth"]))
+            for i in range(self.n_stages)
+        )
+
+    # --- cost lowering ----------------------------------------------------------------------
+    # Slot 0 is the fixed part (stem, first block, head); slot 1 + i * max_depth + j is block j of
+    # stage i, whose op id is 0 when the block is skipped, else 1 + kernel_idx * |expands| + expand_idx.
+    @cached_property
+    def _cost_table(self) -> CostTable:
+        cfg = self.cfg
+        n_ops = 1 + len(cfg.kernels) * len(cfg.expands)
+        slots = 1 + self.n_stages * self.max_depth
+        feats = np.zeros((slots, n_ops, len(FEATURES)))
+        ref = self.build_supernet().eval()  # the fixed parts are measured on their real modules
+        f_stem, shape = forward_features(nn.Sequential(ref.stem, ref.first), self.input_shape)
+        names = ["fixed"]
+        for i, (st, c_in) in enumerate(zip(cfg.stages, cfg.stage_in_channels())):
+            for j in range(self.max_depth):
+                names.append(f"s{i}.b{j}")
+                slot = 1 + i * self.max_depth + j
+                cin, stride = (c_in, st.stride) if j == 0 else (st.out_channels, 1)
+                out_shape = shape
+                for ki, k in enumerate(cfg.kernels):
+                    for ei, e in enumerate(cfg.expands):
+                        blk = static_mbconv(cin, st.out_channels, k, e, stride, st.use_se, st.act)
+                        feats[slot, 1 + ki * len(cfg.expands) + ei], out_shape = forward_features(blk, shape)
+                shape = out_shape
+        f_head, _ = forward_features(_Head(ref), shape)
+        feats[0, 0] = f_stem + f_head
+        return CostTable(feats, FEATURES, tuple(names))
+
+    def cost_table(self) -> CostTable:
+        return self._cost_table
+
+    def lower(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != len(self.keys):
+            raise ValueError(f"codes must have shape [B, {len(self.keys)}], got {codes.shape}")
+        col = {k: i for i, k in enumerate(self.keys)}
+        depths = np.asarray(self.cfg.depths)
+        n_e = len(self.cfg.expands)
+        out = np.zeros((codes.shape[0], 1 + self.n_stages * self.max_depth), dtype=np.int32)
+        for i in range(self.n_stages):
+            depth = depths[codes[:, col[f"s{i}.depth"]]]
+            for j in range(self.max_depth):
+                op = 1 + codes[:, col[f"s{i}.b{j}.kernel"]] * n_e + codes[:, col[f"s{i}.b{j}.expand"]]
+                out[:, 1 + i * self.max_depth + j] = np.where(j < depth, op, 0)
+        return out
+
+
+class _Head(nn.Module):
+    """The network's head as a module, so its features are counted like any block."""
+
+    def __init__(self, net: MBSupernet):
+        super().__init__()
+        self.head_expand, self.feature_mix, self.feature_act, self.classifier = net.head_expand, net.feature_mix, net.feature_act, net.classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head_expand(x).mean((2, 3), keepdim=True)
+        return self.classifier(self.feature_act(self.feature_mix(x)).flatten(1))
+
+
+@register_space("mbv3")
+def mbv3(**kwargs: Any) -> MBV3Space:
+    """Once-for-All MobileNetV3: 5 stages, depth {2,3,4}, kernel {3,5,7}, expand {3,4,6}."""
+    return MBV3Space(**kwargs)
+
+
+@register_space("tiny")
+def tiny(**kwargs: Any) -> MBV3Space:
+    """Two small stages for tests and smoke runs (16x16 input by default)."""
+    defaults: dict[str, Any] = dict(
+        stages=((16, 2, "relu", False), (24, 2, "hswish", True)),
+        depths=(1, 2),
+        kernels=(3, 5),
+        expands=(2, 3),
+        stem_channels=8,
+        head_channels=48,
+        feature_channels=64,
+        resolution=16,
+        name="tiny",
+    )
+    defaults.update(kwargs)
+    return MBV3Space(**defaults)

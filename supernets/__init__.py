@@ -1,0 +1,6 @@
+"""Pure-PyTorch supernets: elastic ops and blocks, supernet modules, static twins, extraction."""
+
+from supernets.extract import copy_sliced_state, slice_like
+from supernets.mbnet import MBNet, MBNetConfig, MBSpec, MBSupernet, StageConfig
+
+__all__ = ["MBNet", "MBNetConfig", "MBSpec", "MBSupernet", "StageConfig", "copy_sliced_state", "slice_like"]

@@ -1,0 +1,56 @@
+"""Count the cost features of a module's forward pass (compute, memory traffic, op count).
+
+The cost model predicts latency as a device-specific combination of these
+features, so they are counted by running the real static layers once on a dummy
+input rather than by re-deriving shapes by hand (which drifts from the code).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+FEATURES = ("dense_macs", "depthwise_macs", "memory_bytes", "ops")
+"""Feature order of :func:`forward_features`:
+
+- dense_macs: multiply-accumulates of dense/pointwise convs and linear layers
+- depthwise_macs: multiply-accumulates of grouped (depthwise) convs, which run far below peak
+- memory_bytes: float32 bytes read and written by every leaf op (inputs, outputs, weights)
+- ops: number of leaf ops executed (per-op dispatch overhead dominates small layers)
+"""
+
+_BYTES = 4
+
+
+def _leaf(module: nn.Module) -> bool:
+    return len(list(module.children())) == 0 and not isinstance(module, (nn.Identity, nn.Dropout))
+
+
+@torch.no_grad()
+def forward_features(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Features of one forward pass of ``module`` on a batch-1 input, and its output shape."""
+    feats = np.zeros(len(FEATURES))
+
+    def hook(mod: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        x = inputs[0]
+        n_in, n_out = x.numel(), output.numel()
+        n_w = sum(p.numel() for p in mod.parameters(recurse=False))
+        if isinstance(mod, nn.Conv2d):
+            macs = output.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+            feats[1 if mod.groups > 1 else 0] += macs
+        elif isinstance(mod, nn.Linear):
+            feats[0] += output.numel() * mod.in_features
+        feats[2] += (n_in + n_out + n_w) * _BYTES
+        feats[3] += 1
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if _leaf(m)]
+    was_training = module.training
+    try:
+        module.eval()
+        out = module(torch.zeros(1, *input_shape))
+    finally:
+        module.train(was_training)
+        for h in handles:
+            h.remove()
+    return feats, tuple(out.shape[1:])
