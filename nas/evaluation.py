@@ -1,0 +1,52 @@
+"""Evaluating subnetworks: BN recalibration and accuracy.
+
+Why recalibrate: during supernet training every BN layer accumulates running
+statistics of *many* subnetworks mixed together, which match none of them.
+Before any subnetwork is evaluated (or exported) its statistics are recomputed
+on a few training batches; without this, inherited-weight accuracy is mostly noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import islice
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int, device: torch.device) -> None:
+    """Reset every BN layer's running statistics and recompute them as an exact average over ``num_batches``."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in bns]
+    was_training = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average instead of an exponential one
+    model.train()
+    try:
+        for x, _ in islice(batches, num_batches):
+            model(x.to(device, non_blocking=True))
+    finally:
+        for m, mom in saved:
+            m.momentum = mom
+        model.train(was_training)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+    """Top-1 accuracy in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        for x, y in batches:
+            pred = model(x.to(device, non_blocking=True)).argmax(1)
+            correct += (pred == y.to(device)).sum().item()
+            total += y.numel()
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("cannot measure accuracy on an empty data set")
+    return correct / total
