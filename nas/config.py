@@ -99,6 +99,9 @@ ALIASES = {
     "batch-size": "data.batch_size",
     "train-limit": "data.train_limit",
     "trial": "export.trial",
+    "download": "data.download",
+    "device": "device",
+    "seed": "seed",
 }
 
 

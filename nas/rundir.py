@@ -70,6 +70,7 @@ def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
+    directory.mkdir(parents=True, exist_ok=True)  # e.g. <run>/checkpoints on the first save
     fd, tmp = _open_temp(directory, target.name)
     try:
         with os.fdopen(fd, "wb") as f:

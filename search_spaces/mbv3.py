@@ -36,7 +36,7 @@ class MBV3Space(SearchSpace):
         stem_channels: int = 16,
         head_channels: int = 960,
         feature_channels: int = 1280,
-        stem_stride: int | None = None,
+        stem_stride: int = 2,
         dropout: float = 0.0,
         name: str = "mbv3",
     ):
@@ -47,8 +47,6 @@ class MBV3Space(SearchSpace):
         self.name = name
         self.resolution = resolution
         w = lambda c: make_divisible(c * width_mult)  # noqa: E731
-        # Small inputs (CIFAR-sized) keep full resolution in the stem, as CIFAR variants of MobileNets do.
-        stem_stride = stem_stride if stem_stride is not None else (1 if resolution <= 64 else 2)
         self.cfg = MBNetConfig(
             in_channels=in_channels,
             num_classes=num_classes,

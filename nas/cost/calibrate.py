@@ -1,0 +1,200 @@
+"""Calibrate a device profile: time real networks of a space, fit the linear model.
+
+The cost features are device-independent counts; one device differs from
+another only in what each unit costs. So a few dozen timed networks suffice to
+fit the handful of coefficients, with non-negative least squares so that every
+coefficient stays a physical cost (more work is never predicted faster).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy
+import torch
+from scipy.optimize import nnls
+from scipy.stats import kendalltau
+from torch import nn
+
+from nas.cost.profile import DeviceProfile
+from search_spaces.arch import Arch
+from search_spaces.base import SearchSpace
+
+
+def measure_latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1, threads: int = 1, warmup: int = 5, repeats: int = 20) -> float:
+    """Median wall time (ms) of one forward pass in eval/inference mode; restores threads and mode."""
+    return float(measure_latencies_ms([model], input_shape, batch, threads, warmup, repeats)[0])
+
+
+def measure_latencies_ms(
+    models: Sequence[nn.Module], input_shape: tuple[int, ...], batch: int = 1, threads: int = 1, warmup: int = 5, repeats: int = 20, progress: bool = False
+) -> np.ndarray:
+    """Median forward time (ms) of each model, timed round-robin rather than one model after another.
+
+    Shared or throttled CPUs change speed for seconds at a time. Timed one after
+    another, whole runs of models land in a slow phase and their ranking is
+    noise; timed in interleaved rounds (shuffled order), every model sees every
+    phase, and each round is normalised by its own median to cancel the phase.
+    """
+    if batch < 1 or threads < 1 or warmup < 0 or repeats < 1:
+        raise ValueError(f"need batch >= 1, threads >= 1, warmup >= 0, repeats >= 1; got {batch}, {threads}, {warmup}, {repeats}")
+    prev_threads, modes = torch.get_num_threads(), [m.training for m in models]
+    x = torch.randn(batch, *input_shape)
+    times = np.zeros((repeats, len(models)))
+    order_rng = np.random.default_rng(0)
+    try:
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            for m in models:
+                m.eval()
+                for _ in range(warmup):
+                    m(x)
+            rounds: Any = range(repeats)
+            if progress:
+                from tqdm import tqdm
+
+                rounds = tqdm(rounds, desc=f"timing {len(models)} networks", unit="round")
+            for r in rounds:
+                for i in order_rng.permutation(len(models)):
+                    t0 = time.perf_counter()
+                    models[i](x)
+                    times[r, i] = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(prev_threads)
+        for m, was_training in zip(models, modes):
+            m.train(was_training)
+    round_speed = np.median(times, axis=1, keepdims=True)
+    return np.median(times / round_speed, axis=0) * float(np.median(round_speed)) * 1e3
+
+
+def sample_archs(space: SearchSpace, n_archs: int, seed: int) -> list[Arch]:
+    """Smallest and largest (they bound the fitted range) plus distinct random architectures."""
+    rng = np.random.default_rng(seed)
+    archs = {a.id: a for a in (space.smallest(), space.largest())}
+    for _ in range(50 * n_archs):
+        if len(archs) >= n_archs:
+            break
+        a = space.sample(rng)
+        archs.setdefault(a.id, a)
+    return list(archs.values())
+
+
+def summed_features(space: SearchSpace, archs: list[Arch]) -> np.ndarray:
+    """Per-architecture feature totals ``[B, F]``: the design matrix of the fit."""
+    feats = space.cost_table().features
+    op_ids = space.lower(space.encode_batch(archs))
+    return feats[np.arange(feats.shape[0]), op_ids].sum(axis=1)
+
+
+def fit_nnls(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """``coef >= 0, intercept >= 0`` minimising the *relative* squared error.
+
+    Rows are divided by the measured latency so small and large networks count
+    alike (what MAPE and ranking care about); columns are scaled to unit maximum
+    because raw features span ~1 (ops) to ~1e8 (bytes), which NNLS handles badly.
+    """
+    A = np.column_stack([X, np.ones(len(X))]) / y[:, None]
+    scale = np.abs(A).max(axis=0)
+    scale[scale == 0] = 1.0
+    sol, _ = nnls(A / scale, np.ones(len(y)))
+    sol = sol / scale
+    return sol[:-1], float(sol[-1])
+
+
+def fit_diagnostics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Ranking and accuracy of predictions: kendall_tau, mape (fraction), within_10pct (fraction)."""
+    rel = np.abs(pred - y) / y
+    tau = float(kendalltau(pred, y).statistic) if len(y) >= 2 else float("nan")
+    return {"kendall_tau": tau, "mape": float(rel.mean()), "within_10pct": float((rel <= 0.10).mean())}
+
+
+def calibrate(
+    space: SearchSpace,
+    n_archs: int = 40,
+    seed: int = 0,
+    threads: int = 1,
+    batch: int = 1,
+    device_name: str = "cpu",
+    progress: bool = False,
+    warmup: int = 5,
+    repeats: int = 20,
+    holdout: float = 0.25,
+) -> tuple[DeviceProfile, dict[str, Any]]:
+    """Time ``n_archs`` networks of ``space`` and fit a profile; diagnostics are on a held-out part.
+
+    The returned profile is fitted on the training part only, so the held-out
+    diagnostics describe exactly that profile. Smallest and largest are always
+    in the training part. Predictions are for one forward pass at ``batch``.
+    """
+    from nas.cost.model import space_signature  # model imports this module
+
+    if n_archs < 3:
+        raise ValueError(f"n_archs must be >= 3 to fit and check a profile, got {n_archs}")
+    if not 0 <= holdout < 1:
+        raise ValueError(f"holdout must be in [0, 1), got {holdout}")
+    t_start = time.perf_counter()
+    archs = sample_archs(space, n_archs, seed)
+    supernet = space.build_supernet()  # one supernet, many extractions: far cheaper than build_static each time
+    iterator: Any = archs
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(archs, desc=f"building {len(archs)} {space.name} networks", unit="arch")
+    models = [supernet.extract(space.to_spec(a)) for a in iterator]
+    y = measure_latencies_ms(models, space.input_shape, batch, threads, warmup, repeats, progress)
+    X = summed_features(space, archs)
+
+    rng = np.random.default_rng(seed + 1)
+    n_fixed = len({space.smallest().id, space.largest().id})  # sample_archs puts them first
+    n_hold = min(int(round(holdout * len(archs))), len(archs) - n_fixed)
+    held = n_fixed + rng.permutation(len(archs) - n_fixed)[:n_hold] if n_hold >= 2 else np.zeros(0, dtype=int)
+    train = np.setdiff1d(np.arange(len(archs)), held)
+    coef, intercept = fit_nnls(X[train], y[train])
+    pred = X @ coef + intercept
+
+    diag: dict[str, Any] = {
+        **fit_diagnostics(pred[held] if len(held) else pred[train], y[held] if len(held) else y[train]),
+        "evaluated_on": "holdout" if len(held) else "train (too few architectures to hold any out)",
+        "train": fit_diagnostics(pred[train], y[train]),
+        "n_archs": len(archs),
+        "n_train": int(len(train)),
+        "n_holdout": int(len(held)),
+        "measured_ms": {"min": float(y.min()), "median": float(np.median(y)), "max": float(y.max())},
+        "seconds": time.perf_counter() - t_start,
+    }
+    meta = {
+        "threads": threads,
+        "batch": batch,
+        "warmup": warmup,
+        "repeats": repeats,
+        "seed": seed,
+        "input_shape": list(space.input_shape),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": processor_name(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "fit": diag,
+    }
+    profile = DeviceProfile(device_name, tuple(space.cost_table().feature_names), tuple(coef), intercept, space_signature(space), meta)
+    return profile, diag
+
+
+def processor_name() -> str:
+    """CPU model: ``platform.processor()`` is often empty on Linux, so fall back to /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,85 @@
+"""Cost model: a space's cost table combined with a device profile, predicting latency fast.
+
+Everything device-specific lives in the profile; everything space-specific in
+the cost table. The model only checks that the two belong together and runs the
+kernel on the space's lowering of architectures to op ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.cost.calibrate import calibrate
+from nas.cost.kernel import predict_numba
+from nas.cost.profile import DeviceProfile, ProfileError, default_profile_path
+from search_spaces.base import SearchSpace
+
+
+def space_signature(space: SearchSpace) -> str:
+    """``<name>-<C>x<H>x<W>-<hash>``: identifies the configuration a profile's coefficients apply to.
+
+    The hash covers the choices, the network config (widths, activations, ...)
+    and the cost table itself, so any change that rescales features or changes
+    what runs gives a different signature.
+    """
+    ct = space.cost_table()
+    h = hashlib.sha256()
+    h.update(json.dumps({"choices": {k: list(v) for k, v in space.choices.items()}, "config": repr(getattr(space, "cfg", None))}, sort_keys=True).encode())
+    h.update(json.dumps([list(ct.feature_names), list(ct.slot_names), list(ct.features.shape)]).encode())
+    h.update(np.ascontiguousarray(ct.features, dtype="<f8").tobytes())
+    shape = "x".join(str(d) for d in space.input_shape)
+    return f"{space.name}-{shape}-{h.hexdigest()[:16]}"
+
+
+class CostModel:
+    """Predicted latency (ms) of architectures of ``space`` on the device ``profile`` was calibrated on."""
+
+    def __init__(self, space: SearchSpace, profile: DeviceProfile):
+        ct = space.cost_table()
+        profile.check_compatible(space_signature(space), ct.feature_names)
+        self.space, self.profile = space, profile
+        self._features = np.ascontiguousarray(ct.features, dtype=np.float64)
+        self._coef = np.asarray(profile.coef, dtype=np.float64)
+        self.intercept = float(profile.intercept)
+
+    def predict_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Latency per encoded architecture (``space.encode_batch`` rows), float64 ``[B]``."""
+        return predict_numba(self.space.lower(codes), self._features, self._coef, self.intercept)
+
+    def predict(self, archs: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Latency per architecture, float64 ``[B]`` (validates and encodes each one first)."""
+        return self.predict_codes(self.space.encode_batch(list(archs)))
+
+    def latency_table(self) -> np.ndarray:
+        """Latency (ms) of op ``o`` at slot ``s``, ``[S, O]``, without the intercept; padded ops are 0."""
+        return self._features @ self._coef
+
+
+def load_or_calibrate(space: SearchSpace, device: str = "cpu", path: str | os.PathLike[str] | None = None, recalibrate: bool = False, **calib_kwargs: Any) -> CostModel:
+    """Cost model from the cached profile when it is valid for ``space``; else calibrate and cache it.
+
+    A cached profile measured with other ``threads``/``batch`` than requested is
+    not what was asked for, so it is recalibrated too.
+    """
+    path = Path(path) if path is not None else default_profile_path(device, space_signature(space))
+    if not recalibrate and path.exists():
+        try:
+            profile = DeviceProfile.load(path)
+            model = CostModel(space, profile)
+            stale = [k for k in ("threads", "batch") if k in calib_kwargs and profile.meta.get(k) != calib_kwargs[k]]
+            if not stale:
+                return model
+            warnings.warn(f"cached profile {path} was measured with other {stale}; recalibrating", stacklevel=2)
+        except ProfileError as exc:
+            warnings.warn(f"ignoring cached profile: {exc}; recalibrating", stacklevel=2)
+    profile, _ = calibrate(space, device_name=device, **calib_kwargs)
+    profile.save(path)
+    return CostModel(space, profile)

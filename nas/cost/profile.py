@@ -1,0 +1,162 @@
+"""Device profiles: the fitted coefficients of the cost model for one device and space.
+
+A profile is plain JSON so it can be shipped, diffed and reviewed. Its
+coefficients are in ms per feature unit, and feature scales depend on the space
+configuration (input size, widths), so a profile records the ``space_signature``
+it was calibrated on and is refused elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+FORMAT_VERSION = 1
+_FIELDS = ("name", "feature_names", "coef", "intercept", "space_signature", "meta")
+RECALIBRATE_HINT = "re-run `nas latency calibrate` for this space"
+
+
+class ProfileError(ValueError):
+    """A device profile that cannot be used: missing, malformed, or made for another space."""
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Cost-model coefficients: ``latency_ms = intercept + sum_f coef[f] * feature[f]``."""
+
+    name: str
+    feature_names: tuple[str, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    space_signature: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_names", tuple(str(n) for n in self.feature_names))
+        try:
+            object.__setattr__(self, "coef", tuple(float(c) for c in self.coef))
+            object.__setattr__(self, "intercept", float(self.intercept))
+        except (TypeError, ValueError) as exc:
+            raise ProfileError(f"profile {self.name!r}: coefficients and intercept must be numbers ({exc})") from None
+        if len(self.coef) != len(self.feature_names):
+            raise ProfileError(f"profile {self.name!r} has {len(self.coef)} coefficients for {len(self.feature_names)} feature names {list(self.feature_names)}")
+        for n, c in zip(self.feature_names, self.coef):
+            if not math.isfinite(c) or c < 0:
+                raise ProfileError(f"profile {self.name!r}: coefficient of {n!r} is {c}; coefficients must be finite and >= 0 ({RECALIBRATE_HINT})")
+        if not math.isfinite(self.intercept) or self.intercept < 0:
+            raise ProfileError(f"profile {self.name!r}: intercept is {self.intercept}; it must be finite and >= 0 ({RECALIBRATE_HINT})")
+
+    def check_compatible(self, signature: str, feature_names: Sequence[str]) -> None:
+        """Raise :class:`ProfileError` unless this profile was calibrated for this space configuration."""
+        if tuple(feature_names) != self.feature_names:
+            raise ProfileError(
+                f"profile {self.name!r} has features {list(self.feature_names)} but the space's cost table has "
+                f"{list(feature_names)}; {RECALIBRATE_HINT}"
+            )
+        if signature != self.space_signature:
+            raise ProfileError(
+                f"profile {self.name!r} was calibrated for space {self.space_signature!r}, not {signature!r} "
+                f"(feature scales differ between space configurations); {RECALIBRATE_HINT}"
+            )
+
+    # --- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "feature_names": list(self.feature_names),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+            "space_signature": self.space_signature,
+            "meta": _json_safe(self.meta),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "profile") -> "DeviceProfile":
+        if not isinstance(data, dict):
+            raise ProfileError(f"{source}: a device profile must be a JSON object, got {type(data).__name__}")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ProfileError(f"{source}: format_version is {version!r}, this version of nas reads format_version {FORMAT_VERSION}; {RECALIBRATE_HINT}")
+        missing = [k for k in _FIELDS if k not in data]
+        if missing:
+            raise ProfileError(f"{source}: missing field(s) {missing}; a profile needs {list(_FIELDS)}")
+        if not isinstance(data["feature_names"], list) or not isinstance(data["coef"], list):
+            raise ProfileError(f"{source}: feature_names and coef must be lists")
+        numbers = [data["intercept"], *data["coef"]]
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in numbers):
+            raise ProfileError(f"{source}: coef and intercept must be JSON numbers, got coef={data['coef']!r}, intercept={data['intercept']!r}")
+        if not isinstance(data["meta"], dict):
+            raise ProfileError(f"{source}: meta must be an object, got {type(data['meta']).__name__}")
+        try:
+            return cls(str(data["name"]), tuple(data["feature_names"]), tuple(data["coef"]), data["intercept"], str(data["space_signature"]), dict(data["meta"]))
+        except ProfileError as exc:
+            raise ProfileError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "profile") -> "DeviceProfile":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ProfileError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); {RECALIBRATE_HINT}") from None
+        return cls.from_dict(data, source)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically (temp file in the same folder, then ``os.replace``): readers never see half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(self.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "DeviceProfile":
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ProfileError(f"no device profile at {path}; run `nas latency calibrate` to create one") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProfileError(f"cannot read device profile {path}: {exc}") from None
+        return cls.from_json(text, source=f"device profile {path}")
+
+
+def default_profile_path(device: str, signature: str) -> Path:
+    """``$XDG_CACHE_HOME/nas-engine/profiles/<device>-<hash of signature>.json`` (default ``~/.cache``)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    safe_device = re.sub(r"[^A-Za-z0-9_.-]+", "_", device).strip("._") or "device"
+    digest = hashlib.sha256(signature.encode()).hexdigest()[:16]
+    return Path(cache) / "nas-engine" / "profiles" / f"{safe_device}-{digest}.json"
+
+
+def _json_safe(value: Any) -> Any:
+    """Meta as strict JSON: NaN/inf become null, tuples lists, numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

@@ -1,0 +1,179 @@
+"""Benchmark the cost model: numba kernel vs plain Python, and the cost of encoding architectures.
+
+Search controllers call the cost model on huge candidate batches, so what matters
+is predictions per second on one core (the other cores train or evaluate), and
+what encoding + lowering adds on top. Writes a Markdown report.
+
+    PYTHONPATH=. python scripts/bench_cost_model.py --out /tmp/cost_model.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numba
+import numpy as np
+import torch
+
+from nas.cost import CostModel, DeviceProfile, predict_numba, predict_reference, space_signature
+from nas.cost.calibrate import processor_name
+from nas.cost.kernel import PARALLEL_MIN_BATCH, _predict_kernel, check_inputs
+from search_spaces import SearchSpace, create_space
+
+BATCHES = (1, 1_000, 1_000_000)
+
+
+def per_call_seconds(variants: list[tuple[int, Callable[[], object]]], min_time: float, rounds: int = 7) -> list[tuple[float, int]]:
+    """Median seconds per call of each ``(numba threads, fn)`` variant, and calls timed.
+
+    The variants are timed in alternating blocks rather than one after another:
+    shared CPUs change speed for seconds at a time, which would otherwise be
+    read as a difference between the variants (e.g. 1 vs all threads).
+    """
+    sizes = []
+    for threads, fn in variants:  # warm up, then grow each block until it is long enough to time
+        numba.set_num_threads(threads)
+        fn()
+        n = 1
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if time.perf_counter() - t0 >= min_time / (2 * rounds) or n >= 1 << 20:
+                break
+            n *= 4
+        sizes.append(n)
+    blocks: list[list[float]] = [[] for _ in variants]
+    for _ in range(rounds):
+        for i, ((threads, fn), n) in enumerate(zip(variants, sizes)):
+            numba.set_num_threads(threads)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            blocks[i].append((time.perf_counter() - t0) / n)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    return [(float(np.median(b)), rounds * n) for b, n in zip(blocks, sizes)]
+
+
+def random_codes(space: SearchSpace, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Uniform random encodings (not canonicalised: lowering ignores skipped blocks anyway)."""
+    return np.stack([rng.integers(0, len(space.choices[k]), size=n) for k in space.keys], axis=1)
+
+
+def fmt_rate(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}"
+
+
+def fmt_time(s: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results/cost_model.md", help="Markdown report to write")
+    ap.add_argument("--space", default="mbv3", help="registered search space (default kwargs)")
+    ap.add_argument("--min-time", type=float, default=1.0, help="seconds to spend timing each measurement")
+    ap.add_argument("--ref-batch", type=int, default=20_000, help="batch for the plain-Python reference")
+    ap.add_argument("--encode-batch", type=int, default=5_000, help="architectures for the encoding measurement")
+    args = ap.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    space = create_space(args.space)
+    ct = space.cost_table()
+    S, O, F = ct.features.shape
+    # Speed does not depend on the coefficients: a synthetic profile avoids a calibration run.
+    profile = DeviceProfile("synthetic", ct.feature_names, (1e-8, 5e-8, 2e-7, 0.02)[:F] + (0.0,) * max(0, F - 4), 0.1, space_signature(space), {})
+    model = CostModel(space, profile)
+    feats, coef = np.ascontiguousarray(ct.features), np.asarray(profile.coef)
+    all_threads = numba.config.NUMBA_NUM_THREADS
+
+    t0 = time.perf_counter()
+    predict_numba(np.zeros((1, S), dtype=np.int32), feats, coef, 0.1)
+    first_call = time.perf_counter() - t0
+
+    op_ids = {b: space.lower(random_codes(space, b, rng)) for b in BATCHES}
+    kernel_rows, best_1core = [], 0.0
+    thread_counts = tuple(dict.fromkeys((1, all_threads)))
+    for b in BATCHES:
+        ids, out = op_ids[b], np.empty(b)
+        impls = (
+            (f"predict_numba (checks ids; serial below {PARALLEL_MIN_BATCH:,})", lambda: predict_numba(ids, feats, coef, 0.1)),
+            ("prange kernel only (no checks)", lambda: _predict_kernel(ids, feats, coef, 0.1, out)),
+        )
+        variants = [(t, label, fn) for label, fn in impls for t in thread_counts]
+        timed = per_call_seconds([(t, fn) for t, _, fn in variants], args.min_time)
+        for (threads, label, _), (sec, calls) in zip(variants, timed):
+            rate = b / sec
+            if threads == 1 and label.startswith("predict_numba"):
+                best_1core = max(best_1core, rate)
+            kernel_rows.append(f"| {label} | {threads} | {b:,} | {calls:,} | {fmt_time(sec)} | {fmt_rate(rate)} | {1e9 / rate:.2f} |")
+    ((check_sec, _),) = per_call_seconds([(1, lambda: check_inputs(op_ids[BATCHES[-1]], feats, coef))], args.min_time)
+
+    ref_ids = op_ids[BATCHES[-1]][: args.ref_batch]
+    t0 = time.perf_counter()
+    ref = predict_reference(ref_ids, feats, coef, 0.1)
+    ref_per_arch = (time.perf_counter() - t0) / len(ref_ids)
+    np.testing.assert_allclose(predict_numba(ref_ids, feats, coef, 0.1), ref, rtol=1e-12)
+
+    archs = [space.decode(c) for c in random_codes(space, args.encode_batch, rng)]
+    n = len(archs)
+    t0 = time.perf_counter()
+    codes = space.encode_batch(archs)
+    enc = (time.perf_counter() - t0) / n
+    ((low, _),) = per_call_seconds([(1, lambda: space.lower(codes))], args.min_time)
+    numba.set_num_threads(1)
+    t0 = time.perf_counter()
+    model.predict(archs)
+    end_to_end = (time.perf_counter() - t0) / n
+    numba.set_num_threads(all_threads)
+
+    big = BATCHES[-1]
+    lines = [
+        f"# Cost model benchmark ({space.name})",
+        "",
+        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {platform.platform()}; {processor_name()}; {os.cpu_count()} logical cores (numba threads: {all_threads})",
+        f"- versions: python {sys.version.split()[0]}, numpy {np.__version__}, numba {numba.__version__}, torch {torch.__version__}",
+        f"- cost table: {S} slots x {O} ops x {F} features; op ids random, valid; times are medians of 7 timed blocks, variants of one batch timed in alternation",
+        f"- first predict_numba call in this process (compile, or load from numba's cache): {fmt_time(first_call)}",
+        "",
+        "## Prediction from op ids (encoding excluded)",
+        "",
+        "| implementation | threads | batch | calls timed | time per call | predictions/s | ns per arch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *kernel_rows,
+        f"| plain-Python reference (measured on {len(ref_ids):,} archs, rate extrapolated per arch) | 1 | {len(ref_ids):,} | 1 | {fmt_time(ref_per_arch * len(ref_ids))} | {fmt_rate(1 / ref_per_arch)} | {ref_per_arch * 1e9:,.0f} |",
+        "",
+        f"- speed-up of predict_numba on one core (best batch) over the plain-Python reference: **{best_1core * ref_per_arch:,.0f}x**",
+        f"- op-id range check alone on {big:,} archs: {fmt_time(check_sec)} ({check_sec / big * 1e9:.2f} ns per arch)",
+        "",
+        "## Encoding and lowering (per architecture)",
+        "",
+        "| step | per arch |",
+        "| --- | ---: |",
+        f"| `space.encode_batch` of {n:,} `Arch` objects (validates each) | {fmt_time(enc)} |",
+        f"| `space.lower` of {n:,} codes (vectorised numpy) | {fmt_time(low / n)} |",
+        f"| `CostModel.predict` end to end on {n:,} archs, 1 numba thread | {fmt_time(end_to_end)} |",
+        "",
+    ]
+    report = "\n".join(lines)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report, encoding="utf-8")
+    print(report)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
