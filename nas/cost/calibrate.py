@@ -59,7 +59,7 @@ def measure_latencies_ms(
             if progress:
                 from tqdm import tqdm
 
-                rounds = tqdm(rounds, desc=f"timing {len(models)} networks", unit="round")
+                rounds = tqdm(rounds, desc=f"timing {len(models)} networks", unit="round", disable=None, leave=False)
             for r in rounds:
                 for i in order_rng.permutation(len(models)):
                     t0 = time.perf_counter()
@@ -145,7 +145,7 @@ def calibrate(
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(archs, desc=f"building {len(archs)} {space.name} networks", unit="arch")
+        iterator = tqdm(archs, desc=f"building {len(archs)} {space.name} networks", unit="arch", disable=None, leave=False)
     models = [supernet.extract(space.to_spec(a)) for a in iterator]
     y = measure_latencies_ms(models, space.input_shape, batch, threads, warmup, repeats, progress)
     X = summed_features(space, archs)

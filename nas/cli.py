@@ -1,0 +1,138 @@
+"""``nas`` command line: train, search, export, run (all three), spaces, latency.
+
+Any setting of :class:`nas.config.NASConfig` can be given as ``--section.key=value``
+(e.g. ``--train.epochs=3``); common ones have short aliases (``--epochs``,
+``--trials``, ``--latency-budget-ms``, ``--space``, ``--data``, ``--data-dir``).
+Errors a user can fix print one line naming the problem and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from nas.config import ConfigError
+    from nas.cost import ProfileError
+    from nas.data import DataError
+    from nas.export import ExportError
+    from nas.rundir import RunDirError
+    from nas.train import CheckpointError
+    from search_spaces import InvalidArchitectureError
+
+    return (ConfigError, DataError, RunDirError, CheckpointError, ExportError, ProfileError, InvalidArchitectureError, KeyError, ValueError, FloatingPointError, OSError)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with settings (sections: data, space, train, search, export)")
+    p.add_argument("--run-dir", help="run directory (created if missing; an existing one is resumed)")
+    p.add_argument("--json", action="store_true", help="end by printing a one-line JSON summary on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or messages on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nas",
+        description="Weight-sharing NAS: train a supernet, search it for accuracy vs. latency, export the winner.",
+        epilog="Settings: --section.key=value for any config key (see `nas <command> --help`), e.g. --train.epochs=3 --search.trials=20.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (
+        ("train", "train the supernet (resumes from the run directory's last checkpoint)"),
+        ("search", "search the trained supernet (resumes the run directory's study)"),
+        ("export", "export the best architecture under the budget (or --trial N)"),
+        ("run", "train, search and export in one go (the quick start)"),
+    ):
+        p = sub.add_parser(name, help=help_, description=help_ + ". Any config key can be set as --section.key=value.")
+        _common(p)
+    sp = sub.add_parser("spaces", help="list the search spaces and their sizes")
+    sp.add_argument("--json", action="store_true")
+    lat = sub.add_parser("latency", help="hardware cost model: calibrate a device profile or predict latency")
+    lsub = lat.add_subparsers(dest="latency_command", required=True)
+    cal = lsub.add_parser("calibrate", help="time sampled architectures on this machine and fit the device profile")
+    pred = lsub.add_parser("predict", help="predict the latency of an architecture JSON file")
+    for p in (cal, pred):
+        _common(p)
+        p.add_argument("--device", default="cpu", help="device profile name (calibration measures this machine's CPU)")
+        p.add_argument("--profile", help="profile JSON path (default: the per-space cache file)")
+    cal.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1)")
+    cal.add_argument("--batch", type=int, default=1, help="batch size while timing (default 1)")
+    cal.add_argument("--n", type=int, default=40, help="number of architectures to time")
+    pred.add_argument("--arch", required=True, help="architecture JSON (e.g. <run>/export/arch.json)")
+    return parser
+
+
+def _split_overrides(extra: Sequence[str]) -> list[str]:
+    """``--a.b=1`` / ``--a.b 1`` / ``a.b=1`` -> ``["a.b=1"]``."""
+    out, i = [], 0
+    extra = list(extra)
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--") and "=" not in item:
+            raise SystemExit(f"nas: error: unexpected argument {item!r} (settings look like --section.key=value)")
+        key = item[2:] if item.startswith("--") else item
+        if "=" not in key:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise SystemExit(f"nas: error: setting --{key} needs a value (--{key}=VALUE)")
+            key, i = f"{key}={extra[i + 1]}", i + 1
+        out.append(key)
+        i += 1
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        overrides = _split_overrides(extra)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        errors = _user_errors()
+    except ImportError as exc:  # a broken install should say so plainly
+        print(f"nas: error: installation is incomplete ({exc})", file=sys.stderr)
+        return 2
+    try:
+        return _dispatch(args, overrides)
+    except KeyboardInterrupt:
+        print("nas: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except errors as exc:
+        if os.environ.get("NAS_DEBUG"):
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"nas: error: {msg}  (NAS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, overrides: list[str]) -> int:
+    from nas import pipeline
+
+    if args.command == "spaces":
+        return pipeline.cmd_spaces(as_json=args.json)
+    base = _load_base(args)
+    if args.command == "latency":
+        return pipeline.cmd_latency(args, base, overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    t0 = time.perf_counter()
+    summary: dict[str, Any] = pipeline.run_command(args.command, run_dir, base, overrides, quiet=args.quiet)
+    summary["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True, default=str))
+    return 0
+
+
+def _load_base(args: argparse.Namespace) -> dict[str, Any] | None:
+    from nas.config import load_yaml
+
+    return load_yaml(args.config) if getattr(args, "config", None) else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

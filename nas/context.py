@@ -1,0 +1,147 @@
+"""A run's shared state: config, run directory, data, search space, device and trackers.
+
+Every command (train, search, export) opens the same run directory through
+:func:`open_run`, which locks it, records the resolved config and refuses a
+config whose data or space differ from the ones the directory was started with.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from nas.config import ConfigError, NASConfig, build_config, load_yaml, parse_override, set_key
+from nas.data import DataBundle, load_data, make_loader
+from nas.devices import resolve_device
+from nas.rundir import RunLock, atomic_write_text, prepare_run_dir
+from nas.tracking import Trackers, make_trackers
+from search_spaces import SearchSpace, create_space
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class RunContext:
+    cfg: NASConfig
+    run_dir: Path
+    device: torch.device
+    data: DataBundle
+    space: SearchSpace
+    trackers: Trackers
+    progress: bool = True
+    quiet: bool = False
+    _stack: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint depends on: loading it under another space or data set would be wrong."""
+        return {"space": self.space.describe()["name"], "space_cfg": repr(getattr(self.space, "cfg", None)), "data": self.data.name}
+
+    def loader(self, split: str, shuffle: bool = False, epoch: int = 0) -> DataLoader:
+        """Deterministic loader: the order depends only on (seed, epoch), so resume replays it exactly."""
+        ds = {"train": self.data.train, "val": self.data.val, "test": self.data.test}[split]
+        return make_loader(
+            ds,
+            batch_size=self.cfg.data.batch_size,
+            shuffle=shuffle,
+            seed=self.cfg.seed * 100_003 + epoch,
+            num_workers=self.cfg.data.workers,
+            drop_last=shuffle and len(ds) > self.cfg.data.batch_size,
+        )
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> "RunContext":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+IDENTITY_SECTIONS = ("seed", "data", "space", "train")  # what a trained supernet depends on
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+    return {prefix.rstrip("."): d}
+
+
+def _identity(cfg: NASConfig) -> dict[str, Any]:
+    flat = _flat(cfg.to_dict())
+    return {k: v for k, v in flat.items() if k.split(".")[0] in IDENTITY_SECTIONS and k not in ("data.workers", "data.download", "data.data_dir")}
+
+
+def resolve_config(run_dir: Path | None, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> NASConfig:
+    """Defaults <- the run directory's saved config <- config file <- ``key=value`` overrides.
+
+    Re-running a command on a run directory therefore needs no repeated flags, and
+    flags that would change what the supernet was trained on are refused.
+    """
+    saved_path = run_dir / CONFIG_FILE if run_dir is not None else None
+    saved = load_yaml(saved_path) if saved_path is not None and saved_path.exists() else {}
+    cfg = build_config(saved)
+    for k, v in (base or {}).items():
+        set_key(cfg, str(k), v)
+    for item in overrides:
+        set_key(cfg, *parse_override(item))
+    if saved:
+        before, after = _identity(build_config(saved)), _identity(cfg)
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        if changed:
+            raise ConfigError(
+                f"run directory {run_dir} was started with other settings for {', '.join(changed)} "
+                f"(saved in {saved_path}); use a new --run-dir or drop those settings"
+            )
+    return cfg
+
+
+def load_config_data(cfg: NASConfig) -> DataBundle:
+    d = cfg.data
+    return load_data(d.name, data_dir=d.data_dir, resolution=d.resolution, seed=cfg.seed, train_limit=d.train_limit, download=d.download)
+
+
+def build_space(cfg: NASConfig, data: DataBundle | None = None) -> SearchSpace:
+    """The configured search space, shaped for the data set (classes, channels, resolution)."""
+    data = data if data is not None else load_config_data(cfg)
+    options = {"num_classes": data.num_classes, "in_channels": data.in_channels, "resolution": data.resolution, "width_mult": cfg.space.width_mult}
+    options.update(cfg.space.options)
+    return create_space(cfg.space.name, **options)
+
+
+def open_run(
+    run_dir: str | Path,
+    base: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+    quiet: bool = False,
+) -> RunContext:
+    """Lock ``run_dir``, resolve and save the config, load data and build the space."""
+    run_dir = prepare_run_dir(Path(run_dir))
+    stack = ExitStack()
+    try:
+        stack.enter_context(RunLock(run_dir))
+        cfg = resolve_config(run_dir, base, overrides)
+        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        device = resolve_device(cfg.device)
+        data = load_config_data(cfg)
+        space = build_space(cfg, data)
+        trackers = stack.enter_context(make_trackers(run_dir, cfg.trackers, config=cfg.to_dict(), wandb_mode=cfg.wandb_mode))
+    except BaseException:
+        stack.close()
+        raise
+    return RunContext(cfg, run_dir, device, data, space, trackers, progress=progress, quiet=quiet, _stack=stack)

@@ -1,0 +1,66 @@
+"""Controller interface: propose architectures (ask), learn from their results (tell).
+
+Controllers see only architectures and objective values, never the supernet, so
+any controller runs against any supernet kind and evaluator.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from search_spaces import Arch, SearchSpace
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """What one evaluation measured. ``None`` accuracy marks a failed evaluation."""
+
+    accuracy: float | None
+    latency_ms: float
+
+
+class Controller(ABC):
+    """Ask/tell search strategy. Implementations must be seeded and resumable."""
+
+    def __init__(self, space: SearchSpace, seed: int, latency_budget_ms: float | None):
+        self.space, self.seed, self.latency_budget_ms = space, seed, latency_budget_ms
+
+    @abstractmethod
+    def ask(self, n: int = 1) -> list[Arch]:
+        """Propose ``n`` architectures to evaluate next."""
+
+    @abstractmethod
+    def tell(self, archs: Sequence[Arch], results: Sequence[Objectives]) -> None:
+        """Report results for architectures returned by :meth:`ask`, in any order."""
+
+    @abstractmethod
+    def n_finished(self) -> int:
+        """Evaluations already told (including those of a resumed run)."""
+
+    @abstractmethod
+    def history(self) -> list[dict[str, Any]]:
+        """Finished evaluations: ``{"trial", "arch", "accuracy", "latency_ms", "feasible"}`` each."""
+
+
+_CONTROLLERS: dict[str, Callable[..., Controller]] = {}
+
+
+def register_controller(name: str) -> Callable[[Callable[..., Controller]], Callable[..., Controller]]:
+    def deco(factory: Callable[..., Controller]) -> Callable[..., Controller]:
+        _CONTROLLERS[name] = factory
+        return factory
+
+    return deco
+
+
+def create_controller(name: str, **kwargs: Any) -> Controller:
+    if name not in _CONTROLLERS:
+        raise KeyError(f"unknown controller {name!r}; available: {sorted(_CONTROLLERS)}")
+    return _CONTROLLERS[name](**kwargs)
+
+
+def list_controllers() -> list[str]:
+    return sorted(_CONTROLLERS)

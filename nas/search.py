@@ -1,0 +1,96 @@
+"""Search loop: controller.ask -> predicted latency -> inherited-weight accuracy -> controller.tell.
+
+Evaluations are cached by architecture id (within and across resumed runs), so a
+controller that proposes the same network twice costs one evaluation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from nas.context import RunContext
+from nas.controllers import Objectives, create_controller
+from nas.cost import CostModel
+from nas.rundir import atomic_write_json, atomic_write_text
+from nas.train import evaluate_arch
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Feasible rows not dominated in (accuracy up, latency down), sorted by latency."""
+    feas = [r for r in rows if r["feasible"]]
+    front = [
+        r
+        for r in feas
+        if not any(
+            (o["accuracy"] >= r["accuracy"] and o["latency_ms"] <= r["latency_ms"])
+            and (o["accuracy"] > r["accuracy"] or o["latency_ms"] < r["latency_ms"])
+            for o in feas
+        )
+    ]
+    # one row per distinct architecture
+    seen, unique = set(), []
+    for r in sorted(front, key=lambda r: (r["latency_ms"], -r["accuracy"], r["trial"])):
+        if r["arch_id"] not in seen:
+            seen.add(r["arch_id"])
+            unique.append(r)
+    return unique
+
+
+def run_search(ctx: RunContext, supernet: nn.Module, cost: CostModel) -> dict[str, Any]:
+    scfg = ctx.cfg.search
+    budget = scfg.latency_budget_ms
+    if budget is not None:
+        floor = float(cost.predict([ctx.space.smallest()])[0])
+        if budget < floor:
+            raise ValueError(
+                f"latency budget {budget} ms is below the smallest architecture's predicted latency ({floor:.3f} ms) "
+                f"on this device profile: no architecture can meet it"
+            )
+    controller = create_controller(scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=budget, run_dir=ctx.run_dir, population=scfg.population)
+    cache = {r["arch_id"]: r["accuracy"] for r in controller.history()}
+    done = controller.n_finished()
+    if done:
+        ctx.say(f"resuming search: {done}/{scfg.trials} trials already finished")
+    t0 = time.perf_counter()
+    bar = tqdm(range(done, scfg.trials), desc="search", leave=False, disable=None if ctx.progress else True)
+    for _ in bar:
+        (arch,) = controller.ask(1)
+        latency = float(cost.predict([arch])[0])
+        if arch.id not in cache:
+            cache[arch.id] = evaluate_arch(ctx, supernet, arch)
+        acc = cache[arch.id]
+        controller.tell([arch], [Objectives(acc, latency)])
+        n = controller.n_finished()
+        ctx.trackers.log("search_trial", n, {"val_accuracy": acc, "latency_pred_ms": latency, "arch_id": arch.id})
+        bar.set_postfix(acc=f"{acc:.3f}", lat=f"{latency:.2f}ms")
+    rows = controller.history()
+    front = pareto_front(rows)
+    _write_outputs(ctx.run_dir, rows, front, budget)
+    ctx.trackers.log_table("pareto_front", ["trial", "arch_id", "val_accuracy", "latency_pred_ms"], [[r["trial"], r["arch_id"], r["accuracy"], r["latency_ms"]] for r in front])
+    return {"trials": len(rows), "pareto": front, "search_seconds": time.perf_counter() - t0, "latency_budget_ms": budget}
+
+
+def _write_outputs(run_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]], budget: float | None) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["trial", "arch_id", "val_accuracy", "latency_pred_ms", "feasible"])
+    for r in rows:
+        w.writerow([r["trial"], r["arch_id"], f"{r['accuracy']:.6f}", f"{r['latency_ms']:.6f}", int(r["feasible"])])
+    atomic_write_text(run_dir / "search" / "history.csv", buf.getvalue())
+    atomic_write_json(run_dir / "search" / "pareto.json", {"latency_budget_ms": budget, "front": front})
+
+
+def format_front(front: list[dict[str, Any]], budget: float | None) -> str:
+    """The Pareto front as a fixed-width text table (what the CLI prints)."""
+    lines = [f"Pareto front ({len(front)} architectures" + (f", budget {budget:g} ms" if budget is not None else "") + ")"]
+    lines.append(f"{'trial':>5}  {'arch id':<12}  {'val acc':>7}  {'pred latency ms':>15}")
+    for r in front:
+        lines.append(f"{r['trial']:>5}  {r['arch_id']:<12}  {r['accuracy']:>7.4f}  {r['latency_ms']:>15.3f}")
+    return "\n".join(lines)
