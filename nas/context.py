@@ -110,6 +110,32 @@ def resolve_config(run_dir: Path | None, base: Mapping[str, Any] | None, overrid
     return cfg
 
 
+def validate_config(cfg: NASConfig) -> None:
+    """Reject unknown names before any work starts, not after an hour of training."""
+    from nas.controllers import list_controllers
+    from nas.data import DATASETS
+    from nas.sampling import SAMPLING_RULES
+    from search_spaces import list_spaces
+
+    checks = [
+        ("space.name", cfg.space.name, list(list_spaces())),
+        ("data.name", cfg.data.name.lower().replace("-", "_"), list(DATASETS)),
+        ("search.controller", cfg.search.controller, list_controllers()),
+        ("train.sampler", cfg.train.sampler, sorted(SAMPLING_RULES)),
+        ("train.optimizer", cfg.train.optimizer, ["adamw", "sgd"]),
+    ]
+    for key, value, allowed in checks:
+        if value not in allowed:
+            what = {"space.name": "search space", "search.controller": "controller", "data.name": "data set"}.get(key, key)
+            raise ConfigError(f"unknown {what} {value!r} ({key}); available: {allowed}")
+    positive = {"train.epochs": cfg.train.epochs, "search.trials": cfg.search.trials, "data.batch_size": cfg.data.batch_size, "train.lr": cfg.train.lr}
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+    if cfg.search.latency_budget_ms is not None and cfg.search.latency_budget_ms <= 0:
+        raise ConfigError(f"search.latency_budget_ms must be > 0 ms, got {cfg.search.latency_budget_ms}")
+
+
 def load_config_data(cfg: NASConfig) -> DataBundle:
     d = cfg.data
     return load_data(d.name, data_dir=d.data_dir, resolution=d.resolution, seed=cfg.seed, train_limit=d.train_limit, download=d.download)
@@ -136,6 +162,7 @@ def open_run(
     try:
         stack.enter_context(RunLock(run_dir))
         cfg = resolve_config(run_dir, base, overrides)
+        validate_config(cfg)
         atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         device = resolve_device(cfg.device)
         data = load_config_data(cfg)

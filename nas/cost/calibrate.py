@@ -41,6 +41,8 @@ def measure_latencies_ms(
     another, whole runs of models land in a slow phase and their ranking is
     noise; timed in interleaved rounds (shuffled order), every model sees every
     phase, and each round is normalised by its own median to cancel the phase.
+    Each timed run follows an untimed run of the same model, so caches hold that
+    model's weights as they do in a deployed model's steady state.
     """
     if batch < 1 or threads < 1 or warmup < 0 or repeats < 1:
         raise ValueError(f"need batch >= 1, threads >= 1, warmup >= 0, repeats >= 1; got {batch}, {threads}, {warmup}, {repeats}")
@@ -62,6 +64,7 @@ def measure_latencies_ms(
                 rounds = tqdm(rounds, desc=f"timing {len(models)} networks", unit="round", disable=None, leave=False)
             for r in rounds:
                 for i in order_rng.permutation(len(models)):
+                    models[i](x)  # untimed run first: time the model with warm caches, as a deployed model runs
                     t0 = time.perf_counter()
                     models[i](x)
                     times[r, i] = time.perf_counter() - t0

@@ -1,0 +1,187 @@
+"""End to end through the `nas` command line on the `tiny` space (digits at 16x16)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from nas.cli import main
+
+TINY = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl,tensorboard", "--search.calibration_archs=8", "--export.latency_repeats=5"]
+
+
+def _nas(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    args = ["run", "--run-dir", str(run_dir), "--json", "--quiet", "--epochs=2", "--trials=6", *TINY]
+    return run_dir, args
+
+
+def test_run_trains_searches_and_exports(tiny_run, capsys):
+    run_dir, args = tiny_run
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["run_dir"] == str(run_dir)
+    for key in ("test_accuracy", "latency_pred_ms", "latency_measured_ms", "wall_seconds"):
+        assert isinstance(summary[key], float) and summary[key] > 0
+    meta = json.loads((run_dir / "export" / "meta.json").read_text())
+    for key in ("arch", "params", "flops", "latency_pred_ms", "latency_measured_ms", "val_accuracy", "test_accuracy"):
+        assert key in meta
+    assert meta["verification"]["supernet_vs_extracted_max_abs_diff"] <= 1e-5
+    assert meta["test_accuracy"] == summary["test_accuracy"]
+    # everything a user browses is in the run directory
+    assert (run_dir / "config.yaml").exists() and (run_dir / "study.db").exists()
+    assert (run_dir / "search" / "pareto.json").exists() and (run_dir / "search" / "history.csv").exists()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    kinds = {json.loads(line)["kind"] for line in (run_dir / "events.jsonl").read_text().splitlines()}
+    assert {"epoch", "search_trial"} <= kinds
+    # the study is a stock Optuna study: users can open it with Optuna's own tools
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir}/study.db")
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 6
+
+
+def test_rerun_resumes_instead_of_starting_over(tiny_run, capsys):
+    run_dir, args = tiny_run
+    before = (run_dir / "checkpoints" / "supernet_last.pt").stat().st_mtime_ns
+    assert main(args) == 0
+    capsys.readouterr()
+    assert (run_dir / "checkpoints" / "supernet_last.pt").stat().st_mtime_ns == before  # not retrained
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir}/study.db")
+    assert len(study.trials) == 6  # no new trials: the search was already complete
+
+
+def test_torchscript_export_runs_without_this_project(tiny_run, tmp_path):
+    """The exported TorchScript file reproduces meta.json's test accuracy in a process that never imports us."""
+    run_dir, _ = tiny_run
+    meta = json.loads((run_dir / "export" / "meta.json").read_text())
+    from nas.data import load_data
+
+    data = load_data("digits", resolution=16, seed=0)
+    xs = torch.stack([data.test[i][0] for i in range(len(data.test))])
+    ys = torch.stack([data.test[i][1] for i in range(len(data.test))])
+    torch.save({"x": xs, "y": ys}, tmp_path / "test.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys, torch
+        model = torch.jit.load({str(run_dir / 'export' / 'model.torchscript.pt')!r})
+        d = torch.load({str(tmp_path / 'test.pt')!r})
+        with torch.no_grad():
+            acc = (model(d["x"]).argmax(1) == d["y"]).sum().item() / len(d["y"])
+        banned = [m for m in sys.modules if m.split(".")[0] in ("nas", "supernets", "search_spaces")]
+        print(acc, banned)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True)
+    acc, banned = out.stdout.split(maxsplit=1)
+    assert banned.strip() == "[]"
+    assert abs(float(acc) - meta["test_accuracy"]) < 1e-9
+
+
+def test_search_killed_with_sigkill_resumes_without_losing_trials(tiny_run, tmp_path):
+    """Kill `nas search` mid-way, re-run the same command: finished trials are kept, the rest are run."""
+    run_dir, _ = tiny_run
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(run_dir, work, ignore=shutil.ignore_patterns("study.db", "search", "export", ".lock"))
+    cmd = [sys.executable, "-m", "nas.cli", "search", "--run-dir", str(work), "--quiet", "--trials=40", "--search.controller=random"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{work}/study.db"
+    finished_before: dict[int, str] = {}
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            try:
+                trials = optuna.load_study(study_name="search", storage=storage).trials
+            except Exception:  # study not created yet
+                continue
+            done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+            if len(done) >= 3:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, f"search finished or failed before it could be killed: {proc.stderr.read()}"
+    trials = optuna.load_study(study_name="search", storage=storage).trials
+    finished_before = {t.number: t.user_attrs["arch_id"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert 3 <= len(finished_before) < 40
+
+    cmd[cmd.index("--trials=40")] = "--trials=8"
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    trials = optuna.load_study(study_name="search", storage=storage).trials
+    complete = {t.number: t.user_attrs["arch_id"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert all(complete.get(n) == a for n, a in finished_before.items())  # nothing finished was lost or redone
+    assert len(complete) == max(8, len(finished_before))
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]  # the killed trial is failed, not left running
+
+
+def test_changing_trained_settings_on_a_run_dir_is_refused(tiny_run, capsys):
+    run_dir, _ = tiny_run
+    assert main(["train", "--run-dir", str(run_dir), "--quiet", "--space.width_mult=1.0"]) == 2
+    err = capsys.readouterr().err
+    assert "space.width_mult" in err and "new --run-dir" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--train.epochz=3"], "unknown config key 'train.epochz'"),
+        (["train", "--space=nope"], "unknown search space 'nope'"),
+        (["train", "--epochs=many"], "'train.epochs' expects int"),
+        (["train", "--data=nope"], "unknown data set 'nope'"),
+        (["train", "--trials=0"], "search.trials must be > 0"),
+        (["search", "--search.controller=nope"], "unknown controller 'nope'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
+    command, *settings = args
+    assert main([command, "--run-dir", str(tmp_path / "r"), "--quiet", *TINY, *settings]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_export_without_search_says_what_to_run(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    assert main(["export", "--run-dir", str(run_dir), "--quiet", *TINY]) == 2
+    assert "nas train" in capsys.readouterr().err
+
+
+def test_spaces_lists_sizes(capsys):
+    assert main(["spaces", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["mbv3"]["num_architectures"] == (81 + 729 + 6561) ** 5
+    assert rows["tiny"]["num_architectures"] == 400
+
+
+def test_latency_predict_for_an_exported_arch(tiny_run, capsys):
+    run_dir, _ = tiny_run
+    profile = run_dir / "cost_profile.json"
+    args = ["latency", "predict", "--arch", str(run_dir / "export" / "arch.json"), "--profile", str(profile), "--json", "--quiet", "--space=tiny", "--data.resolution=16"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    meta = json.loads((run_dir / "export" / "meta.json").read_text())
+    assert out["latency_pred_ms"] == pytest.approx(meta["latency_pred_ms"])
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).with_name("nas")
+    res = subprocess.run([str(exe) if exe.exists() else "nas", "--help"], capture_output=True, text=True, env={**os.environ})
+    assert res.returncode == 0 and "train" in res.stdout
