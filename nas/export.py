@@ -94,7 +94,7 @@ def export_arch(ctx: RunContext, supernet: nn.Module, cost: CostModel, row: dict
         "latency_pred_ms": predicted,
         "latency_measured_ms": measured,
         "latency_error_pct": 100.0 * (predicted - measured) / measured,
-        "latency_setup": {"batch": 1, "threads": latency_threads, "device": "cpu", "processor": processor_name()},
+        "latency_setup": {"batch": 1, "threads": latency_threads, "device": "cpu", "processor": processor_name(), "repeats": ctx.cfg.export.latency_repeats},
         "val_accuracy": val_acc,
         "test_accuracy": test_acc,
         "search_val_accuracy": row["accuracy"],
