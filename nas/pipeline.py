@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from nas.context import RunContext, build_space, open_run, resolve_config
 from nas.controllers import create_controller
-from nas.cost import CostModel, DeviceProfile, load_or_calibrate
+from nas.cost import CostModel, DeviceProfile, ProfileError, default_profile_path, load_or_calibrate, space_signature
 from nas.export import choose_trial, export_arch
 from nas.rundir import default_run_dir
 from nas.search import format_front, run_search
@@ -97,11 +97,19 @@ def cmd_latency(args: argparse.Namespace, base: Mapping[str, Any] | None, overri
             raise ValueError(f"calibration measures this machine's CPU; device {args.device!r} cannot be measured here (use --device cpu)")
         t0 = time.perf_counter()
         model = load_or_calibrate(space, device="cpu", path=args.profile, recalibrate=True, n_archs=args.n, seed=cfg.seed, threads=args.threads, batch=args.batch, progress=not args.quiet)
-        out = {"device": "cpu", "space": space.name, "profile": model.profile.to_dict() if hasattr(model.profile, "to_dict") else json.loads(model.profile.to_json()), "seconds": round(time.perf_counter() - t0, 1)}
+        out = {"device": "cpu", "space": space.name, "profile": model.profile.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
         print(json.dumps(out) if args.json else json.dumps(out, indent=2))
         return 0
     arch = space.arch(json.loads(Path(args.arch).read_text()))
-    model = CostModel(space, DeviceProfile.load(args.profile)) if args.profile else load_or_calibrate(space, device=args.device, progress=not args.quiet)
+    if args.profile:
+        model = CostModel(space, DeviceProfile.load(args.profile))
+    elif args.device == "cpu":
+        model = load_or_calibrate(space, device="cpu", progress=not args.quiet)
+    else:
+        path = default_profile_path(args.device, space_signature(space))
+        if not path.exists():
+            raise ProfileError(f"no {args.device!r} profile for this space (looked for {path}); run `nas latency calibrate` on that device and pass its file with --profile")
+        model = CostModel(space, DeviceProfile.load(path))
     ms = float(model.predict([arch])[0])
     print(json.dumps({"arch_id": arch.id, "device": args.device, "latency_pred_ms": ms}) if args.json else f"{arch.id}: {ms:.3f} ms predicted on {args.device}")
     return 0

@@ -185,3 +185,37 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("nas")
     res = subprocess.run([str(exe) if exe.exists() else "nas", "--help"], capture_output=True, text=True, env={**os.environ})
     assert res.returncode == 0 and "train" in res.stdout
+
+
+def test_training_killed_with_sigkill_resumes_from_last_epoch(tmp_path):
+    run_dir = tmp_path / "train"
+    cmd = [sys.executable, "-m", "nas.cli", "train", "--run-dir", str(run_dir), "--epochs=4", *TINY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "checkpoints" / "supernet_last.pt"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None and not ckpt.exists():
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL and ckpt.exists()
+    epochs_done = torch.load(ckpt, weights_only=False)["epoch"]
+    assert 1 <= epochs_done < 4
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"resuming supernet training at epoch {epochs_done + 1}/4" in res.stderr
+    state = torch.load(ckpt, weights_only=False)
+    assert state["epoch"] == 4 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    ckpt = run_dir / "checkpoints" / "supernet_last.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"not a checkpoint")
+    assert main(["train", "--run-dir", str(run_dir), "--quiet", *TINY]) == 2
+    assert "corrupt or unreadable" in capsys.readouterr().err
+    assert ckpt.read_bytes() == b"not a checkpoint"  # never overwritten silently

@@ -101,3 +101,18 @@ def test_invalid_spec_is_a_clear_error():
         net.set_active(((( 3, 2),) * 3, ((3, 2),)))
     with pytest.raises(ValueError, match="kernel=4"):
         net.set_active((((4, 2),), ((3, 2),)))
+
+
+def test_elastic_linear_and_conv_slice_prefixes():
+    from supernets.ops import ElasticConv2d, ElasticLinear
+
+    lin = ElasticLinear(8, 6)
+    lin.active_out = 4
+    x = torch.randn(2, 5)
+    ref = torch.nn.functional.linear(x, lin.weight[:4, :5], lin.bias[:4])
+    assert torch.equal(lin(x), ref)
+    conv = ElasticConv2d(4, 6, 7)
+    conv.active_out, conv.active_kernel = 3, 3
+    x = torch.randn(1, 2, 8, 8)
+    ref = torch.nn.functional.conv2d(x, conv.weight[:3, :2, 2:5, 2:5], None, 1, 1)
+    assert torch.equal(conv(x), ref)
