@@ -70,6 +70,7 @@ class RunContext:
 
 
 IDENTITY_SECTIONS = ("seed", "data", "space", "train")  # what a trained supernet depends on
+NOT_IDENTITY = ("data.workers", "data.download", "data.data_dir", "train.bn_recal_batches")  # free to change on resume
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -83,7 +84,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _identity(cfg: NASConfig) -> dict[str, Any]:
     flat = _flat(cfg.to_dict())
-    return {k: v for k, v in flat.items() if k.split(".")[0] in IDENTITY_SECTIONS and k not in ("data.workers", "data.download", "data.data_dir")}
+    return {k: v for k, v in flat.items() if k.split(".")[0] in IDENTITY_SECTIONS and k not in NOT_IDENTITY}
 
 
 def resolve_config(run_dir: Path | None, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> NASConfig:
