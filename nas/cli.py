@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_, description=help_ + ". Any config key can be set as --section.key=value.")
         _common(p)
+    rank = sub.add_parser("rank", help="ranking report: supernet accuracy vs. standalone training of K architectures")
+    _common(rank)
+    rank.add_argument("--archs", type=int, default=20, help="number of architectures, stratified by size (default 20)")
+    rank.add_argument("--epochs", type=int, default=None, help="standalone training epochs (default: the supernet's train.epochs)")
+    rank.add_argument("--seeds", type=int, default=2, help="standalone seeds per architecture (>= 2 reports the ground truth's reliability)")
+    rank.add_argument("--workers", type=int, default=None, help="parallel standalone trainings (default: one per core)")
+    rank.add_argument("--standalone-dir", help="share standalone results between run directories (same data and recipe)")
     sp = sub.add_parser("spaces", help="list the search spaces and their sizes")
     sp.add_argument("--json", action="store_true")
     lat = sub.add_parser("latency", help="hardware cost model: calibrate a device profile or predict latency")
@@ -119,11 +126,13 @@ def _dispatch(args: argparse.Namespace, overrides: list[str]) -> int:
     base = _load_base(args)
     if args.command == "latency":
         return pipeline.cmd_latency(args, base, overrides)
+    if args.command == "rank":
+        return pipeline.cmd_rank(args, base, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else None
     t0 = time.perf_counter()
     summary: dict[str, Any] = pipeline.run_command(args.command, run_dir, base, overrides, quiet=args.quiet)
     summary["wall_seconds"] = round(time.perf_counter() - t0, 2)
-    if args.json:
+    if args.json and summary.pop("rank", 0) == 0:  # under torchrun only rank 0 answers
         print(json.dumps(summary, sort_keys=True, default=str))
     return 0
 

@@ -26,6 +26,7 @@ class DataConfig:
     data_dir: str | None = None  # where the files are; Fashion-MNIST is also found in /usr/share/datasets
     resolution: int | None = None  # None: the data set's natural size (digits are upsampled to 32)
     train_limit: int | None = None  # keep this many training images (quick CPU benchmarks)
+    val_limit: int | None = None  # validation images kept (default: all; max(1000, train_limit/5) with train_limit)
     download: bool = False  # torchvision download for CIFAR, only when asked
     batch_size: int = 64
     workers: int = 0  # DataLoader workers; in-memory data sets need none
@@ -47,10 +48,23 @@ class TrainConfig:
     weight_decay: float = 3e-5
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
-    sampler: str = "sandwich"  # largest + smallest + num_random random subnets per step
-    num_random: int = 2
+    sampler: str = "sandwich"  # uniform | sandwich | fair | sorted | progressive (see nas/sampling.py)
+    num_random: int = 2  # random subnets per step, for the rules that take them
+    sampler_options: dict[str, Any] = field(default_factory=dict)  # rule-specific (e.g. progressive: schedule)
+    distill: bool = False  # in-place distillation: the largest subnet's soft targets teach the others
+    distill_temperature: float = 1.0
+    distill_alpha: float = 1.0  # weight of the distillation term vs. cross-entropy for non-largest subnets
+    ema_decay: float | None = None  # keep an exponential moving average of the weights (search/export use it)
     grad_clip: float | None = 5.0
+    accumulate: int = 1  # micro-batches per optimizer step (gradient accumulation)
+    bn_momentum: float | None = 0.1  # running-stat momentum during training; 0 = never track, None = cumulative
     bn_recal_batches: int = 10  # batches used to recompute BN statistics before evaluating a subnet
+    amp: str = "none"  # none | bf16 | fp16 (fp16 uses a gradient scaler; CUDA only)
+    channels_last: bool = False  # NHWC memory format (faster convolutions on recent GPUs)
+    compile: bool = False  # torch.compile the supernet (recompiles per new active shape: long runs only)
+    augment: str = "none"  # none | crop | crop_flip: batch-wise augmentation on the training device
+    checkpoint_every_steps: int = 0  # also checkpoint inside an epoch every N steps (0: end of epoch only)
+    deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume; slower on GPU)
 
 
 @dataclass

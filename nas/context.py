@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from nas.config import ConfigError, NASConfig, build_config, load_yaml, parse_override, set_key
 from nas.data import DataBundle, load_data, make_loader
 from nas.devices import resolve_device
+from nas.distributed import DistInfo
 from nas.rundir import RunLock, atomic_write_text, prepare_run_dir
 from nas.tracking import Trackers, make_trackers
 from search_spaces import SearchSpace, create_space
@@ -137,9 +138,22 @@ def validate_config(cfg: NASConfig) -> None:
         raise ConfigError(f"search.latency_budget_ms must be > 0 ms, got {cfg.search.latency_budget_ms}")
 
 
+def _check_sampler_options(cfg: NASConfig, space: SearchSpace) -> None:
+    """Draw one step now so a wrong sampler option fails before training, naming the option."""
+    import numpy as np
+
+    from nas.sampling import get_rule
+
+    t = cfg.train
+    try:
+        get_rule(t.sampler)(space, np.random.default_rng(0), 0, 1, t.num_random, **t.sampler_options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"train.sampler_options: {exc}") from None
+
+
 def load_config_data(cfg: NASConfig) -> DataBundle:
     d = cfg.data
-    return load_data(d.name, data_dir=d.data_dir, resolution=d.resolution, seed=cfg.seed, train_limit=d.train_limit, download=d.download)
+    return load_data(d.name, data_dir=d.data_dir, resolution=d.resolution, seed=cfg.seed, train_limit=d.train_limit, val_limit=d.val_limit, download=d.download)
 
 
 def build_space(cfg: NASConfig, data: DataBundle | None = None) -> SearchSpace:
@@ -156,19 +170,33 @@ def open_run(
     overrides: Sequence[str] = (),
     progress: bool = True,
     quiet: bool = False,
+    dist: DistInfo | None = None,
 ) -> RunContext:
-    """Lock ``run_dir``, resolve and save the config, load data and build the space."""
+    """Lock ``run_dir``, resolve and save the config, load data and build the space.
+
+    Under torchrun only rank 0 locks the directory, writes the config and tracks;
+    the other ranks read the same settings and stay silent.
+    """
+    dist = dist or DistInfo(rank=0, world_size=1, local_rank=0, is_main=True)
     run_dir = prepare_run_dir(Path(run_dir))
     stack = ExitStack()
     try:
-        stack.enter_context(RunLock(run_dir))
+        if dist.is_main:
+            stack.enter_context(RunLock(run_dir))
         cfg = resolve_config(run_dir, base, overrides)
         validate_config(cfg)
-        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if dist.is_main:
+            atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         device = resolve_device(cfg.device)
+        if device.type == "cuda" and dist.world_size > 1:
+            device = torch.device("cuda", dist.local_rank)
         data = load_config_data(cfg)
         space = build_space(cfg, data)
-        trackers = stack.enter_context(make_trackers(run_dir, cfg.trackers, config=cfg.to_dict(), wandb_mode=cfg.wandb_mode))
+        _check_sampler_options(cfg, space)
+        if dist.is_main:
+            trackers = stack.enter_context(make_trackers(run_dir, cfg.trackers, config=cfg.to_dict(), wandb_mode=cfg.wandb_mode))
+        else:
+            trackers, quiet = Trackers([]), True
     except BaseException:
         stack.close()
         raise

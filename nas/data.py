@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import NamedTuple, IO, Any
 
 import numpy as np
 import torch
@@ -108,6 +108,7 @@ def load_data(
     resolution: int | None = None,
     seed: int = 0,
     train_limit: int | None = None,
+    val_limit: int | None = None,
     val_fraction: float = 0.1,
     download: bool = False,
 ) -> DataBundle:
@@ -122,6 +123,8 @@ def load_data(
       the data set has no validation split of its own (fashion_mnist, cifar,
       imagefolder without ``val/``; also its ``test/`` share when that is absent).
       digits always uses a fixed stratified 70/15/15 split.
+    - ``val_limit``: keep this many validation images (overrides the rule below;
+      larger validation sets make ranking studies less noisy).
     - ``train_limit``: keep only this many training images (class-stratified when
       possible) for quick CPU runs. Validation is then cut to
       ``min(len(val), max(1000, train_limit // 5))``: small enough that evaluating
@@ -134,12 +137,12 @@ def load_data(
     _check_args(resolution, train_limit, val_fraction)
     res = resolution if resolution is not None else _DEFAULT_RESOLUTION[key]
     if key == "digits":
-        return _load_digits(res, seed, train_limit)
+        return _load_digits(res, seed, Limits(train_limit, val_limit))
     if key == "fashion_mnist":
-        return _load_fashion_mnist(data_dir, res, seed, train_limit, val_fraction, download)
+        return _load_fashion_mnist(data_dir, res, seed, Limits(train_limit, val_limit), val_fraction, download)
     if key in ("cifar10", "cifar100"):
-        return _load_cifar(key, data_dir, res, seed, train_limit, val_fraction, download)
-    return _load_imagefolder(data_dir, res, seed, train_limit, val_fraction)
+        return _load_cifar(key, data_dir, res, seed, Limits(train_limit, val_limit), val_fraction, download)
+    return _load_imagefolder(data_dir, res, seed, Limits(train_limit, val_limit), val_fraction)
 
 
 def make_loader(
@@ -224,21 +227,31 @@ def _limit(labels: np.ndarray, pool: np.ndarray, keep: int, seed: int) -> np.nda
     return chosen
 
 
-def _val_limit(n_val: int, train_limit: int | None) -> int:
-    """Validation size under ``train_limit`` (see :func:`load_data` for why these numbers)."""
+class Limits(NamedTuple):
+    """How many training / validation images to keep (None: all, or the default rule for val)."""
+
+    train: int | None = None
+    val: int | None = None
+
+
+def _val_limit(n_val: int, limits: Limits) -> int:
+    """Validation size under ``limits`` (see :func:`load_data` for why these numbers); ``limits.val`` wins."""
+    if limits.val is not None:
+        return min(n_val, limits.val)
+    train_limit = limits.train
     if train_limit is None:
         return n_val
     return min(n_val, max(_MIN_LIMITED_VAL, train_limit // 5))
 
 
 def _train_val_indices(
-    labels: np.ndarray, pool: np.ndarray, val_count: int, seed: int, train_limit: int | None
+    labels: np.ndarray, pool: np.ndarray, val_count: int, seed: int, limits: Limits
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hold ``val_count`` of ``pool`` out for validation, then apply ``train_limit`` to both parts."""
+    """Hold ``val_count`` of ``pool`` out for validation, then apply ``limits`` to both parts."""
     train_idx, val_idx = _choose(labels, pool, val_count, seed)
-    if train_limit is not None:
-        train_idx = _limit(labels, train_idx, train_limit, seed)
-    return train_idx, _limit(labels, val_idx, _val_limit(len(val_idx), train_limit), seed)
+    if limits.train is not None:
+        train_idx = _limit(labels, train_idx, limits.train, seed)
+    return train_idx, _limit(labels, val_idx, _val_limit(len(val_idx), limits), seed)
 
 
 # --------------------------------------------------------------------------- in-memory tensors
@@ -283,11 +296,11 @@ class _RawSplits:
 
 
 def _in_memory_bundle(
-    name: str, raw: _RawSplits, stats: _Stats, resolution: int, seed: int, train_limit: int | None, val_frac: float
+    name: str, raw: _RawSplits, stats: _Stats, resolution: int, seed: int, limits: Limits, val_frac: float
 ) -> DataBundle:
     """Bundle for a train/test data set: seeded val split from train, then convert once."""
     pool = np.arange(len(raw.train_y))
-    train_idx, val_idx = _train_val_indices(raw.train_y, pool, _held_count(len(pool), val_frac), seed, train_limit)
+    train_idx, val_idx = _train_val_indices(raw.train_y, pool, _held_count(len(pool), val_frac), seed, limits)
     convert = partial(_tensor_dataset, max_value=255.0, resolution=resolution, stats=stats)
     return DataBundle(
         name=name,
@@ -311,14 +324,14 @@ def _check_labels(labels: np.ndarray, num_classes: int, source: str, fix: str) -
 # --------------------------------------------------------------------------- digits
 
 
-def _load_digits(resolution: int, seed: int, train_limit: int | None) -> DataBundle:
+def _load_digits(resolution: int, seed: int, limits: Limits) -> DataBundle:
     """scikit-learn's 1797 8x8 digits (shipped with it, so always available), stratified 70/15/15."""
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.float32)).unsqueeze(1)  # [N, 1, 8, 8], values 0..16
     labels = digits.target.astype(np.int64)
     held = _held_count(len(labels), _DIGITS_HELD_OUT)
     rest, test_idx = _choose(labels, np.arange(len(labels)), held, seed)
-    train_idx, val_idx = _train_val_indices(labels, rest, held, seed, train_limit)
+    train_idx, val_idx = _train_val_indices(labels, rest, held, seed, limits)
     convert = partial(_tensor_dataset, images, labels, max_value=16.0, resolution=resolution, stats=_DIGITS_STATS)
     return DataBundle("digits", convert(train_idx), convert(val_idx), convert(test_idx), 10, 1, resolution)
 
@@ -333,7 +346,7 @@ _FASHION_HOW_TO_GET = (
 
 
 def _load_fashion_mnist(
-    data_dir: str | None, resolution: int, seed: int, train_limit: int | None, val_frac: float, download: bool
+    data_dir: str | None, resolution: int, seed: int, limits: Limits, val_frac: float, download: bool
 ) -> DataBundle:
     """Real Fashion-MNIST (60k train / 10k test), read by torchvision from a located or staged copy."""
     root, origins = _locate_fashion(data_dir, download)
@@ -343,7 +356,7 @@ def _load_fashion_mnist(
     train_x, train_y = _read_fashion_split(root, True, origins)
     test_x, test_y = _read_fashion_split(root, False, origins)
     raw = _RawSplits(train_x.unsqueeze(1), train_y, test_x.unsqueeze(1), test_y, 10)
-    return _in_memory_bundle("fashion_mnist", raw, _FASHION_STATS, resolution, seed, train_limit, val_frac)
+    return _in_memory_bundle("fashion_mnist", raw, _FASHION_STATS, resolution, seed, limits, val_frac)
 
 
 def _locate_fashion(data_dir: str | None, download: bool) -> tuple[Path, dict[str, Path]]:
@@ -546,7 +559,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 
 def _load_cifar(
-    key: str, data_dir: str | None, resolution: int, seed: int, train_limit: int | None, val_frac: float, download: bool
+    key: str, data_dir: str | None, resolution: int, seed: int, limits: Limits, val_frac: float, download: bool
 ) -> DataBundle:
     """CIFAR-10/100 from the python-version archive layout under ``data_dir``."""
     cls, stats = _CIFAR[key]
@@ -555,7 +568,7 @@ def _load_cifar(
     train_x, train_y = _read_cifar_batches(folder, [n for n, _ in cls.train_list], len(classes))
     test_x, test_y = _read_cifar_batches(folder, [n for n, _ in cls.test_list], len(classes))
     raw = _RawSplits(train_x, train_y, test_x, test_y, len(classes))
-    return _in_memory_bundle(key, raw, stats, resolution, seed, train_limit, val_frac)
+    return _in_memory_bundle(key, raw, stats, resolution, seed, limits, val_frac)
 
 
 def _cifar_required(cls: type[CIFAR10]) -> list[str]:
@@ -711,7 +724,7 @@ def _imagefolder_root(data_dir: str | None) -> Path:
 
 
 def _load_imagefolder(
-    data_dir: str | None, resolution: int, seed: int, train_limit: int | None, val_frac: float
+    data_dir: str | None, resolution: int, seed: int, limits: Limits, val_frac: float
 ) -> DataBundle:
     """RGB image folders decoded per item; a missing val or test split is ``val_fraction`` of train/ each."""
     root = _imagefolder_root(data_dir)
@@ -726,11 +739,11 @@ def _load_imagefolder(
     val = _optional_split(root / "val", reader, train.classes)
     if val is None:
         same_share = val_frac * len(labels) / len(pool)  # val is as large as a carved test split
-        train_idx, val_idx = _train_val_indices(labels, pool, _held_count(len(pool), same_share), seed, train_limit)
+        train_idx, val_idx = _train_val_indices(labels, pool, _held_count(len(pool), same_share), seed, limits)
         val_ds: Dataset = Subset(train, val_idx.tolist())
     else:
-        train_idx = pool if train_limit is None else _limit(labels, pool, train_limit, seed)
-        val_ds = _limited_folder(val, _val_limit(len(val), train_limit), seed)
+        train_idx = pool if limits.train is None else _limit(labels, pool, limits.train, seed)
+        val_ds = _limited_folder(val, _val_limit(len(val), limits), seed)
     train_ds = Subset(train, train_idx.tolist())
     return DataBundle("imagefolder", train_ds, val_ds, test, len(train.classes), 3, resolution)
 

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from nas.context import RunContext, build_space, open_run, resolve_config
 from nas.controllers import create_controller
 from nas.cost import CostModel, DeviceProfile, ProfileError, default_profile_path, load_or_calibrate, space_signature
+from nas.distributed import cleanup, init_distributed
 from nas.export import choose_trial, export_arch
 from nas.rundir import default_run_dir
 from nas.search import format_front, run_search
@@ -43,12 +44,20 @@ def _search_history(ctx: RunContext) -> list[dict[str, Any]]:
 
 def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | None, overrides: Sequence[str], quiet: bool = False, table_stream: Any = None) -> dict[str, Any]:
     """Run ``train``, ``search``, ``export`` or ``run`` (all three) and return the summary."""
+    dist = init_distributed()
+    if dist.world_size > 1 and command != "train":
+        raise ValueError(f"`nas {command}` runs in one process; only `nas train` is launched with torchrun (then search/export the run directory)")
+    if dist.world_size > 1 and run_dir is None:
+        raise ValueError("under torchrun give --run-dir: every rank must use the same run directory")
     run_dir = run_dir or default_run_dir(command)
-    with open_run(run_dir, base, overrides, progress=not quiet, quiet=quiet) as ctx:
+    with open_run(run_dir, base, overrides, progress=not quiet, quiet=quiet, dist=dist) as ctx:
         ctx.say(f"run directory: {ctx.run_dir}")
         summary: dict[str, Any] = {"command": command, "run_dir": str(ctx.run_dir)}
         if command in ("train", "run"):
-            summary["train"] = train_supernet(ctx)
+            if dist.world_size > 1 and ctx.cfg.data.batch_size % dist.world_size:
+                raise ValueError(f"data.batch_size={ctx.cfg.data.batch_size} is the global batch; it must be divisible by the {dist.world_size} processes")
+            summary["train"] = train_supernet(ctx, dist)
+            summary["world_size"] = dist.world_size
         if command in ("search", "export", "run"):
             supernet = load_supernet(ctx)
             cost = cost_model_for_run(ctx)
@@ -69,7 +78,28 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
                 summary.update({k: meta[k] for k in ("arch_id", "test_accuracy", "val_accuracy", "latency_pred_ms", "latency_measured_ms", "params")})
                 summary["export_dir"] = str(ctx.run_dir / "export")
         ctx.say(f"run directory: {ctx.run_dir}")
+    cleanup(dist)
+    summary["rank"] = dist.rank
     return summary
+
+
+def cmd_rank(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> int:
+    from nas.ranking import run_ranking
+
+    if not args.run_dir:
+        raise ValueError("nas rank needs --run-dir of a run with a trained supernet")
+    with open_run(Path(args.run_dir), base, overrides, progress=not args.quiet, quiet=args.quiet) as ctx:
+        epochs = args.epochs or ctx.cfg.train.epochs
+        report = run_ranking(ctx, args.archs, epochs, seeds=args.seeds, workers=args.workers, standalone_dir=Path(args.standalone_dir) if args.standalone_dir else None)
+    keys = [k for k in report if k != "rows"]
+    summary = {k: report[k] for k in keys}
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        for k in keys:
+            print(f"{k:>26}: {report[k]}")
+        print(f"{'report':>26}: {Path(args.run_dir) / 'ranking.json'} and ranking.png")
+    return 0
 
 
 def cmd_spaces(as_json: bool = False) -> int:

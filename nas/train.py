@@ -1,27 +1,45 @@
-"""Supernet training: sampled subnetworks per step, cosine schedule, per-epoch checkpoints, resume.
+"""Training loop for supernets (sampled subnetworks per step) and for standalone networks.
 
-A checkpoint is written atomically after every epoch; re-running the same
-command with the same run directory continues from the last finished epoch.
+One loop serves both, so a standalone training in the ranking report follows
+exactly the recipe the supernet was trained with. A checkpoint holds model,
+optimizer, schedule, AMP scaler, EMA weights, every RNG state and the position
+inside the epoch; it is written atomically at the end of every epoch (and every
+``checkpoint_every_steps`` steps), so a run killed at any point and started again
+with the same command continues from the last checkpoint. On CPU with
+``train.deterministic`` the result equals an uninterrupted run bit for bit.
+
+Distributed (torchrun): every rank seeds its sampling generator identically and so
+trains the same subnetworks each step on its shard of the global batch; gradients
+are averaged with one coalesced all-reduce (see ``nas.distributed``); only rank 0
+logs and writes checkpoints.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from nas.augment import augment_batch
 from nas.context import RunContext
+from nas.distributed import DistInfo, allreduce_gradients, barrier, enable_sync_bn, local_batch_norm, shard_batch
 from nas.evaluation import accuracy, recalibrate_bn
 from nas.rundir import atomic_torch_save
 from nas.sampling import get_rule
+from search_spaces import Arch
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+SINGLE = DistInfo(rank=0, world_size=1, local_rank=0, is_main=True)
 
 
 class CheckpointError(RuntimeError):
@@ -38,13 +56,13 @@ def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd or adamw")
 
 
-def cosine_with_warmup(total_steps: int, warmup_steps: int):
+def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -54,13 +72,19 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int):
     return factor
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened distributions, scaled by T^2 (Hinton et al.)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean", log_target=True) * t * t
+
+
 def load_checkpoint(path: Path, expected_fingerprint: dict[str, Any]) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); move it away to start over") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a supernet checkpoint of this engine (format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(f"{path} is not a supernet checkpoint of this engine version (format {CHECKPOINT_FORMAT})")
     if state.get("fingerprint") != expected_fingerprint:
         raise CheckpointError(
             f"checkpoint {path} was trained with a different space or data set "
@@ -70,7 +94,7 @@ def load_checkpoint(path: Path, expected_fingerprint: dict[str, Any]) -> dict[st
 
 
 def load_supernet(ctx: RunContext) -> nn.Module:
-    """The trained supernet of a run directory (for search and export)."""
+    """The trained supernet of a run directory (EMA weights when training kept them)."""
     path = checkpoint_path(ctx.run_dir)
     if not path.exists():
         raise CheckpointError(f"no trained supernet in {ctx.run_dir} (expected {path}); run `nas train --run-dir {ctx.run_dir}` first")
@@ -82,90 +106,269 @@ def load_supernet(ctx: RunContext) -> nn.Module:
         )
     net = ctx.space.build_supernet()
     net.load_state_dict(state["model"])
+    if state.get("ema") is not None:
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                p.copy_(state["ema"][name])
     return net.to(ctx.device)
 
 
-def train_supernet(ctx: RunContext) -> dict[str, Any]:
-    """Train (or resume training) the run's supernet; returns final metrics."""
-    cfg, tcfg = ctx.cfg, ctx.cfg.train
-    torch.manual_seed(cfg.seed)
-    net = ctx.space.build_supernet().to(ctx.device)
-    rule = get_rule(tcfg.sampler)
-    rng = np.random.default_rng(cfg.seed)
-    opt = build_optimizer(net, tcfg)
-    steps_per_epoch = len(ctx.loader("train", shuffle=True, epoch=0))
-    total = tcfg.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(total, int(tcfg.warmup_epochs * steps_per_epoch)))
-    start_epoch, history = 0, []
-    ckpt = checkpoint_path(ctx.run_dir)
-    if ckpt.exists():
-        state = load_checkpoint(ckpt, ctx.fingerprint())
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["sampler_rng"]
+class StepPlan(Protocol):
+    """What a training step trains: the supernet's sampled subnets, or one fixed network."""
+
+    def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]: ...
+
+    def activate(self, model: nn.Module, arch: Arch | None) -> None: ...
+
+    def teacher(self) -> Arch | None: ...
+
+    def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]: ...
+
+
+@dataclass
+class SupernetPlan:
+    ctx: RunContext
+    rule: Callable[..., list[Arch]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rule = get_rule(self.ctx.cfg.train.sampler)
+        self._largest = self.ctx.space.largest()
+
+    def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]:
+        t = self.ctx.cfg.train
+        return list(self.rule(self.ctx.space, rng, step, total_steps, t.num_random, **t.sampler_options))
+
+    def activate(self, model: nn.Module, arch: Arch | None) -> None:
+        model.set_active(self.ctx.space.to_spec(arch))
+
+    def teacher(self) -> Arch | None:
+        return self._largest
+
+    def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]:
+        out = {f"val_acc_{label}": evaluate_arch(ctx, model, arch) for label, arch in (("largest", ctx.space.largest()), ("smallest", ctx.space.smallest()))}
+        self.activate(model, self._largest)
+        return out
+
+
+@dataclass
+class FixedPlan:
+    """A standalone network: the same network every step, no teacher."""
+
+    def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]:
+        return [None]
+
+    def activate(self, model: nn.Module, arch: Arch | None) -> None:
+        pass
+
+    def teacher(self) -> Arch | None:
+        return None
+
+    def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]:
+        recalibrate_bn(model, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device)
+        return {"val_acc": accuracy(model, ctx.loader("val"), ctx.device)}
+
+
+@dataclass
+class Position:
+    epoch: int = 0  # epochs fully finished
+    step_in_epoch: int = 0  # optimizer steps finished inside the current epoch
+    loss_sum: float = 0.0
+    steps: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """The loop: sample -> forward/backward per subnet -> (all-reduce) -> clip -> step -> EMA -> checkpoint."""
+
+    def __init__(self, ctx: RunContext, model: nn.Module, plan: StepPlan, ckpt: Path | None, seed: int, dist: DistInfo = SINGLE, desc: str = "epoch"):
+        self.ctx, self.cfg, self.plan, self.ckpt, self.dist, self.desc = ctx, ctx.cfg.train, plan, ckpt, dist, desc
+        t = self.cfg
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(seed)
+        self.model = model.to(ctx.device)
+        if t.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        for m in self.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = t.bn_momentum
+        if dist.world_size > 1:
+            enable_sync_bn(self.model)
+        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.rng = np.random.default_rng(seed)
+        self.aug_gen = torch.Generator().manual_seed(seed + 1)
+        self.opt = build_optimizer(self.model, t)
+        micro_batches = len(ctx.loader("train", shuffle=True, epoch=0))
+        if micro_batches < t.accumulate:
+            raise ValueError(f"train.accumulate={t.accumulate} is larger than the {micro_batches} batches of an epoch")
+        self.steps_per_epoch = micro_batches // t.accumulate
+        self.total_steps = t.epochs * self.steps_per_epoch
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_with_warmup(self.total_steps, int(t.warmup_epochs * self.steps_per_epoch)))
+        cuda = ctx.device.type == "cuda"
+        if t.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"train.amp must be none, bf16 or fp16, got {t.amp!r}")
+        if t.amp == "fp16" and not cuda:
+            raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp == "fp16")
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
+        self.ema = {n: p.detach().clone() for n, p in self.model.named_parameters()} if t.ema_decay else None
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        self.pos = Position()
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.ctx.fingerprint(),
+            "epoch": self.pos.epoch,
+            "epochs": self.cfg.epochs,
+            "position": vars(self.pos),
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema,
+            "sampler_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "augment_rng": self.aug_gen.get_state(),
+            "history": self.pos.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.ema = state["ema"]
+        self.rng.bit_generator.state = state["sampler_rng"]
         torch.set_rng_state(state["torch_rng"])
-        start_epoch, history = state["epoch"], state["history"]
-        if start_epoch >= tcfg.epochs:
-            ctx.say(f"supernet already trained ({start_epoch} epochs) in {ckpt}")
-            return history[-1] if history else {}
-        ctx.say(f"resuming supernet training at epoch {start_epoch + 1}/{tcfg.epochs}")
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=tcfg.label_smoothing)
-    step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, tcfg.epochs):
-        net.train()
-        t0, loss_sum, n = time.perf_counter(), 0.0, 0
-        bar = tqdm(ctx.loader("train", shuffle=True, epoch=epoch), desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=None if ctx.progress else True)
-        for x, y in bar:
-            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            archs = rule(ctx.space, rng, tcfg.num_random)
-            opt.zero_grad(set_to_none=True)
-            step_loss = 0.0
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.aug_gen.set_state(state["augment_rng"])
+        self.pos = Position(**state["position"])
+
+    def save(self) -> None:
+        if self.ckpt is not None and self.dist.is_main:
+            atomic_torch_save(self.state_dict(), self.ckpt)
+        barrier(self.dist)
+
+    # --- one optimizer step ----------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=self.autocast_dtype)
+
+    def train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], step: int) -> float:
+        t, dev = self.cfg, self.ctx.device
+        self.opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for x, y in batches:
+            if self.dist.world_size > 1:
+                x, y = shard_batch(x, y, self.dist)
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            x = augment_batch(x, t.augment, self.aug_gen)
+            if t.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            archs = self.plan.archs(step, self.total_steps, self.rng)
+            teacher_arch = self.plan.teacher() if t.distill else None
+            soft = None
+            if teacher_arch is not None and archs[0] != teacher_arch:  # rule did not train the largest first
+                self.plan.activate(self.model, teacher_arch)
+                with torch.no_grad(), self._autocast():
+                    soft = self.forward(x).float()
+            scale = 1.0 / (len(archs) * len(batches))
             for arch in archs:
-                net.set_active(ctx.space.to_spec(arch))
-                loss = loss_fn(net(x), y) / len(archs)
-                loss.backward()
-                step_loss += loss.item()
-            if not math.isfinite(step_loss):
-                raise FloatingPointError(
-                    f"loss became {step_loss} at epoch {epoch + 1} step {step}; last good checkpoint: "
-                    f"{ckpt if ckpt.exists() else 'none'} (lower --train.lr or enable train.grad_clip)"
-                )
-            if tcfg.grad_clip:
-                nn.utils.clip_grad_norm_(net.parameters(), tcfg.grad_clip)
-            opt.step()
-            sched.step()
-            step += 1
-            loss_sum, n = loss_sum + step_loss, n + 1
-            if step % 10 == 0:
-                ctx.trackers.log("train_step", step, {"loss": step_loss, "lr": sched.get_last_lr()[0]})
-            bar.set_postfix(loss=f"{loss_sum / n:.3f}")
-        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(n, 1), "epoch_seconds": time.perf_counter() - t0}
-        for label, arch in (("largest", ctx.space.largest()), ("smallest", ctx.space.smallest())):
-            metrics[f"val_acc_{label}"] = evaluate_arch(ctx, net, arch)
-        history.append(metrics)
-        ctx.trackers.log("epoch", epoch + 1, metrics)
-        ctx.say(
-            f"epoch {epoch + 1}/{tcfg.epochs}: loss {metrics['train_loss']:.3f}, val acc largest {metrics['val_acc_largest']:.3f} "
-            f"smallest {metrics['val_acc_smallest']:.3f} ({metrics['epoch_seconds']:.1f}s)"
-        )
-        net.set_active(ctx.space.to_spec(ctx.space.largest()))
-        atomic_torch_save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": ctx.fingerprint(),
-                "epoch": epoch + 1,
-                "epochs": tcfg.epochs,
-                "model": net.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "sampler_rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-            },
-            ckpt,
-        )
-    return history[-1]
+                self.plan.activate(self.model, arch)
+                with self._autocast():
+                    logits = self.forward(x)
+                ce = self.loss_fn(logits.float(), y)
+                if soft is not None and arch != teacher_arch:
+                    a = t.distill_alpha
+                    loss = a * distillation_loss(logits.float(), soft, t.distill_temperature) + (1 - a) * ce
+                else:
+                    loss = ce
+                if teacher_arch is not None and arch == teacher_arch:
+                    soft = logits.detach().float()
+                self.scaler.scale(loss * scale).backward()
+                total += loss.item() * scale
+        if not math.isfinite(total):
+            last = self.ckpt if self.ckpt is not None and self.ckpt.exists() else "none"
+            raise FloatingPointError(
+                f"loss became {total} at epoch {self.pos.epoch + 1} step {step}; last good checkpoint: {last} "
+                "(lower --train.lr or set train.grad_clip)"
+            )
+        if self.dist.world_size > 1:
+            allreduce_gradients(self.model.parameters(), self.dist)
+        if t.grad_clip:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        if self.ema is not None:
+            self._update_ema()
+        return total
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        d = self.cfg.ema_decay
+        names = [n for n, p in self.model.named_parameters() if p.grad is not None]
+        params = dict(self.model.named_parameters())
+        ema = [self.ema[n] for n in names]
+        torch._foreach_lerp_(ema, [params[n].detach() for n in names], 1 - d)  # only params trained this step move
+
+    # --- the loop ------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        t, ctx = self.cfg, self.ctx
+        if self.ckpt is not None and self.ckpt.exists():
+            self.load_state_dict(load_checkpoint(self.ckpt, ctx.fingerprint()))
+            if self.pos.epoch >= t.epochs:
+                ctx.say(f"already trained ({self.pos.epoch} epochs) in {self.ckpt}")
+                return self.pos.history[-1] if self.pos.history else {}
+            where = f"epoch {self.pos.epoch + 1}/{t.epochs}" + (f", step {self.pos.step_in_epoch}" if self.pos.step_in_epoch else "")
+            ctx.say(f"resuming training at {where}")
+        log = ctx.trackers.log if self.dist.is_main else (lambda *a, **k: None)
+        while self.pos.epoch < t.epochs:
+            epoch, t0 = self.pos.epoch, time.perf_counter()
+            self.model.train()
+            loader = iter(ctx.loader("train", shuffle=True, epoch=epoch))
+            skip = self.pos.step_in_epoch * t.accumulate
+            loader = islice(loader, skip, None)  # resume inside an epoch: the order is fixed by (seed, epoch)
+            bar = tqdm(total=self.steps_per_epoch, initial=self.pos.step_in_epoch, desc=f"{self.desc} {epoch + 1}/{t.epochs}", leave=False, disable=None if ctx.progress and self.dist.is_main else True)
+            while self.pos.step_in_epoch < self.steps_per_epoch:
+                batches = list(islice(loader, t.accumulate))
+                step = epoch * self.steps_per_epoch + self.pos.step_in_epoch
+                loss = self.train_step(batches, step)
+                self.pos.step_in_epoch += 1
+                self.pos.loss_sum += loss
+                self.pos.steps += 1
+                if (step + 1) % 10 == 0:
+                    log("train_step", step + 1, {"loss": loss, "lr": self.sched.get_last_lr()[0]})
+                bar.update(1)
+                bar.set_postfix(loss=f"{self.pos.loss_sum / self.pos.steps:.3f}")
+                if t.checkpoint_every_steps and self.pos.step_in_epoch % t.checkpoint_every_steps == 0 and self.pos.step_in_epoch < self.steps_per_epoch:
+                    self.save()
+            bar.close()
+            metrics = {"epoch": epoch + 1, "train_loss": self.pos.loss_sum / max(self.pos.steps, 1), "epoch_seconds": time.perf_counter() - t0}
+            with local_batch_norm(self.model):  # every rank evaluates the same data: no cross-rank statistics
+                metrics.update(self.plan.evaluate(ctx, self.model))
+            self.pos.history.append(metrics)
+            self.pos = Position(epoch=epoch + 1, history=self.pos.history)
+            log("epoch", epoch + 1, metrics)
+            if self.dist.is_main:
+                accs = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith("val_acc"))
+                ctx.say(f"{self.desc} {epoch + 1}/{t.epochs}: loss {metrics['train_loss']:.3f}, {accs} ({metrics['epoch_seconds']:.1f}s)")
+            self.save()
+        return self.pos.history[-1]
+
+
+def train_supernet(ctx: RunContext, dist: DistInfo = SINGLE) -> dict[str, Any]:
+    """Train (or resume training) the run's supernet; returns the last epoch's metrics."""
+    torch.manual_seed(ctx.cfg.seed)  # the initial weights are part of what the seed reproduces
+    net = ctx.space.build_supernet()
+    trainer = Trainer(ctx, net, SupernetPlan(ctx), checkpoint_path(ctx.run_dir), seed=ctx.cfg.seed, dist=dist)
+    return trainer.fit()
 
 
 def evaluate_arch(ctx: RunContext, net: nn.Module, arch: Any, split: str = "val") -> float:

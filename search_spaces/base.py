@@ -129,5 +129,14 @@ class SearchSpace(ABC):
         source = supernet if supernet is not None else self.build_supernet()
         return source.extract(spec)
 
+    def build_standalone(self, arch: Mapping[str, Any], seed: int = 0) -> nn.Module:
+        """A network for ``arch`` with fresh weights of its own shapes, for training from scratch."""
+        import torch
+
+        from supernets.init import init_weights
+
+        torch.manual_seed(seed)
+        return init_weights(self.build_static(arch))
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "choices": {k: list(v) for k, v in self.choices.items()}, "num_architectures": self.num_architectures()}

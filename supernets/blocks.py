@@ -8,6 +8,8 @@ name-by-name weight copy (see ``supernets.extract``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,21 +80,34 @@ def mid_channels(in_ch: int, expand: float) -> int:
     return in_ch if expand == 1 else make_divisible(in_ch * expand)
 
 
-def static_mbconv(in_ch: int, out_ch: int, kernel: int, expand: float, stride: int, use_se: bool, act: str) -> InvertedResidual:
-    """A plain-torch MBConv block (what extraction produces)."""
+def static_mbconv(
+    in_ch: int,
+    out_ch: int,
+    kernel: int,
+    expand: float,
+    stride: int,
+    use_se: bool,
+    act: str,
+    bn: Callable[[int], nn.Module] = nn.BatchNorm2d,
+) -> InvertedResidual:
+    """A plain-torch MBConv block (what extraction produces).
+
+    ``bn`` builds its batch norms; the supernet passes ``ElasticBatchNorm2d`` (same
+    state dict) for its fixed first block so that BN can be synchronised across ranks.
+    """
     mid = mid_channels(in_ch, expand)
     exp = (
-        ConvBNAct(nn.Conv2d(in_ch, mid, 1, bias=False), nn.BatchNorm2d(mid), act)
+        ConvBNAct(nn.Conv2d(in_ch, mid, 1, bias=False), bn(mid), act)
         if expand != 1
         else nn.Identity()
     )
-    dw = ConvBNAct(nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False), nn.BatchNorm2d(mid), act)
+    dw = ConvBNAct(nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False), bn(mid), act)
     se = (
         SqueezeExcite(nn.Conv2d(mid, se_channels(mid), 1), nn.Conv2d(se_channels(mid), mid, 1))
         if use_se
         else nn.Identity()
     )
-    proj = ConvBNAct(nn.Conv2d(mid, out_ch, 1, bias=False), nn.BatchNorm2d(out_ch), None)
+    proj = ConvBNAct(nn.Conv2d(mid, out_ch, 1, bias=False), bn(out_ch), None)
     return InvertedResidual(exp, dw, se, proj, residual=stride == 1 and in_ch == out_ch)
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from itertools import islice
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
 from supernets.blocks import ConvBNAct, ElasticInvertedResidual, InvertedResidual, activation, static_mbconv
 from supernets.extract import copy_sliced_state
+from supernets.ops import ElasticBatchNorm2d
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class MBSupernet(nn.Module):
     def __init__(self, cfg: MBNetConfig):
         super().__init__()
         self.cfg = cfg
-        _build_common(self, cfg)
+        _build_common(self, cfg, bn=ElasticBatchNorm2d)
         d_max = max(cfg.depths)
         stages = []
         for st, c_in in zip(cfg.stages, cfg.stage_in_channels()):
@@ -139,12 +140,18 @@ class MBSupernet(nn.Module):
         return static.train(self.training)
 
 
-def _build_common(net: nn.Module, cfg: MBNetConfig) -> None:
-    """Stem, first block and head: identical (non-elastic) in supernet and static net."""
-    net.stem = ConvBNAct(nn.Conv2d(cfg.in_channels, cfg.stem_channels, 3, cfg.stem_stride, 1, bias=False), nn.BatchNorm2d(cfg.stem_channels), "hswish")
-    net.first = static_mbconv(cfg.stem_channels, cfg.first_channels, 3, 1, 1, False, "relu")
+def _build_common(net: nn.Module, cfg: MBNetConfig, bn: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
+    """Stem, first block and head: same shapes and names in supernet and static net.
+
+    Only the BN class differs: the supernet passes ``ElasticBatchNorm2d`` (a
+    ``nn.BatchNorm2d`` subclass with the same state dict, full width here) so that
+    every BN of the supernet can be synchronised across ranks; the static network
+    keeps plain ``nn.BatchNorm2d``.
+    """
+    net.stem = ConvBNAct(nn.Conv2d(cfg.in_channels, cfg.stem_channels, 3, cfg.stem_stride, 1, bias=False), bn(cfg.stem_channels), "hswish")
+    net.first = static_mbconv(cfg.stem_channels, cfg.first_channels, 3, 1, 1, False, "relu", bn=bn)
     c_last = cfg.stages[-1].out_channels
-    net.head_expand = ConvBNAct(nn.Conv2d(c_last, cfg.head_channels, 1, bias=False), nn.BatchNorm2d(cfg.head_channels), "hswish")
+    net.head_expand = ConvBNAct(nn.Conv2d(c_last, cfg.head_channels, 1, bias=False), bn(cfg.head_channels), "hswish")
     net.feature_mix = nn.Conv2d(cfg.head_channels, cfg.feature_channels, 1, bias=True)
     net.feature_act = activation("hswish")
     net.dropout = nn.Dropout(cfg.dropout)

@@ -66,14 +66,51 @@ class ElasticDepthwiseConv2d(nn.Module):
         return F.conv2d(x, w, None, self.stride, k // 2, 1, c)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable all-reduce (SUM) over the default process group.
+
+    Every rank uses the reduced tensor in its own loss, so the gradient of the
+    summed loss with respect to each rank's input is the sum of all ranks'
+    output gradients: the backward pass is an all-reduce too. (Same semantics as
+    the deprecated ``torch.distributed.nn.functional.all_reduce``, without its
+    per-call FutureWarning or the risk of its removal.)
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _AllReduceSum.apply(grad)
+
+
+def _distributed_world() -> int:
+    """World size of the default process group (1 when torch.distributed is not in use)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 class ElasticBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm whose affine parameters and running statistics are sliced to the input width.
 
     In training mode the running statistics of the active prefix are updated in
     place (the slice is a view), exactly as a static BN of that width would.
+
+    With ``sync = True`` (set by ``nas.distributed.enable_sync_bn``), training
+    mode and an initialised process group of more than one rank, the batch
+    statistics are those of the global batch (all ranks' shards together), so
+    data-parallel training normalises exactly as one process on the whole batch
+    would. Otherwise the behaviour is that of a per-process BN.
     """
 
+    sync: bool = False  # class default: instances unpickled from older code have it too
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.sync and self.training and _distributed_world() > 1:
+            return self._forward_sync(x)
         c = x.shape[1]
         if c == self.num_features:
             return super().forward(x)
@@ -93,6 +130,53 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             momentum,
             self.eps,
         )
+
+    def _forward_sync(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-mode BN with statistics of the global batch (one all-reduce per call).
+
+        Per-channel sums, sums of squares and the element count are all-reduced
+        in one differentiable collective, so gradients flow through the global
+        mean and variance to every rank's inputs as they would in one process.
+        """
+        self._check_input_dim(x)
+        c = x.shape[1]
+        # Half precision would lose the sums of squares; accumulate in float32 at least.
+        acc = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        n_local = x.numel() // c
+        # Sums are taken around a shift that every rank shares (the synchronised running mean),
+        # so E[(x-s)^2] - E[x-s]^2 does not cancel catastrophically when |mean| >> std.
+        shift = self.running_mean[:c].detach().to(acc.dtype).view(1, c, 1, 1) if self.running_mean is not None else acc.new_zeros(1, c, 1, 1)
+        centred = acc - shift
+        local = torch.cat([centred.sum(dim=(0, 2, 3)), (centred * centred).sum(dim=(0, 2, 3)), acc.new_full((1,), n_local)])
+        total = _AllReduceSum.apply(local)
+        count = total[-1].detach()  # values per channel over all ranks; kept on device (no host sync)
+        if n_local <= 1 and count.item() <= 1:  # host sync only in the degenerate case
+            raise ValueError(f"Expected more than 1 value per channel when training over all ranks, got local input size {tuple(x.shape)}")
+        mean_c = total[:c] / count  # mean of x - shift
+        var = (total[c : 2 * c] / count - mean_c * mean_c).clamp_min(0.0)  # biased, as used for normalising
+        mean = mean_c + shift.view(c)
+
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        if self.running_mean is not None and self.running_var is not None:
+            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
+                momentum = 1.0 / float(self.num_batches_tracked)
+            else:
+                momentum = self.momentum
+            with torch.no_grad():
+                rm, rv = self.running_mean[:c], self.running_var[:c]  # views: updated in place
+                rm.mul_(1 - momentum).add_(mean.detach().to(rm.dtype), alpha=momentum)
+                unbiased = var.detach() * (count / (count - 1))
+                rv.mul_(1 - momentum).add_(unbiased.to(rv.dtype), alpha=momentum)
+
+        shape = (1, c, 1, 1)
+        scale = torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight[:c].to(scale.dtype)
+        y = (acc - mean.view(shape)) * scale.view(shape)  # centred first: no cancellation when |mean| >> std
+        if self.bias is not None:
+            y = y + self.bias[:c].to(y.dtype).view(shape)
+        return y.to(x.dtype)
 
 
 class ElasticLinear(nn.Module):

@@ -499,3 +499,9 @@ def test_resolution_must_be_positive(res: int) -> None:
 def test_val_fraction_must_be_a_fraction(frac: float) -> None:
     with pytest.raises(DataError, match=r"val_fraction must lie strictly between 0 and 1"):
         load_data("cifar10", val_fraction=frac)
+
+
+def test_val_limit_overrides_the_default_validation_size():
+    data = load_data("digits", seed=0, val_limit=100)
+    assert len(data.val) == 100
+    assert len(load_data("digits", seed=0, train_limit=200, val_limit=250).val) == 250

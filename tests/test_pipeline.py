@@ -206,7 +206,7 @@ def test_training_killed_with_sigkill_resumes_from_last_epoch(tmp_path):
     assert 1 <= epochs_done < 4
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert f"resuming supernet training at epoch {epochs_done + 1}/4" in res.stderr
+    assert f"resuming training at epoch {epochs_done + 1}/4" in res.stderr
     state = torch.load(ckpt, weights_only=False)
     assert state["epoch"] == 4 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
 

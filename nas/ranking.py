@@ -1,0 +1,193 @@
+"""Ranking report: does the supernet rank architectures the way training them alone does?
+
+``nas rank`` picks K architectures spread across the space by size, trains each
+alone with the run's recipe (one result file per architecture and seed, so the
+report resumes), evaluates each with inherited supernet weights, and writes
+``ranking.json`` (Kendall tau, Spearman, top-k overlap, regret, per-architecture
+rows) and a scatter plot. With two or more seeds it also reports the ground
+truth's own reliability: the Kendall tau between seeds. A supernet tau is only
+meaningful when that seed-to-seed tau is high.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from nas.config import NASConfig
+from nas.context import RunContext, build_space, load_config_data
+from nas.devices import resolve_device
+from nas.rundir import atomic_write_json
+from nas.tracking import Trackers
+from nas.train import FixedPlan, Trainer, evaluate_arch, load_supernet
+from search_spaces import Arch, SearchSpace
+
+
+def arch_macs(space: SearchSpace, archs: list[Arch]) -> np.ndarray:
+    """Multiply-accumulates per architecture from the cost table (vectorised)."""
+    table = space.cost_table()
+    cols = [table.feature_names.index("dense_macs"), table.feature_names.index("depthwise_macs")]
+    macs = table.features[:, :, cols].sum(axis=2)  # [S, O]
+    ops = space.lower(space.encode_batch(archs))  # [B, S]
+    return macs[np.arange(macs.shape[0]), ops].sum(axis=1)
+
+
+def stratified_archs(space: SearchSpace, k: int, seed: int, pool: int = 5000) -> list[Arch]:
+    """K distinct architectures, one from each of K equal-count size strata of a random pool.
+
+    Uniform sampling concentrates on mid-sized networks; strata over MACs make
+    the report cover the whole size range, as a search does.
+    """
+    rng = np.random.default_rng(seed)
+    candidates = {a.id: a for a in (space.sample(rng) for _ in range(pool))}
+    archs = sorted(candidates.values(), key=lambda a: a.id)
+    macs = arch_macs(space, archs)
+    order = np.argsort(macs, kind="stable")
+    if k > len(order):
+        raise ValueError(f"asked for {k} architectures but the space yielded only {len(order)} distinct ones")
+    picked = [archs[int(rng.choice(stratum))] for stratum in np.array_split(order, k)]
+    return picked
+
+
+def _standalone_worker(cfg_dict: dict[str, Any], arch_json: str, seed: int, epochs: int, threads: int) -> dict[str, Any]:
+    """Train one architecture alone (in its own process) and return its accuracies."""
+    import torch
+
+    from nas.config import build_config
+
+    torch.set_num_threads(threads)
+    cfg = build_config(cfg_dict)
+    cfg.train = replace(cfg.train, epochs=epochs, checkpoint_every_steps=0)
+    cfg.seed = seed
+    data = load_config_data(cfg)
+    space = build_space(cfg, data)
+    ctx = RunContext(cfg, Path("."), resolve_device(cfg.device), data, space, Trackers([]), progress=False, quiet=True)
+    arch = space.arch(json.loads(arch_json))
+    t0 = time.perf_counter()
+    model = space.build_standalone(arch, seed=seed)
+    result = Trainer(ctx, model, FixedPlan(), ckpt=None, seed=seed, desc="standalone").fit()
+    return {"arch_id": arch.id, "seed": seed, "epochs": epochs, "val_acc": result["val_acc"], "seconds": time.perf_counter() - t0}
+
+
+def train_standalone_all(
+    cfg: NASConfig, archs: list[Arch], seeds: list[int], epochs: int, out_dir: Path, workers: int, say: Any = print
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Standalone results for every (arch, seed), training only those without a result file yet."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    todo = []
+    for arch in archs:
+        for seed in seeds:
+            f = out_dir / f"{arch.id}-seed{seed}-e{epochs}.json"
+            if f.exists():
+                results[(arch.id, seed)] = json.loads(f.read_text())
+            else:
+                todo.append((arch, seed, f))
+    if not todo:
+        return results
+    cores = os.cpu_count() or 1
+    workers = max(1, min(workers, len(todo)))
+    threads = max(1, cores // workers)
+    say(f"training {len(todo)} standalone networks ({workers} in parallel, {threads} thread(s) each); {len(results)} already done")
+    cfg_dict = cfg.to_dict()
+    if workers == 1:
+        for arch, seed, f in todo:
+            res = _standalone_worker(cfg_dict, arch.to_json(), seed, epochs, threads)
+            atomic_write_json(f, res)
+            results[(arch.id, seed)] = res
+        return results
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_standalone_worker, cfg_dict, arch.to_json(), seed, epochs, threads): (arch, seed, f) for arch, seed, f in todo}
+        for n, fut in enumerate(futures, 1):
+            arch, seed, f = futures[fut]
+            res = fut.result()
+            atomic_write_json(f, res)  # written as each finishes: a killed report loses at most the running ones
+            results[(arch.id, seed)] = res
+            say(f"  standalone {n}/{len(todo)}: {arch.id} seed {seed}: val acc {res['val_acc']:.4f} ({res['seconds']:.0f}s)")
+    return results
+
+
+def ranking_metrics(supernet_acc: np.ndarray, standalone_acc: np.ndarray, top_k: int) -> dict[str, float]:
+    tau = stats.kendalltau(supernet_acc, standalone_acc).statistic
+    rho = stats.spearmanr(supernet_acc, standalone_acc).statistic
+    k = min(top_k, len(supernet_acc))
+    top_super = set(np.argsort(-supernet_acc, kind="stable")[:k])
+    top_true = set(np.argsort(-standalone_acc, kind="stable")[:k])
+    pick = int(np.argmax(supernet_acc))
+    return {
+        "kendall_tau": float(tau),
+        "spearman": float(rho),
+        f"top{k}_overlap": len(top_super & top_true) / k,
+        "regret": float(standalone_acc.max() - standalone_acc[pick]),  # standalone accuracy lost by trusting the supernet's best
+    }
+
+
+def run_ranking(ctx: RunContext, k: int, epochs: int, seeds: int = 1, workers: int | None = None, standalone_dir: Path | None = None, arch_seed: int = 0) -> dict[str, Any]:
+    """The whole report for a run directory with a trained supernet; writes ranking.json and ranking.png."""
+    archs = stratified_archs(ctx.space, k, seed=arch_seed)
+    seed_list = [ctx.cfg.seed + i for i in range(seeds)]
+    out_dir = standalone_dir or ctx.run_dir / "ranking" / "standalone"
+    standalone = train_standalone_all(ctx.cfg, archs, seed_list, epochs, out_dir, workers or (os.cpu_count() or 1), say=ctx.say)
+    net = load_supernet(ctx)
+    inherited = np.array([evaluate_arch(ctx, net, a) for a in archs])
+    per_seed = np.array([[standalone[(a.id, s)]["val_acc"] for s in seed_list] for a in archs])  # [K, seeds]
+    truth = per_seed.mean(axis=1)
+    macs = arch_macs(ctx.space, archs)
+    report: dict[str, Any] = {
+        "k": k,
+        "standalone_epochs": epochs,
+        "seeds": seed_list,
+        "sampler": ctx.cfg.train.sampler,
+        "distill": ctx.cfg.train.distill,
+        "supernet_epochs": ctx.cfg.train.epochs,
+        **ranking_metrics(inherited, truth, top_k=max(1, k // 4)),
+        "macs_kendall_tau": float(stats.kendalltau(macs, truth).statistic),  # a zero-cost baseline: bigger is better
+    }
+    if seeds >= 2:
+        taus = [stats.kendalltau(per_seed[:, i], per_seed[:, j]).statistic for i in range(seeds) for j in range(i + 1, seeds)]
+        report["seed_to_seed_kendall_tau"] = float(np.mean(taus))
+    report["rows"] = [
+        {"arch_id": a.id, "arch": a.to_dict(), "macs": int(m), "supernet_val_acc": float(s), "standalone_val_acc": [float(v) for v in row], "standalone_mean": float(t)}
+        for a, m, s, row, t in zip(archs, macs, inherited, per_seed, truth)
+    ]
+    atomic_write_json(ctx.run_dir / "ranking.json", report)
+    plot_ranking(report, ctx.run_dir / "ranking.png")
+    ctx.trackers.summary({k_: v for k_, v in report.items() if isinstance(v, float)})
+    return report
+
+
+def plot_ranking(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    x = [100 * r["supernet_val_acc"] for r in rows]
+    y = [100 * r["standalone_mean"] for r in rows]
+    spread = [100 * (max(r["standalone_val_acc"]) - min(r["standalone_val_acc"])) / 2 for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=120)
+    ax.errorbar(x, y, yerr=spread, fmt="o", ms=4, capsize=2, label=f"{len(rows)} architectures (bars: seed range)")
+    title = f"{report['sampler']}{' + distill' if report['distill'] else ''}: Kendall tau {report['kendall_tau']:.2f}"
+    if "seed_to_seed_kendall_tau" in report:
+        title += f" (seed-to-seed {report['seed_to_seed_kendall_tau']:.2f})"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("supernet (inherited weights) val accuracy [%]")
+    ax.set_ylabel(f"standalone ({report['standalone_epochs']} epochs) val accuracy [%]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
