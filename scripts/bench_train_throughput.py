@@ -1,0 +1,91 @@
+"""Supernet training throughput (images/s) on CIFAR-10-sized input, per speed option.
+
+    python scripts/bench_train_throughput.py [--device auto] [--batch 256] [--steps 20] [--out results/train_throughput.md]
+
+Runs the real training step (`nas.train.Trainer.train_step`, sandwich rule) on
+synthetic 3x32x32 batches already on the device, so it measures the model and
+the step, not the disk. On a GPU it compares fp32, bf16 autocast, channels-last
+and torch.compile; on a CPU only the options that apply there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from nas.context import open_run
+from nas.machine import machine_markdown
+from nas.rundir import atomic_write_text
+from nas.train import SupernetPlan, Trainer
+
+
+def measure(settings: list[str], device: str, batch: int, steps: int, warmup: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = ["space.name=mbv3", "data.name=digits", "data.resolution=32", f"device={device}", "trackers=jsonl", f"data.batch_size={batch}", *settings]
+        with open_run(tmp, overrides=overrides, progress=False, quiet=True) as ctx:
+            # CIFAR-sized supernet (3 channels, 10 classes) on synthetic device-resident batches
+            from search_spaces import create_space
+
+            ctx.space = create_space("mbv3", num_classes=10, in_channels=3, resolution=32, width_mult=ctx.cfg.space.width_mult)
+            trainer = Trainer(ctx, ctx.space.build_supernet(), SupernetPlan(ctx), None, seed=0)
+            x = torch.randn(batch, 3, 32, 32, device=ctx.device)
+            y = torch.randint(0, 10, (batch,), device=ctx.device)
+            for s in range(warmup):
+                trainer.train_step([(x, y)], s)
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for s in range(steps):
+                trainer.train_step([(x, y)], warmup + s)
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize()
+            return batch * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--out", default="results/train_throughput.md")
+    args = ap.parse_args()
+    cuda = torch.cuda.is_available() and args.device != "cpu"
+    device = "cuda" if cuda else "cpu"
+    batch = args.batch or (256 if cuda else 64)
+    steps = args.steps or (30 if cuda else 5)
+    variants = {"fp32": []}
+    if cuda:
+        variants |= {"bf16": ["train.amp=bf16"], "bf16 + channels-last": ["train.amp=bf16", "train.channels_last=true"],
+                     "bf16 + channels-last + compile": ["train.amp=bf16", "train.channels_last=true", "train.compile=true"]}
+    else:
+        variants |= {"bf16 autocast": ["train.amp=bf16"]}
+    rows = []
+    for name, settings in variants.items():
+        ips = measure(settings, device, batch, steps, warmup=3 if not cuda else 10)
+        rows.append((name, ips))
+        print(name, f"{ips:.0f} images/s", flush=True)
+    dev_name = torch.cuda.get_device_name() if cuda else "CPU"
+    lines = [
+        "# Supernet training throughput (CIFAR-10-sized input)",
+        "",
+        f"`mbv3` width 0.5 supernet, 3x32x32 input, sandwich rule (4 subnetworks per step), batch {batch}, {steps} timed steps, device: **{dev_name}**. "
+        "An image counts once per step (the 4 subnetworks per step are included in its cost). "
+        f"Reproduce: `python scripts/bench_train_throughput.py --device {device}`.",
+        "",
+        machine_markdown(),
+        "| variant | images/s |",
+        "| --- | ---: |",
+        *[f"| {n} | {v:,.0f} |" for n, v in rows],
+        "",
+    ]
+    if not cuda:
+        lines += ["No GPU was available for this measurement; on a CUDA machine the same command also measures bf16, channels-last and torch.compile.", ""]
+    atomic_write_text(args.out, "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Ranking report: metrics, stratified choice of architectures, and `nas rank` end to end on tiny."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nas.cli import main
+from nas.ranking import arch_macs, ranking_metrics, stratified_archs
+from search_spaces import create_space
+
+TINY = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl", "--data.train_limit=256", "--quiet"]
+
+
+def test_metrics_on_known_rankings():
+    truth = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    perfect = ranking_metrics(truth * 2, truth, top_k=2)
+    assert perfect["kendall_tau"] == pytest.approx(1.0) and perfect["spearman"] == pytest.approx(1.0)
+    assert perfect["top2_overlap"] == 1.0 and perfect["regret"] == 0.0
+    reverse = ranking_metrics(-truth, truth, top_k=2)
+    assert reverse["kendall_tau"] == pytest.approx(-1.0) and reverse["top2_overlap"] == 0.0
+    assert reverse["regret"] == pytest.approx(0.4)  # trusting the supernet picks the worst network
+
+
+def test_stratified_archs_cover_the_size_range():
+    space = create_space("mbv3", width_mult=0.35, in_channels=1)
+    archs = stratified_archs(space, 10, seed=0, pool=2000)
+    assert len({a.id for a in archs}) == 10
+    macs = arch_macs(space, archs)
+    assert np.all(np.diff(macs) >= 0)  # one per stratum, strata in size order
+    pool_macs = arch_macs(space, stratified_archs(space, 200, seed=1, pool=2000))
+    assert macs[0] <= np.quantile(pool_macs, 0.15) and macs[-1] >= np.quantile(pool_macs, 0.85)
+    assert [a.id for a in stratified_archs(space, 10, seed=0, pool=2000)] == [a.id for a in archs]  # reproducible
+
+
+def test_nas_rank_on_tiny_writes_report_and_resumes(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run_dir), "--epochs=1", *TINY]) == 0
+    args = ["rank", "--run-dir", str(run_dir), "--archs=4", "--epochs=1", "--seeds=2", "--workers=2", "--json", *TINY]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = json.loads((run_dir / "ranking.json").read_text())
+    for key in ("kendall_tau", "spearman", "regret", "seed_to_seed_kendall_tau", "macs_kendall_tau"):
+        assert key in report and key in summary
+    assert len(report["rows"]) == 4 and all(len(r["standalone_val_acc"]) == 2 for r in report["rows"])
+    assert (run_dir / "ranking.png").stat().st_size > 1000
+    results = sorted((run_dir / "ranking" / "standalone").glob("*.json"))
+    assert len(results) == 8
+    stamps = [p.stat().st_mtime_ns for p in results]
+    assert main(args) == 0  # second run: every standalone result is reused, nothing retrained
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+    assert json.loads((run_dir / "ranking.json").read_text())["rows"] == report["rows"]
