@@ -71,6 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--batch", type=int, default=1, help="batch size while timing (default 1)")
     cal.add_argument("--n", type=int, default=40, help="number of architectures to time")
     pred.add_argument("--arch", required=True, help="architecture JSON (e.g. <run>/export/arch.json)")
+    pred.add_argument("--devices", help="comma-separated extra device profiles to predict at once (cpu, spec names from `nas latency specs`, or profile JSON paths)")
+    val = lsub.add_parser("validate", help="sample N architectures, measure them on this machine, compare with the predictions")
+    meas = lsub.add_parser("measure", help="measure a finished search's Pareto front and exported model on this machine (predicted vs. measured)")
+    for p in (val, meas):
+        _common(p)
+        p.add_argument("--profile", help="profile JSON path (default: the run's pinned profile, else the cached cpu profile)")
+        p.add_argument("--threads", type=int, default=1, help="torch threads while timing (default 1)")
+        p.add_argument("--batch", type=int, default=1, help="batch size while timing (default 1)")
+        p.add_argument("--device", default="cpu", help="device the measurement runs on (this machine's cpu)")
+    val.add_argument("--n", type=int, default=100, help="number of architectures (default 100)")
+    val.add_argument("--out-dir", help="where latency_validation.json/.png go (default: --run-dir, else the current directory)")
+    meas.add_argument("--refit", action="store_true", help="also refit the profile's scale and offset to these measurements")
+    lsub.add_parser("specs", help="list the spec-derived device profiles (approximate, from published peak figures)")
+    tpl = lsub.add_parser("template", help="write a CSV listing every op of the space, to fill in with latencies measured on your device")
+    imp = lsub.add_parser("import", help="make a device profile from a filled-in latency CSV (see `nas latency template`)")
+    for p in (tpl, imp):
+        _common(p)
+    tpl.add_argument("--out", required=True, help="CSV file to write")
+    imp.add_argument("--csv", required=True, help="the filled-in latency table")
+    imp.add_argument("--device", required=True, help="name of the device the latencies were measured on")
+    imp.add_argument("--profile", help="where to save the profile (default: the per-space cache, found again by --device NAME)")
     return parser
 
 

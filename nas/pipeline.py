@@ -7,14 +7,16 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 from typing import Any, Mapping, Sequence
 
 from nas.context import RunContext, build_space, open_run, resolve_config
 from nas.controllers import create_controller
-from nas.cost import CostModel, DeviceProfile, ProfileError, default_profile_path, load_or_calibrate, space_signature
+from nas.cost import CostModel, DeviceProfile, ProfileError, default_profile_path, load_or_calibrate, predict_many, space_signature
 from nas.distributed import cleanup, init_distributed
 from nas.export import choose_trial, export_arch
-from nas.rundir import default_run_dir
+from nas.rundir import atomic_write_json, default_run_dir
 from nas.search import format_front, run_search
 from nas.train import load_supernet, train_supernet
 
@@ -118,28 +120,114 @@ def cmd_spaces(as_json: bool = False) -> int:
     return 0
 
 
+def _profile_for(space: Any, device: str, explicit: str | None, run_dir: Path | None, progress: bool) -> CostModel:
+    """Profile lookup order: an explicit file, the run's pinned profile, a spec name, the cached one (cpu calibrates)."""
+    from nas.cost import SPECS, spec_profile
+
+    if explicit:
+        return CostModel(space, DeviceProfile.load(explicit))
+    if run_dir is not None and (run_dir / PROFILE_IN_RUN).exists() and device == "cpu":
+        return CostModel(space, DeviceProfile.load(run_dir / PROFILE_IN_RUN))
+    if device in SPECS:
+        return CostModel(space, spec_profile(device, space))
+    if Path(device).suffix == ".json":
+        return CostModel(space, DeviceProfile.load(device))
+    if device == "cpu":
+        return load_or_calibrate(space, device="cpu", progress=progress)
+    path = default_profile_path(device, space_signature(space))
+    if not path.exists():
+        raise ProfileError(
+            f"no {device!r} profile for this space (looked for {path}); run `nas latency calibrate` on that device and pass "
+            f"its file with --profile, or use a spec-derived profile ({', '.join(SPECS)})"
+        )
+    return CostModel(space, DeviceProfile.load(path))
+
+
 def cmd_latency(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> int:
-    """``nas latency calibrate|predict``: the space comes from --run-dir's config or from the settings given."""
-    cfg = resolve_config(Path(args.run_dir) if args.run_dir else None, base, overrides)
+    """``nas latency calibrate|predict|validate|measure|specs``."""
+    from nas.cost import list_specs
+
+    if args.latency_command == "specs":
+        for name, desc in list_specs().items():
+            print(f"{name:<16} {desc}")
+        return 0
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    cfg = resolve_config(run_dir, base, overrides)
     space = build_space(cfg)
+    progress = not args.quiet
+    if args.latency_command in ("template", "import"):
+        from nas.cost.table_io import import_table, write_template
+
+        if args.latency_command == "template":
+            print(f"wrote {write_template(space, args.out)}: fill in latency_ms (ms, batch 1), then `nas latency import --csv {args.out} --device NAME`")
+            return 0
+        profile = import_table(space, args.csv, args.device)
+        saved = profile.save(args.profile or default_profile_path(args.device, space_signature(space)))
+        print(f"saved profile {args.device!r} ({profile.meta['measured_ops']} measured ops) to {saved}; use it with --device {args.device} or --search.profile={saved}")
+        return 0
     if args.latency_command == "calibrate":
-        if args.device != "cpu":
-            raise ValueError(f"calibration measures this machine's CPU; device {args.device!r} cannot be measured here (use --device cpu)")
+        import torch
+
+        if args.device not in ("cpu", "cuda"):
+            raise ValueError(f"calibration measures this machine: --device cpu or cuda, not {args.device!r} (other devices: run it there, or use `nas latency import`)")
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA GPU is visible on this machine")
         t0 = time.perf_counter()
-        model = load_or_calibrate(space, device="cpu", path=args.profile, recalibrate=True, n_archs=args.n, seed=cfg.seed, threads=args.threads, batch=args.batch, progress=not args.quiet)
-        out = {"device": "cpu", "space": space.name, "profile": model.profile.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
+        model = load_or_calibrate(space, device=args.device, path=args.profile, recalibrate=True, n_archs=args.n, seed=cfg.seed, threads=args.threads, batch=args.batch, progress=progress, measure_on=args.device)
+        out = {"device": args.device, "space": space.name, "fit": model.profile.meta.get("fit"), "seconds": round(time.perf_counter() - t0, 1)}
         print(json.dumps(out) if args.json else json.dumps(out, indent=2))
         return 0
-    arch = space.arch(json.loads(Path(args.arch).read_text()))
-    if args.profile:
-        model = CostModel(space, DeviceProfile.load(args.profile))
-    elif args.device == "cpu":
-        model = load_or_calibrate(space, device="cpu", progress=not args.quiet)
+    if args.latency_command == "predict":
+        arch = space.arch(json.loads(Path(args.arch).read_text()))
+        devices = [args.device, *([d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else [])]
+        models = [_profile_for(space, d, args.profile if i == 0 else None, run_dir, progress) for i, d in enumerate(devices)]
+        ms = predict_many(models, [arch])[0]
+        result = {"arch_id": arch.id, "latency_pred_ms": float(ms[0]), "device": devices[0], "by_device": {d: float(v) for d, v in zip(devices, ms)}}
+        print(json.dumps(result) if args.json else "\n".join(f"{arch.id}: {v:.3f} ms predicted on {d}" for d, v in zip(devices, ms)))
+        return 0
+    from nas.cost.validate import measure_archs, plot_validation, refit, validate
+
+    if args.device != "cpu":
+        raise ValueError(f"measurements run on this machine's CPU; device {args.device!r} cannot be measured here")
+    model = _profile_for(space, "cpu", args.profile, run_dir, progress)
+    if args.latency_command == "validate":
+        report = validate(model, n=args.n, threads=args.threads, batch=args.batch, progress=progress)
+        out_dir = Path(args.out_dir) if args.out_dir else (run_dir or Path("."))
+        atomic_write_json(out_dir / "latency_validation.json", report)
+        plot_validation(report, out_dir / "latency_validation.png")
+        summary = {k: v for k, v in report.items() if k != "rows"} | {"report": str(out_dir / "latency_validation.json")}
+        print(json.dumps(summary) if args.json else json.dumps(summary, indent=2))
+        return 0
+    # measure: the search's Pareto front and the exported network of a run directory
+    if run_dir is None:
+        raise ValueError("nas latency measure needs --run-dir of a finished search")
+    front = json.loads((run_dir / "search" / "pareto.json").read_text())["front"] if (run_dir / "search" / "pareto.json").exists() else []
+    archs = [space.arch(r["arch"]) for r in front]
+    if (run_dir / "export" / "arch.json").exists():
+        exported = space.arch(json.loads((run_dir / "export" / "arch.json").read_text()))
+        if exported.id not in {a.id for a in archs}:
+            archs.append(exported)
+    if not archs:
+        raise ValueError(f"{run_dir} has no Pareto front or export to measure; run `nas search` first")
+    measured = measure_archs(model, archs, args.threads, args.batch, progress=progress)
+    predicted = model.predict(archs)
+    rows = [{"arch_id": a.id, "predicted_ms": float(p), "measured_ms": float(m), "error_pct": float(100 * (p - m) / m)} for a, p, m in zip(archs, predicted, measured)]
+    result: dict[str, Any] = {"device": model.profile.name, "threads": args.threads, "batch": args.batch, "rows": rows}
+    if args.refit:
+        new = refit(model, archs, measured)
+        new.save(run_dir / "cost_profile_refit.json")
+        after = CostModel(space, new).predict(archs)
+        result["refit"] = {"profile": str(run_dir / "cost_profile_refit.json"), "mape_before": float(np.mean(np.abs(predicted - measured) / measured)), "mape_after": float(np.mean(np.abs(after - measured) / measured))}
+    atomic_write_json(run_dir / "search" / "latency_measured.json", result)
+    for r in rows:
+        if (run_dir / "export" / "meta.json").exists() and r["arch_id"] == json.loads((run_dir / "export" / "meta.json").read_text())["arch_id"]:
+            atomic_write_json(run_dir / "export" / "latency_check.json", {**r, "threads": args.threads, "batch": args.batch})
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "rows"} | {"n": len(rows), "mape": float(np.mean([abs(r["error_pct"]) for r in rows]) / 100)}))
     else:
-        path = default_profile_path(args.device, space_signature(space))
-        if not path.exists():
-            raise ProfileError(f"no {args.device!r} profile for this space (looked for {path}); run `nas latency calibrate` on that device and pass its file with --profile")
-        model = CostModel(space, DeviceProfile.load(path))
-    ms = float(model.predict([arch])[0])
-    print(json.dumps({"arch_id": arch.id, "device": args.device, "latency_pred_ms": ms}) if args.json else f"{arch.id}: {ms:.3f} ms predicted on {args.device}")
+        print(f"{'arch id':<12}  {'predicted ms':>12}  {'measured ms':>11}  {'error':>7}")
+        for r in rows:
+            print(f"{r['arch_id']:<12}  {r['predicted_ms']:>12.3f}  {r['measured_ms']:>11.3f}  {r['error_pct']:>+6.1f}%")
+        if "refit" in result:
+            print(f"refit: MAPE {100 * result['refit']['mape_before']:.1f}% -> {100 * result['refit']['mape_after']:.1f}%, saved {result['refit']['profile']}")
     return 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from search_spaces.arch import Arch, InvalidArchitectureError
@@ -129,6 +130,19 @@ class SearchSpace(ABC):
         source = supernet if supernet is not None else self.build_supernet()
         return source.extract(spec)
 
+    def op_modules(self) -> list[tuple[int, int, nn.Module, tuple[int, ...]]]:
+        """``(slot, op, module, input_shape)`` for every op the cost table lists, to time one by one.
+
+        Spaces that return ``[]`` (the default) are calibrated with the analytical
+        model only; those that list their ops get a measured lookup table.
+        """
+        return []
+
+    def op_descriptions(self) -> list[list[str]]:
+        """Human-readable name of each op of each slot (for latency-table files users fill in)."""
+        shape = self.cost_table().features.shape
+        return [[f"op {o}" for o in range(shape[1])] for _ in range(shape[0])]
+
     def build_standalone(self, arch: Mapping[str, Any], seed: int = 0) -> nn.Module:
         """A network for ``arch`` with fresh weights of its own shapes, for training from scratch."""
         import torch
@@ -137,6 +151,92 @@ class SearchSpace(ABC):
 
         torch.manual_seed(seed)
         return init_weights(self.build_static(arch))
+
+    # --- probabilities over architectures (differentiable cost) -----------------------------
+    def op_probabilities(self, probs: Mapping[str, torch.Tensor], validate: bool = True) -> torch.Tensor:
+        """Probability of each op at each slot of :meth:`cost_table`, ``[S, O]`` (differentiable).
+
+        ``probs`` holds one probability vector per choice key (length = number of
+        values of that key, in ``self.choices`` order); choices are independent
+        categoricals. Row ``s`` is the distribution of ``lower(codes)[:, s]`` when
+        the codes are drawn from ``probs``, so ``(P * table).sum()`` is the expected
+        value of any linear per-(slot, op) cost. Spaces may also accept a leading
+        batch dimension (``[B, n]`` per key -> ``[B, S, O]``). ``validate=False``
+        skips the value checks (they read the tensors back, a device sync).
+        """
+        raise NotImplementedError(
+            f"search space {self.name!r} ({type(self).__name__}) does not implement op_probabilities, "
+            "so it has no differentiable expected cost"
+        )
+
+    def probability_tensors(self, probs: Mapping[str, Any], validate: bool = True) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+        """Checked per-choice probability tensors (common floating dtype and device) and their batch shape.
+
+        Every key of the space must be present and no other; the last dimension of
+        ``probs[k]`` must be ``len(self.choices[k])`` and leading (batch) dimensions
+        must agree across keys. With ``validate`` the values must also be finite,
+        non-negative and sum to 1 along the last dimension (within a tolerance
+        scaled to the dtype). Non-tensors and integer tensors become float64.
+        Raises ``ValueError`` naming the offending key.
+        """
+        if not isinstance(probs, Mapping):
+            raise ValueError(f"probabilities for space {self.name!r} must be a mapping of choice -> tensor, got {type(probs).__name__}")
+        unknown = sorted(set(probs) - set(self.choices))
+        if unknown:
+            raise ValueError(f"space {self.name!r} has no choice {unknown[0]!r}; choices are {list(self.keys)}")
+        missing = [k for k in self.keys if k not in probs]
+        if missing:
+            raise ValueError(f"probabilities for space {self.name!r} are missing choice {missing[0]!r} ({len(self.choices[missing[0]])} values {list(self.choices[missing[0]])})")
+        tensors: dict[str, torch.Tensor] = {}
+        for k in self.keys:
+            t = probs[k] if isinstance(probs[k], torch.Tensor) else torch.as_tensor(np.asarray(probs[k], dtype=np.float64))
+            if not (t.is_floating_point() or t.is_complex()):
+                t = t.to(torch.float64)
+            if t.is_complex():
+                raise ValueError(f"probabilities of {k!r} must be real, got dtype {t.dtype}")
+            n = len(self.choices[k])
+            if t.ndim < 1 or t.shape[-1] != n:
+                raise ValueError(f"probabilities of {k!r} must have length {n} (one per value {list(self.choices[k])}) in the last dimension, got shape {tuple(t.shape)}")
+            tensors[k] = t
+        first = self.keys[0]
+        batch = tuple(tensors[first].shape[:-1])
+        devices = {t.device for t in tensors.values()}
+        for k, t in tensors.items():
+            if tuple(t.shape[:-1]) != batch:
+                raise ValueError(f"probabilities of {k!r} have batch shape {tuple(t.shape[:-1])}, but {first!r} has {batch}; all keys need the same leading dimensions")
+        if len(devices) > 1:
+            raise ValueError(f"probabilities of space {self.name!r} are on several devices {sorted(str(d) for d in devices)}; put them on one")
+        dtype = tensors[first].dtype
+        for t in tensors.values():
+            dtype = torch.promote_types(dtype, t.dtype)
+        tensors = {k: t.to(dtype) for k, t in tensors.items()}
+        if validate:
+            eps = torch.finfo(dtype).eps
+            with torch.no_grad():
+                for k, t in tensors.items():
+                    if not bool(torch.isfinite(t).all()):
+                        raise ValueError(f"probabilities of {k!r} must be finite, got {t.detach().cpu().tolist()}")
+                    if bool((t < 0).any()):
+                        raise ValueError(f"probabilities of {k!r} must be >= 0, got {t.detach().cpu().tolist()}")
+                    tol = max(1e-5, 8 * t.shape[-1] * eps)
+                    err = float((t.sum(-1) - 1).abs().max()) if t.numel() else 0.0
+                    if err > tol:
+                        raise ValueError(f"probabilities of {k!r} must sum to 1 over the last dimension (off by {err:.3g}, tolerance {tol:.3g})")
+        return tensors, batch
+
+    def uniform_probabilities(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None, requires_grad: bool = False) -> dict[str, torch.Tensor]:
+        """Uniform probability vector per choice (fresh leaf tensors)."""
+        return {k: torch.full((len(v),), 1.0 / len(v), dtype=dtype, device=device, requires_grad=requires_grad) for k, v in self.choices.items()}
+
+    def one_hot_probabilities(self, arch: Mapping[str, Any], dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Point mass on ``arch``: one one-hot vector per choice (validates ``arch``)."""
+        code = self.encode(arch)
+        out = {}
+        for k, i in zip(self.keys, code):
+            t = torch.zeros(len(self.choices[k]), dtype=dtype, device=device)
+            t[int(i)] = 1.0
+            out[k] = t
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "choices": {k: list(v) for k, v in self.choices.items()}, "num_architectures": self.num_architectures()}

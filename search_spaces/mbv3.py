@@ -104,23 +104,52 @@ class MBV3Space(SearchSpace):
         n_ops = 1 + len(cfg.kernels) * len(cfg.expands)
         slots = 1 + self.n_stages * self.max_depth
         feats = np.zeros((slots, n_ops, len(FEATURES)))
+        for slot, op, module, shape in self.op_modules():
+            feats[slot, op], _ = forward_features(module, shape)
         ref = self.build_supernet().eval()  # the fixed parts are measured on their real modules
-        f_stem, shape = forward_features(nn.Sequential(ref.stem, ref.first), self.input_shape)
-        names = ["fixed"]
+        f_stem, _ = forward_features(nn.Sequential(ref.stem, ref.first), self.input_shape)
+        c_last, h = cfg.stages[-1].out_channels, self._output_side()
+        f_head, _ = forward_features(_Head(ref), (c_last, h, h))
+        feats[0, 0] = f_stem + f_head
+        names = ["fixed"] + [f"s{i}.b{j}" for i in range(self.n_stages) for j in range(self.max_depth)]
+        return CostTable(feats, FEATURES, tuple(names))
+
+    def _output_side(self) -> int:
+        h = -(-self.resolution // self.cfg.stem_stride)
+        for st in self.cfg.stages:
+            h = -(-h // st.stride)
+        return h
+
+    def op_modules(self) -> list[tuple[int, int, nn.Module, tuple[int, ...]]]:
+        """Every block position x (kernel, expand) as a plain-torch block with its input shape."""
+        cfg, out = self.cfg, []
+        shape = self._stage_input_shapes()
         for i, (st, c_in) in enumerate(zip(cfg.stages, cfg.stage_in_channels())):
             for j in range(self.max_depth):
-                names.append(f"s{i}.b{j}")
                 slot = 1 + i * self.max_depth + j
                 cin, stride = (c_in, st.stride) if j == 0 else (st.out_channels, 1)
-                out_shape = shape
                 for ki, k in enumerate(cfg.kernels):
                     for ei, e in enumerate(cfg.expands):
-                        blk = static_mbconv(cin, st.out_channels, k, e, stride, st.use_se, st.act)
-                        feats[slot, 1 + ki * len(cfg.expands) + ei], out_shape = forward_features(blk, shape)
-                shape = out_shape
-        f_head, _ = forward_features(_Head(ref), shape)
-        feats[0, 0] = f_stem + f_head
-        return CostTable(feats, FEATURES, tuple(names))
+                        out.append((slot, 1 + ki * len(cfg.expands) + ei, static_mbconv(cin, st.out_channels, k, e, stride, st.use_se, st.act), shape[(i, j)]))
+        return out
+
+    def op_descriptions(self) -> list[list[str]]:
+        cfg = self.cfg
+        blocks = ["skipped (stage shallower than this block)"] + [f"kernel={k} expand={e}" for k in cfg.kernels for e in cfg.expands]
+        fixed = ["stem + first block + head (always runs)"] + [""] * (len(blocks) - 1)
+        return [fixed] + [list(blocks) for _ in range(self.n_stages * self.max_depth)]
+
+    def _stage_input_shapes(self) -> dict[tuple[int, int], tuple[int, int, int]]:
+        """Input shape of block j of stage i (fixed: widths do not depend on the architecture)."""
+        cfg = self.cfg
+        h = -(-self.resolution // cfg.stem_stride)
+        shapes = {}
+        for i, (st, c_in) in enumerate(zip(cfg.stages, cfg.stage_in_channels())):
+            for j in range(self.max_depth):
+                shapes[(i, j)] = (c_in, h, h) if j == 0 else (st.out_channels, h, h)
+                if j == 0:
+                    h = -(-h // st.stride)
+        return shapes
 
     def cost_table(self) -> CostTable:
         return self._cost_table
@@ -139,6 +168,36 @@ class MBV3Space(SearchSpace):
                 op = 1 + codes[:, col[f"s{i}.b{j}.kernel"]] * n_e + codes[:, col[f"s{i}.b{j}.expand"]]
                 out[:, 1 + i * self.max_depth + j] = np.where(j < depth, op, 0)
         return out
+
+
+    def op_probabilities(self, probs: Mapping[str, torch.Tensor], validate: bool = True) -> torch.Tensor:
+        """``[S, O]`` (or ``[*batch, S, O]``) op probabilities per slot, consistent with :meth:`lower`.
+
+        Slot 0 (fixed part) is op 0 with probability 1. Block ``j`` of stage ``i``
+        runs when the stage's depth exceeds ``j``: ``P(active) = sum_{d > j} p_depth[d]``;
+        op 0 (skipped) gets ``sum_{d <= j} p_depth[d]`` (= ``1 - P(active)``, but
+        computed directly so it is exactly 0, never slightly negative, for blocks
+        every depth runs) and op ``1 + k * |expands| + e`` gets
+        ``P(active) * p_kernel[k] * p_expand[e]``. Differentiable in every input.
+        """
+        p, batch = self.probability_tensors(probs, validate)
+        cfg = self.cfg
+        n_s, n_d = self.n_stages, self.max_depth
+        first = p[self.keys[0]]
+        dtype, device = first.dtype, first.device
+        depth = torch.stack([p[f"s{i}.depth"] for i in range(n_s)], dim=-2)  # [*b, stages, |depths|]
+        blocks = [(i, j) for i in range(n_s) for j in range(n_d)]  # slot 1 + i * max_depth + j
+        kern = torch.stack([p[f"s{i}.b{j}.kernel"] for i, j in blocks], dim=-2)  # [*b, blocks, |kernels|]
+        expa = torch.stack([p[f"s{i}.b{j}.expand"] for i, j in blocks], dim=-2)  # [*b, blocks, |expands|]
+        runs = torch.tensor([[float(d > j) for j in range(n_d)] for d in cfg.depths], dtype=dtype, device=device)  # [|depths|, max_depth]
+        active = (depth @ runs).flatten(-2)  # [*b, blocks]
+        skipped = (depth @ (1.0 - runs)).flatten(-2)
+        joint = (kern.unsqueeze(-1) * expa.unsqueeze(-2)).flatten(-2)  # [*b, blocks, |k|*|e|], kernel-major like lower
+        block_rows = torch.cat([skipped.unsqueeze(-1), active.unsqueeze(-1) * joint], dim=-1)
+        fixed = torch.zeros(block_rows.shape[-1], dtype=dtype, device=device)
+        fixed[0] = 1.0
+        fixed = fixed.expand(*batch, 1, block_rows.shape[-1])
+        return torch.cat([fixed, block_rows], dim=-2)
 
 
 class _Head(nn.Module):

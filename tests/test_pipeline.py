@@ -219,3 +219,29 @@ def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path, capsys):
     assert main(["train", "--run-dir", str(run_dir), "--quiet", *TINY]) == 2
     assert "corrupt or unreadable" in capsys.readouterr().err
     assert ckpt.read_bytes() == b"not a checkpoint"  # never overwritten silently
+
+
+def test_latency_measure_and_refit_close_the_loop(tiny_run, capsys):
+    run_dir, _ = tiny_run
+    assert main(["latency", "measure", "--run-dir", str(run_dir), "--refit", "--json", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    result = json.loads((run_dir / "search" / "latency_measured.json").read_text())
+    assert out["n"] == len(result["rows"]) >= 1
+    assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in result["rows"])
+    check = json.loads((run_dir / "export" / "latency_check.json").read_text())
+    assert check["arch_id"] == json.loads((run_dir / "export" / "meta.json").read_text())["arch_id"]
+    assert (run_dir / "cost_profile_refit.json").exists()
+    assert set(result["refit"]) == {"profile", "mape_before", "mape_after"}
+
+
+def test_latency_validate_and_multi_device_predict(tiny_run, tmp_path, capsys):
+    run_dir, _ = tiny_run
+    assert main(["latency", "validate", "--run-dir", str(run_dir), "--n=6", "--out-dir", str(tmp_path), "--json", "--quiet"]) == 0
+    report = json.loads((tmp_path / "latency_validation.json").read_text())
+    assert report["n"] == 6 and {"kendall_tau", "mape", "within_10pct"} <= set(report)
+    assert (tmp_path / "latency_validation.png").stat().st_size > 1000
+    capsys.readouterr()
+    args = ["latency", "predict", "--run-dir", str(run_dir), "--arch", str(run_dir / "export" / "arch.json"), "--devices=mobile-big-core,datacenter-gpu", "--json", "--quiet"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["by_device"]) == {"cpu", "mobile-big-core", "datacenter-gpu"} and all(v > 0 for v in out["by_device"].values())

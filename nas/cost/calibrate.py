@@ -42,6 +42,8 @@ def measure_latencies_ms(
     progress: bool = False,
     min_seconds: float = 0.0,
     burst: int = 3,
+    shapes: Sequence[tuple[int, ...]] | None = None,
+    device: str = "cpu",
 ) -> np.ndarray:
     """Steady-state forward time (ms) of each model: the fastest of runs spread over time.
 
@@ -52,19 +54,27 @@ def measure_latencies_ms(
     timing goes on for at least ``repeats`` rounds and ``min_seconds``. Models are
     timed round-robin in shuffled order so every model sees every phase; in each
     round a model runs once untimed, then ``burst`` timed runs back to back (warm
-    caches and predictors, as a deployed model runs in a loop).
+    caches and predictors, as a deployed model runs in a loop). ``shapes`` gives
+    each model its own input shape (e.g. single blocks of a lookup table).
     """
     if batch < 1 or threads < 1 or warmup < 0 or repeats < 1:
         raise ValueError(f"need batch >= 1, threads >= 1, warmup >= 0, repeats >= 1; got {batch}, {threads}, {warmup}, {repeats}")
     prev_threads, modes = torch.get_num_threads(), [m.training for m in models]
-    x = torch.randn(batch, *input_shape)
+    shapes = list(shapes) if shapes is not None else [tuple(input_shape)] * len(models)
+    if len(shapes) != len(models):
+        raise ValueError(f"got {len(shapes)} input shapes for {len(models)} models")
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    inputs = {shape: torch.randn(batch, *shape, device=dev) for shape in set(shapes)}
+    models = [m.to(dev) for m in models]
+    xs = [inputs[shape] for shape in shapes]
     best = np.full(len(models), np.inf)
     order_rng = np.random.default_rng(0)
     bar = None
     try:
         torch.set_num_threads(threads)
         with torch.inference_mode():
-            for m in models:
+            for m, x in zip(models, xs):
                 m.eval()
                 for _ in range(warmup):
                     m(x)
@@ -75,11 +85,10 @@ def measure_latencies_ms(
             start, r = time.perf_counter(), 0
             while r < repeats or time.perf_counter() - start < min_seconds:
                 for i in order_rng.permutation(len(models)):
+                    x = xs[i]
                     models[i](x)  # untimed run first: warm caches
                     for _ in range(burst):  # a short tight loop, as the model runs when deployed
-                        t0 = time.perf_counter()
-                        models[i](x)
-                        best[i] = min(best[i], time.perf_counter() - t0)
+                        best[i] = min(best[i], _time_once(models[i], x, cuda))
                 r += 1
                 if bar is not None and r <= repeats:
                     bar.update(1)
@@ -90,6 +99,20 @@ def measure_latencies_ms(
         for m, was_training in zip(models, modes):
             m.train(was_training)
     return best * 1e3
+
+
+def _time_once(model: nn.Module, x: torch.Tensor, cuda: bool) -> float:
+    """Seconds for one forward pass (CUDA events on a GPU, wall clock on a CPU)."""
+    if not cuda:
+        t0 = time.perf_counter()
+        model(x)
+        return time.perf_counter() - t0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    model(x)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
 
 
 def sample_archs(space: SearchSpace, n_archs: int, seed: int) -> list[Arch]:
@@ -144,8 +167,18 @@ def calibrate(
     warmup: int = 5,
     repeats: int = 20,
     holdout: float = 0.25,
+    lut: bool = True,
+    measure_on: str = "cpu",
 ) -> tuple[DeviceProfile, dict[str, Any]]:
-    """Time ``n_archs`` networks of ``space`` and fit a profile; diagnostics are on a held-out part.
+    """Time ``n_archs`` networks (and, with ``lut``, every op of the space) and fit a profile.
+
+    With ``lut`` and a space that lists its ops (:meth:`SearchSpace.op_modules`),
+    every block position and choice is timed alone into a lookup table (as
+    Once-for-All's latency tables, but measured in the same interleaved rounds as
+    whole networks, so both see the same machine state); the analytical model is
+    fitted to those op latencies as the fallback for unmeasured ops, and a scale
+    and offset fitted on whole networks absorb per-network framework overhead.
+    Diagnostics are on a held-out part of the networks.
 
     The returned profile is fitted on the training part only, so the held-out
     diagnostics describe exactly that profile. Smallest and largest are always
@@ -166,7 +199,14 @@ def calibrate(
 
         iterator = tqdm(archs, desc=f"building {len(archs)} {space.name} networks", unit="arch", disable=None, leave=False)
     models = [supernet.extract(space.to_spec(a)) for a in iterator]
-    y = measure_latencies_ms(models, space.input_shape, batch, threads, warmup, repeats, progress, min_seconds=3.0)
+    ops = space.op_modules() if lut else []  # (slot, op, module, input shape) of every block position and choice
+    shapes = [tuple(space.input_shape)] * len(models) + [tuple(shape) for _, _, _, shape in ops]
+    times = measure_latencies_ms([*models, *(m for _, _, m, _ in ops)], space.input_shape, batch, threads, warmup, repeats, progress, min_seconds=3.0, shapes=shapes, device=measure_on)
+    y = times[: len(models)]
+    table = space.cost_table()
+    lut_table = np.full(table.features.shape[:2], np.nan)
+    for (slot, op, _, _), ms in zip(ops, times[len(models) :]):
+        lut_table[slot, op] = ms
     X = summed_features(space, archs)
 
     rng = np.random.default_rng(seed + 1)
@@ -174,8 +214,22 @@ def calibrate(
     n_hold = min(int(round(holdout * len(archs))), len(archs) - n_fixed)
     held = n_fixed + rng.permutation(len(archs) - n_fixed)[:n_hold] if n_hold >= 2 else np.zeros(0, dtype=int)
     train = np.setdiff1d(np.arange(len(archs)), held)
-    coef, intercept = fit_nnls(X[train], y[train])
-    pred = X @ coef + intercept
+    analytic_coef, analytic_intercept = fit_nnls(X[train], y[train])
+    analytic_pred = X @ analytic_coef + analytic_intercept
+    if ops:
+        # Per-op analytical fallback fitted to the measured ops; the network is then the sum of its
+        # ops' table entries, scaled and offset by a fit on whole networks (framework overhead, fusion).
+        measured = ~np.isnan(lut_table)
+        coef, _ = fit_nnls(table.features[measured], lut_table[measured])
+        filled = np.where(measured, lut_table, table.features @ coef)
+        op_ids = space.lower(space.encode_batch(archs))
+        lut_sums = filled[np.arange(filled.shape[0]), op_ids].sum(axis=1)
+        (lut_scale,), intercept = fit_nnls(lut_sums[train, None], y[train])
+        lut_scale = lut_scale if lut_scale > 0 else 1.0
+        pred = lut_scale * lut_sums + intercept
+    else:
+        coef, intercept, lut_scale = analytic_coef, analytic_intercept, 1.0
+        pred = analytic_pred
 
     diag: dict[str, Any] = {
         **fit_diagnostics(pred[held] if len(held) else pred[train], y[held] if len(held) else y[train]),
@@ -185,11 +239,15 @@ def calibrate(
         "n_train": int(len(train)),
         "n_holdout": int(len(held)),
         "measured_ms": {"min": float(y.min()), "median": float(np.median(y)), "max": float(y.max())},
+        "model": "lookup table + analytical fallback" if ops else "analytical",
+        "analytical_only": fit_diagnostics(analytic_pred[held] if len(held) else analytic_pred[train], y[held] if len(held) else y[train]),
+        "lut_ops_measured": int(len(ops)),
         "seconds": time.perf_counter() - t_start,
     }
     meta = {
         "threads": threads,
         "batch": batch,
+        "measured_on": measure_on if measure_on == "cpu" else torch.cuda.get_device_name(torch.device(measure_on)),
         "warmup": warmup,
         "repeats": repeats,
         "seed": seed,
@@ -203,7 +261,10 @@ def calibrate(
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "fit": diag,
     }
-    profile = DeviceProfile(device_name, tuple(space.cost_table().feature_names), tuple(coef), intercept, space_signature(space), meta)
+    profile = DeviceProfile(
+        device_name, tuple(table.feature_names), tuple(coef), intercept, space_signature(space), meta,
+        lut=tuple(map(tuple, lut_table)) if ops else None, lut_scale=lut_scale,
+    )
     return profile, diag
 
 

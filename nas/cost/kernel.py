@@ -96,3 +96,38 @@ def predict_numba(op_ids: np.ndarray, features: np.ndarray, coef: np.ndarray, in
     kernel = _predict_kernel if op_ids.shape[0] >= PARALLEL_MIN_BATCH else _predict_kernel_serial
     kernel(op_ids, features, coef, float(intercept), out)
     return out
+
+
+@numba.njit(cache=True, fastmath=False)
+def _gather_serial(op_ids: np.ndarray, table: np.ndarray, intercept: float) -> np.ndarray:  # pragma: no cover - compiled
+    n, s_count = op_ids.shape
+    out = np.empty(n)
+    for b in range(n):
+        acc = intercept
+        for s in range(s_count):
+            acc += table[s, op_ids[b, s]]
+        out[b] = acc
+    return out
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False)
+def _gather_parallel(op_ids: np.ndarray, table: np.ndarray, intercept: float) -> np.ndarray:  # pragma: no cover - compiled
+    n, s_count = op_ids.shape
+    out = np.empty(n)
+    for b in prange(n):
+        acc = intercept
+        for s in range(s_count):
+            acc += table[s, op_ids[b, s]]
+        out[b] = acc
+    return out
+
+
+def predict_table_numba(op_ids: np.ndarray, table: np.ndarray, intercept: float) -> np.ndarray:
+    """``intercept + sum_s table[s, op_ids[b, s]]`` per architecture (the lookup-table form of the model)."""
+    table = np.ascontiguousarray(table, dtype=np.float64)
+    if table.ndim != 2 or not np.all(np.isfinite(table)):
+        raise ValueError(f"latency table must be a finite [S, O] array, got shape {table.shape}")
+    op_ids, _, _ = check_inputs(op_ids, np.zeros((*table.shape, 1)), np.zeros(1))
+    if len(op_ids) >= PARALLEL_MIN_BATCH:
+        return _gather_parallel(op_ids, table, float(intercept))
+    return _gather_serial(op_ids, table, float(intercept))

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: analytical coefficients only (no lookup table)
 _FIELDS = ("name", "feature_names", "coef", "intercept", "space_signature", "meta")
 RECALIBRATE_HINT = "re-run `nas latency calibrate` for this space"
 
@@ -29,7 +30,13 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    """Cost-model coefficients: ``latency_ms = intercept + sum_f coef[f] * feature[f]``."""
+    """Cost model of one device: ``latency_ms = intercept + sum over slots of table[slot, op]``.
+
+    ``table = lut_scale * lut[slot, op]`` where the op's latency was measured
+    (``lut``, ms; ``None``/NaN where not), else ``lut_scale * dot(coef, features)``,
+    the analytical fallback fitted to the measured ops. Profiles without a lookup
+    table (``lut=None``) use the analytical model everywhere with ``lut_scale=1``.
+    """
 
     name: str
     feature_names: tuple[str, ...]
@@ -37,8 +44,21 @@ class DeviceProfile:
     intercept: float
     space_signature: str
     meta: dict[str, Any] = field(default_factory=dict)
+    lut: tuple[tuple[float, ...], ...] | None = None
+    lut_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.lut is not None:
+            try:
+                lut = tuple(tuple(math.nan if v is None else float(v) for v in row) for row in self.lut)
+            except (TypeError, ValueError) as exc:
+                raise ProfileError(f"profile {self.name!r}: lut entries must be numbers or null ({exc})") from None
+            if any(v < 0 for row in lut for v in row if not math.isnan(v)):
+                raise ProfileError(f"profile {self.name!r}: lut latencies must be >= 0 ms")
+            object.__setattr__(self, "lut", lut)
+        if not math.isfinite(float(self.lut_scale)) or float(self.lut_scale) <= 0:
+            raise ProfileError(f"profile {self.name!r}: lut_scale must be a finite number > 0, got {self.lut_scale}")
+        object.__setattr__(self, "lut_scale", float(self.lut_scale))
         object.__setattr__(self, "feature_names", tuple(str(n) for n in self.feature_names))
         try:
             object.__setattr__(self, "coef", tuple(float(c) for c in self.coef))
@@ -76,6 +96,8 @@ class DeviceProfile:
             "intercept": self.intercept,
             "space_signature": self.space_signature,
             "meta": _json_safe(self.meta),
+            "lut": None if self.lut is None else [[None if math.isnan(v) else v for v in row] for row in self.lut],
+            "lut_scale": self.lut_scale,
         }
 
     def to_json(self) -> str:
@@ -86,8 +108,8 @@ class DeviceProfile:
         if not isinstance(data, dict):
             raise ProfileError(f"{source}: a device profile must be a JSON object, got {type(data).__name__}")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ProfileError(f"{source}: format_version is {version!r}, this version of nas reads format_version {FORMAT_VERSION}; {RECALIBRATE_HINT}")
+        if version not in READABLE_VERSIONS:
+            raise ProfileError(f"{source}: format_version is {version!r}, this version of nas reads format_version {list(READABLE_VERSIONS)}; {RECALIBRATE_HINT}")
         missing = [k for k in _FIELDS if k not in data]
         if missing:
             raise ProfileError(f"{source}: missing field(s) {missing}; a profile needs {list(_FIELDS)}")
@@ -99,7 +121,13 @@ class DeviceProfile:
         if not isinstance(data["meta"], dict):
             raise ProfileError(f"{source}: meta must be an object, got {type(data['meta']).__name__}")
         try:
-            return cls(str(data["name"]), tuple(data["feature_names"]), tuple(data["coef"]), data["intercept"], str(data["space_signature"]), dict(data["meta"]))
+            lut = data.get("lut")
+            if lut is not None and (not isinstance(lut, list) or not all(isinstance(r, list) for r in lut)):
+                raise ProfileError("lut must be a list of rows (one per slot) of op latencies in ms or null")
+            return cls(
+                str(data["name"]), tuple(data["feature_names"]), tuple(data["coef"]), data["intercept"], str(data["space_signature"]), dict(data["meta"]),
+                lut=None if lut is None else tuple(tuple(r) for r in lut), lut_scale=data.get("lut_scale", 1.0),
+            )
         except ProfileError as exc:
             raise ProfileError(f"{source}: {exc}") from None
 
