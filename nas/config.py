@@ -74,7 +74,8 @@ class SearchConfig:
     latency_budget_ms: float | None = None  # constraint on predicted latency; None = unconstrained
     population: int = 10  # NSGA-II population size
     calibration_archs: int = 40  # architectures timed to fit the cpu cost profile (first run only)
-    profile: str | None = None  # device profile JSON; None = calibrate this machine (cached)
+    profile: str | None = None  # device profile JSON for the first device; None = calibrate this machine (cached)
+    devices: list[str] = field(default_factory=lambda: ["cpu"])  # latency objectives: cpu, spec names, profile paths; budget = first
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nas.context import RunContext
-from nas.cost import CostModel, measure_latency_ms
+from nas.cost import CostModel, measure_latency_ms, predict_many
 from nas.cost.calibrate import processor_name
 from nas.evaluation import accuracy, recalibrate_bn
 from nas.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -45,7 +45,7 @@ def choose_trial(history: list[dict[str, Any]], trial: int | None, budget: float
     return max(feasible, key=lambda r: (r["accuracy"], -r["latency_ms"], -r["trial"]))
 
 
-def export_arch(ctx: RunContext, supernet: nn.Module, cost: CostModel, row: dict[str, Any], latency_threads: int = 1) -> dict[str, Any]:
+def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], row: dict[str, Any], latency_threads: int = 1) -> dict[str, Any]:
     """Extract, verify, save and measure ``row``'s architecture; returns ``meta.json``'s content."""
     arch: Arch = ctx.space.arch(row["arch"])
     out_dir = ctx.run_dir / "export"
@@ -78,7 +78,9 @@ def export_arch(ctx: RunContext, supernet: nn.Module, cost: CostModel, row: dict
     feats, _ = forward_features(static_cpu, ctx.space.input_shape)
     macs = int(feats[0] + feats[1])
     measured = measure_latency_ms(static_cpu, ctx.space.input_shape, batch=1, threads=latency_threads, repeats=ctx.cfg.export.latency_repeats)
-    predicted = float(cost.predict([arch])[0])
+    by_device = dict(zip(ctx.cfg.search.devices, (float(v) for v in predict_many(costs, [arch])[0])))
+    primary = ctx.cfg.search.devices[0]
+    predicted = by_device[primary]
 
     meta = {
         "arch": arch.to_dict(),
@@ -93,7 +95,9 @@ def export_arch(ctx: RunContext, supernet: nn.Module, cost: CostModel, row: dict
         "flops": 2 * macs,
         "latency_pred_ms": predicted,
         "latency_measured_ms": measured,
-        "latency_error_pct": 100.0 * (predicted - measured) / measured,
+        "latency_pred_ms_by_device": by_device,
+        # the measurement runs on this machine's CPU: comparable with the prediction only for the cpu profile
+        "latency_error_pct": 100.0 * (predicted - measured) / measured if primary == "cpu" else None,
         "latency_setup": {"batch": 1, "threads": latency_threads, "device": "cpu", "processor": processor_name(), "repeats": ctx.cfg.export.latency_repeats},
         "val_accuracy": val_acc,
         "test_accuracy": test_acc,

@@ -40,7 +40,9 @@ def cost_model_for_run(ctx: RunContext) -> CostModel:
 
 def _search_history(ctx: RunContext) -> list[dict[str, Any]]:
     scfg = ctx.cfg.search
-    controller = create_controller(scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=scfg.latency_budget_ms, run_dir=ctx.run_dir, population=scfg.population)
+    controller = create_controller(
+        scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=scfg.latency_budget_ms, run_dir=ctx.run_dir, population=scfg.population, n_devices=len(scfg.devices)
+    )
     return controller.history()
 
 
@@ -63,15 +65,19 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
         if command in ("search", "export", "run"):
             supernet = load_supernet(ctx)
             cost = cost_model_for_run(ctx)
+            devices = ctx.cfg.search.devices
+            if devices[0] != "cpu":
+                cost = _profile_for(ctx.space, devices[0], ctx.cfg.search.profile, None, ctx.progress)
+            costs = [cost, *(_profile_for(ctx.space, d, None, ctx.run_dir, ctx.progress) for d in devices[1:])]
             if command in ("search", "run"):
-                result = run_search(ctx, supernet, cost)
-                table = format_front(result["pareto"], result["latency_budget_ms"])
+                result = run_search(ctx, supernet, costs)
+                table = format_front(result["pareto"], result["latency_budget_ms"], devices)
                 if not quiet:
                     print(table, file=table_stream or sys.stdout, flush=True)
                 summary["search"] = {"trials": result["trials"], "pareto_size": len(result["pareto"]), "search_seconds": round(result["search_seconds"], 2)}
             if command in ("export", "run"):
                 row = choose_trial(_search_history(ctx), ctx.cfg.export.trial, ctx.cfg.search.latency_budget_ms)
-                meta = export_arch(ctx, supernet, cost, row)
+                meta = export_arch(ctx, supernet, costs, row)
                 ctx.trackers.summary({k: meta[k] for k in ("test_accuracy", "val_accuracy", "latency_pred_ms", "latency_measured_ms", "params", "macs")})
                 ctx.say(
                     f"exported trial {meta['trial']} ({meta['arch_id']}) to {ctx.run_dir / 'export'}: test acc {meta['test_accuracy']:.4f}, "

@@ -17,23 +17,20 @@ from tqdm.auto import tqdm
 
 from nas.context import RunContext
 from nas.controllers import Objectives, create_controller
-from nas.cost import CostModel
+from nas.cost import CostModel, predict_many
 from nas.rundir import atomic_write_json, atomic_write_text
 from nas.train import evaluate_arch
 
 
+def _costs(row: dict[str, Any]) -> tuple[float, ...]:
+    """What is minimised: minus accuracy, then latency on every device."""
+    return (-row["accuracy"], row["latency_ms"], *row.get("extra_latencies_ms", ()))
+
+
 def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Feasible rows not dominated in (accuracy up, latency down), sorted by latency."""
+    """Feasible rows not dominated in (accuracy up, latency on every device down), sorted by latency."""
     feas = [r for r in rows if r["feasible"]]
-    front = [
-        r
-        for r in feas
-        if not any(
-            (o["accuracy"] >= r["accuracy"] and o["latency_ms"] <= r["latency_ms"])
-            and (o["accuracy"] > r["accuracy"] or o["latency_ms"] < r["latency_ms"])
-            for o in feas
-        )
-    ]
+    front = [r for r in feas if not any(_dominates(_costs(o), _costs(r)) for o in feas)]
     # one row per distinct architecture
     seen, unique = set(), []
     for r in sorted(front, key=lambda r: (r["latency_ms"], -r["accuracy"], r["trial"])):
@@ -43,9 +40,15 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return unique
 
 
-def run_search(ctx: RunContext, supernet: nn.Module, cost: CostModel) -> dict[str, Any]:
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def run_search(ctx: RunContext, supernet: nn.Module, costs: list[CostModel]) -> dict[str, Any]:
+    """``costs[0]`` is the device the budget applies to; further models add latency objectives."""
     scfg = ctx.cfg.search
     budget = scfg.latency_budget_ms
+    cost = costs[0]
     if budget is not None:
         floor = float(cost.predict([ctx.space.smallest()])[0])
         if budget < floor:
@@ -53,7 +56,9 @@ def run_search(ctx: RunContext, supernet: nn.Module, cost: CostModel) -> dict[st
                 f"latency budget {budget} ms is below the smallest architecture's predicted latency ({floor:.3f} ms) "
                 f"on this device profile: no architecture can meet it"
             )
-    controller = create_controller(scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=budget, run_dir=ctx.run_dir, population=scfg.population)
+    controller = create_controller(
+        scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=budget, run_dir=ctx.run_dir, population=scfg.population, n_devices=len(costs)
+    )
     cache = {r["arch_id"]: r["accuracy"] for r in controller.history()}
     done = controller.n_finished()
     if done:
@@ -62,35 +67,38 @@ def run_search(ctx: RunContext, supernet: nn.Module, cost: CostModel) -> dict[st
     bar = tqdm(range(done, scfg.trials), desc="search", leave=False, disable=None if ctx.progress else True)
     for _ in bar:
         (arch,) = controller.ask(1)
-        latency = float(cost.predict([arch])[0])
+        latency, *extra = (float(v) for v in predict_many(costs, [arch])[0])  # one encoding for every device
         if arch.id not in cache:
             cache[arch.id] = evaluate_arch(ctx, supernet, arch)
         acc = cache[arch.id]
-        controller.tell([arch], [Objectives(acc, latency)])
+        controller.tell([arch], [Objectives(acc, latency, tuple(extra))])
         n = controller.n_finished()
         ctx.trackers.log("search_trial", n, {"val_accuracy": acc, "latency_pred_ms": latency, "arch_id": arch.id})
         bar.set_postfix(acc=f"{acc:.3f}", lat=f"{latency:.2f}ms")
     rows = controller.history()
     front = pareto_front(rows)
-    _write_outputs(ctx.run_dir, rows, front, budget)
+    _write_outputs(ctx.run_dir, rows, front, budget, scfg.devices)
     ctx.trackers.log_table("pareto_front", ["trial", "arch_id", "val_accuracy", "latency_pred_ms"], [[r["trial"], r["arch_id"], r["accuracy"], r["latency_ms"]] for r in front])
-    return {"trials": len(rows), "pareto": front, "search_seconds": time.perf_counter() - t0, "latency_budget_ms": budget}
+    return {"trials": len(rows), "pareto": front, "search_seconds": time.perf_counter() - t0, "latency_budget_ms": budget, "devices": list(scfg.devices)}
 
 
-def _write_outputs(run_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]], budget: float | None) -> None:
+def _write_outputs(run_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]], budget: float | None, devices: list[str]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["trial", "arch_id", "val_accuracy", "latency_pred_ms", "feasible"])
+    w.writerow(["trial", "arch_id", "val_accuracy", *(f"latency_pred_ms_{d}" for d in devices), "feasible"])
     for r in rows:
-        w.writerow([r["trial"], r["arch_id"], f"{r['accuracy']:.6f}", f"{r['latency_ms']:.6f}", int(r["feasible"])])
+        lats = [r["latency_ms"], *r.get("extra_latencies_ms", ())]
+        w.writerow([r["trial"], r["arch_id"], f"{r['accuracy']:.6f}", *(f"{v:.6f}" for v in lats), int(r["feasible"])])
     atomic_write_text(run_dir / "search" / "history.csv", buf.getvalue())
-    atomic_write_json(run_dir / "search" / "pareto.json", {"latency_budget_ms": budget, "front": front})
+    atomic_write_json(run_dir / "search" / "pareto.json", {"latency_budget_ms": budget, "devices": devices, "front": front})
 
 
-def format_front(front: list[dict[str, Any]], budget: float | None) -> str:
+def format_front(front: list[dict[str, Any]], budget: float | None, devices: list[str] | None = None) -> str:
     """The Pareto front as a fixed-width text table (what the CLI prints)."""
-    lines = [f"Pareto front ({len(front)} architectures" + (f", budget {budget:g} ms" if budget is not None else "") + ")"]
-    lines.append(f"{'trial':>5}  {'arch id':<12}  {'val acc':>7}  {'pred latency ms':>15}")
+    devices = devices or ["cpu"]
+    lines = [f"Pareto front ({len(front)} architectures" + (f", budget {budget:g} ms on {devices[0]}" if budget is not None else "") + ")"]
+    lines.append(f"{'trial':>5}  {'arch id':<12}  {'val acc':>7}" + "".join(f"  {('ms ' + d)[:16]:>16}" for d in devices))
     for r in front:
-        lines.append(f"{r['trial']:>5}  {r['arch_id']:<12}  {r['accuracy']:>7.4f}  {r['latency_ms']:>15.3f}")
+        lats = [r["latency_ms"], *r.get("extra_latencies_ms", ())]
+        lines.append(f"{r['trial']:>5}  {r['arch_id']:<12}  {r['accuracy']:>7.4f}" + "".join(f"  {v:>16.3f}" for v in lats))
     return "\n".join(lines)

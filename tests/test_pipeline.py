@@ -245,3 +245,24 @@ def test_latency_validate_and_multi_device_predict(tiny_run, tmp_path, capsys):
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["by_device"]) == {"cpu", "mobile-big-core", "datacenter-gpu"} and all(v > 0 for v in out["by_device"].values())
+
+
+def test_search_trades_accuracy_against_latency_on_two_devices(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run_dir, _ = tiny_run
+    work = tmp_path / "multi"
+    shutil.copytree(run_dir, work, ignore=shutil.ignore_patterns("study.db", "search", "export", ".lock"))
+    args = ["run", "--run-dir", str(work), "--quiet", "--json", "--trials=5", "--search.devices=cpu,mobile-big-core"]
+    assert main(args) == 0
+    capsys.readouterr()
+    pareto = json.loads((work / "search" / "pareto.json").read_text())
+    assert pareto["devices"] == ["cpu", "mobile-big-core"]
+    assert all(len(r["extra_latencies_ms"]) == 1 and r["extra_latencies_ms"][0] > 0 for r in pareto["front"])
+    header = (work / "search" / "history.csv").read_text().splitlines()[0]
+    assert "latency_pred_ms_cpu" in header and "latency_pred_ms_mobile-big-core" in header
+    meta = json.loads((work / "export" / "meta.json").read_text())
+    assert set(meta["latency_pred_ms_by_device"]) == {"cpu", "mobile-big-core"}
+    # the study's objectives are fixed: asking for other devices on the same run is refused clearly
+    assert main(["search", "--run-dir", str(work), "--quiet", "--search.devices=cpu"]) == 2
+    assert "search.devices changed" in capsys.readouterr().err

@@ -16,17 +16,22 @@ from search_spaces import Arch, SearchSpace
 
 @dataclass(frozen=True)
 class Objectives:
-    """What one evaluation measured. ``None`` accuracy marks a failed evaluation."""
+    """What one evaluation measured. ``None`` accuracy marks a failed evaluation.
+
+    ``latency_ms`` is on the primary device (the one the budget applies to);
+    ``extra_latencies_ms`` on each further device of a multi-device search.
+    """
 
     accuracy: float | None
     latency_ms: float
+    extra_latencies_ms: tuple[float, ...] = ()
 
 
 class Controller(ABC):
     """Ask/tell search strategy. Implementations must be seeded and resumable."""
 
-    def __init__(self, space: SearchSpace, seed: int, latency_budget_ms: float | None):
-        self.space, self.seed, self.latency_budget_ms = space, seed, latency_budget_ms
+    def __init__(self, space: SearchSpace, seed: int, latency_budget_ms: float | None, n_devices: int = 1):
+        self.space, self.seed, self.latency_budget_ms, self.n_devices = space, seed, latency_budget_ms, n_devices
 
     @abstractmethod
     def ask(self, n: int = 1) -> list[Arch]:
@@ -42,7 +47,7 @@ class Controller(ABC):
 
     @abstractmethod
     def history(self) -> list[dict[str, Any]]:
-        """Finished evaluations: ``{"trial", "arch", "accuracy", "latency_ms", "feasible"}`` each."""
+        """Finished evaluations: ``{"trial", "arch", "arch_id", "accuracy", "latency_ms", "extra_latencies_ms", "feasible"}`` each."""
 
 
 _CONTROLLERS: dict[str, Callable[..., Controller]] = {}

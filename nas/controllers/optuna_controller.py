@@ -23,11 +23,17 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 class OptunaController(Controller):
     """Multi-objective search: maximise accuracy, minimise predicted latency, latency budget as a constraint."""
 
-    def __init__(self, space: SearchSpace, seed: int, latency_budget_ms: float | None, storage: str, study_name: str, sampler: optuna.samplers.BaseSampler):
-        super().__init__(space, seed, latency_budget_ms)
-        self.study = optuna.create_study(
-            storage=storage, study_name=study_name, directions=["maximize", "minimize"], sampler=sampler, load_if_exists=True
-        )
+    def __init__(
+        self, space: SearchSpace, seed: int, latency_budget_ms: float | None, storage: str, study_name: str, sampler: optuna.samplers.BaseSampler, n_devices: int = 1
+    ):
+        super().__init__(space, seed, latency_budget_ms, n_devices)
+        directions = ["maximize"] + ["minimize"] * n_devices  # accuracy, then latency on each device
+        self.study = optuna.create_study(storage=storage, study_name=study_name, directions=directions, sampler=sampler, load_if_exists=True)
+        if len(self.study.directions) != len(directions):
+            raise ValueError(
+                f"study {study_name!r} in {storage} optimises {len(self.study.directions) - 1} latency objective(s), this search {n_devices}: "
+                "search.devices changed; use a new --run-dir (or the old devices)"
+            )
         self._fail_stale_trials()
         self._pending: dict[str, list[optuna.trial.Trial]] = {}
 
@@ -62,7 +68,9 @@ class OptunaController(Controller):
                 self.study.tell(trial, state=TrialState.FAIL)
             else:
                 trial.set_user_attr("accuracy", res.accuracy)
-                self.study.tell(trial, [res.accuracy, res.latency_ms])
+                if len(res.extra_latencies_ms) != self.n_devices - 1:
+                    raise ValueError(f"expected latencies on {self.n_devices} devices, got {1 + len(res.extra_latencies_ms)}")
+                self.study.tell(trial, [res.accuracy, res.latency_ms, *res.extra_latencies_ms])
 
     def n_finished(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -77,6 +85,7 @@ class OptunaController(Controller):
                     "arch_id": t.user_attrs["arch_id"],
                     "accuracy": t.values[0],
                     "latency_ms": t.values[1],
+                    "extra_latencies_ms": list(t.values[2:]),
                     "feasible": t.user_attrs.get("constraint", 0.0) <= 0,
                 }
             )
@@ -88,13 +97,13 @@ def _storage_and_name(run_dir: Any, storage: str | None, study_name: str | None)
 
 
 @register_controller("nsga2")
-def nsga2(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None) -> OptunaController:
-    """Optuna NSGA-II over (accuracy, latency), constrained by the latency budget."""
+def nsga2(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+    """Optuna NSGA-II over (accuracy, latency on each device), constrained by the latency budget."""
     sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler)
+    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
 
 
 @register_controller("random")
-def random_search(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None) -> OptunaController:
+def random_search(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
     """Uniform random search (the baseline every other controller must beat)."""
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=optuna.samplers.RandomSampler(seed=seed))
+    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=optuna.samplers.RandomSampler(seed=seed), n_devices=n_devices)
