@@ -11,19 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from _nas import nas  # scripts/ is on sys.path when a script runs
 from nas.machine import machine_markdown
 from nas.rundir import atomic_write_text
-
-
-def nas(*args: str) -> str:
-    res = subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.exit(f"`nas {' '.join(args)}` failed:\n{res.stderr[-3000:]}")
-    return res.stdout
 
 
 def main() -> None:

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from _nas import nas  # scripts/ is on sys.path when a script runs
 from nas.machine import machine_markdown
 from nas.rundir import atomic_write_text
 
@@ -29,13 +28,6 @@ RECIPES = {
     "sorted": ["--train.sampler=sorted"],
     "progressive": ["--train.sampler=progressive"],
 }
-
-
-def nas(*args: str) -> str:
-    res = subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.exit(f"`nas {' '.join(args)}` failed:\n{res.stderr[-4000:]}")
-    return res.stdout
 
 
 def main() -> None:

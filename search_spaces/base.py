@@ -45,18 +45,22 @@ class SearchSpace(ABC):
     # --- architectures ------------------------------------------------------------------
     def validate(self, values: Mapping[str, Any]) -> None:
         """Raise :class:`InvalidArchitectureError` naming the first offending key."""
-        if not isinstance(values, Mapping):
-            raise InvalidArchitectureError(f"an architecture of space {self.name!r} must be a mapping of choice -> value, got {type(values).__name__}")
-        unknown = sorted(set(values) - set(self.choices))
-        if unknown:
-            raise InvalidArchitectureError(f"space {self.name!r} has no choice {unknown[0]!r}; choices are {list(self.keys)}")
-        missing = [k for k in self.keys if k not in values]
-        if missing:
-            raise InvalidArchitectureError(f"architecture for space {self.name!r} is missing choice {missing[0]!r} (allowed values {list(self.choices[missing[0]])})")
+        self._check_keys(values, "an architecture", InvalidArchitectureError)
         for k in self.keys:
             v = values[k]
             if v not in self._index[k] or isinstance(v, bool):
                 raise InvalidArchitectureError(f"{k}={v!r} is not allowed in space {self.name!r}; allowed values: {list(self.choices[k])}")
+
+    def _check_keys(self, values: Any, what: str, error: type[Exception]) -> None:
+        """``values`` must be a mapping with exactly this space's choice names (errors name the first key off)."""
+        if not isinstance(values, Mapping):
+            raise error(f"{what} for space {self.name!r} must be a mapping of choice -> value, got {type(values).__name__}")
+        unknown = sorted(set(values) - set(self.choices))
+        if unknown:
+            raise error(f"space {self.name!r} has no choice {unknown[0]!r}; choices are {list(self.keys)}")
+        missing = [k for k in self.keys if k not in values]
+        if missing:
+            raise error(f"{what} for space {self.name!r} is missing choice {missing[0]!r} (allowed values {list(self.choices[missing[0]])})")
 
     def arch(self, values: Mapping[str, Any]) -> Arch:
         """Validated, canonical :class:`Arch` (choices that have no effect are normalised)."""
@@ -179,14 +183,7 @@ class SearchSpace(ABC):
         scaled to the dtype). Non-tensors and integer tensors become float64.
         Raises ``ValueError`` naming the offending key.
         """
-        if not isinstance(probs, Mapping):
-            raise ValueError(f"probabilities for space {self.name!r} must be a mapping of choice -> tensor, got {type(probs).__name__}")
-        unknown = sorted(set(probs) - set(self.choices))
-        if unknown:
-            raise ValueError(f"space {self.name!r} has no choice {unknown[0]!r}; choices are {list(self.keys)}")
-        missing = [k for k in self.keys if k not in probs]
-        if missing:
-            raise ValueError(f"probabilities for space {self.name!r} are missing choice {missing[0]!r} ({len(self.choices[missing[0]])} values {list(self.choices[missing[0]])})")
+        self._check_keys(probs, "probabilities", ValueError)
         tensors: dict[str, torch.Tensor] = {}
         for k in self.keys:
             t = probs[k] if isinstance(probs[k], torch.Tensor) else torch.as_tensor(np.asarray(probs[k], dtype=np.float64))

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from nas.rundir import atomic_write_text
+
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: analytical coefficients only (no lookup table)
 _FIELDS = ("name", "feature_names", "coef", "intercept", "space_signature", "meta")
@@ -141,19 +143,8 @@ class DeviceProfile:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (temp file in the same folder, then ``os.replace``): readers never see half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        atomic_write_text(path, self.to_json())
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "DeviceProfile":
