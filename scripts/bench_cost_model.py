@@ -179,17 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _validated_archs(space, n: int) -> list:
-    """The architectures ``validate(..., seed=1234)`` draws (same rule), to measure them a second time."""
-    rng, seen = np.random.default_rng(1234), {}
-    for _ in range(50 * n):
-        if len(seen) >= n:
-            break
-        a = space.sample(rng)
-        seen.setdefault(a.id, a)
-    return list(seen.values())
-
-
 def validation_section(n: int) -> list[str]:
     """Calibrate the quick-start space on this CPU (1 thread, batch 1), then measure n new architectures."""
     from nas.cost import calibrate
@@ -205,10 +194,10 @@ def validation_section(n: int) -> list[str]:
     # The same networks measured a second time: how far measurement agrees with itself on this machine.
     from scipy.stats import kendalltau
 
-    from nas.cost.validate import measure_archs
+    from nas.cost.validate import distinct_samples, measure_archs
 
     first = np.array([r["measured_ms"] for r in report["rows"]])
-    again = measure_archs(model, [vspace.decode(vspace.encode(a)) for a in _validated_archs(vspace, n)], 1, 1)
+    again = measure_archs(model, distinct_samples(vspace, n, seed=1234), 1, 1)  # the architectures validate() drew
     ceiling_tau = float(kendalltau(first, again).statistic)
     ceiling_diff = float(np.mean(np.abs(first - again) / again))
     a = diag["analytical_only"]

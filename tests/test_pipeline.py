@@ -26,15 +26,21 @@ def _nas(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """One real `nas run` on tiny, shared by the tests of this module (each test can also run alone)."""
+    import contextlib
+    import io
+
     run_dir = tmp_path_factory.mktemp("tiny_run")
     args = ["run", "--run-dir", str(run_dir), "--json", "--quiet", "--epochs=2", "--trials=6", *TINY]
-    return run_dir, args
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(args) == 0
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    return run_dir, args, summary
 
 
-def test_run_trains_searches_and_exports(tiny_run, capsys):
-    run_dir, args = tiny_run
-    assert main(args) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def test_run_trains_searches_and_exports(tiny_run):
+    run_dir, _, summary = tiny_run
     assert summary["run_dir"] == str(run_dir)
     for key in ("test_accuracy", "latency_pred_ms", "latency_measured_ms", "wall_seconds"):
         assert isinstance(summary[key], float) and summary[key] > 0
@@ -55,7 +61,7 @@ def test_run_trains_searches_and_exports(tiny_run, capsys):
 
 
 def test_rerun_resumes_instead_of_starting_over(tiny_run, capsys):
-    run_dir, args = tiny_run
+    run_dir, args, _ = tiny_run
     before = (run_dir / "checkpoints" / "supernet_last.pt").stat().st_mtime_ns
     assert main(args) == 0
     capsys.readouterr()
@@ -66,7 +72,7 @@ def test_rerun_resumes_instead_of_starting_over(tiny_run, capsys):
 
 def test_torchscript_export_runs_without_this_project(tiny_run, tmp_path):
     """The exported TorchScript file reproduces meta.json's test accuracy in a process that never imports us."""
-    run_dir, _ = tiny_run
+    run_dir, _, _ = tiny_run
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
     from nas.data import load_data
 
@@ -93,7 +99,7 @@ def test_torchscript_export_runs_without_this_project(tiny_run, tmp_path):
 
 def test_search_killed_with_sigkill_resumes_without_losing_trials(tiny_run, tmp_path):
     """Kill `nas search` mid-way, re-run the same command: finished trials are kept, the rest are run."""
-    run_dir, _ = tiny_run
+    run_dir, _, _ = tiny_run
     import shutil
 
     work = tmp_path / "run"
@@ -134,7 +140,7 @@ def test_search_killed_with_sigkill_resumes_without_losing_trials(tiny_run, tmp_
 
 
 def test_changing_trained_settings_on_a_run_dir_is_refused(tiny_run, capsys):
-    run_dir, _ = tiny_run
+    run_dir, _, _ = tiny_run
     assert main(["train", "--run-dir", str(run_dir), "--quiet", "--space.width_mult=1.0"]) == 2
     err = capsys.readouterr().err
     assert "space.width_mult" in err and "new --run-dir" in err
@@ -172,7 +178,7 @@ def test_spaces_lists_sizes(capsys):
 
 
 def test_latency_predict_for_an_exported_arch(tiny_run, capsys):
-    run_dir, _ = tiny_run
+    run_dir, _, _ = tiny_run
     profile = run_dir / "cost_profile.json"
     args = ["latency", "predict", "--arch", str(run_dir / "export" / "arch.json"), "--profile", str(profile), "--json", "--quiet", "--space=tiny", "--data.resolution=16"]
     assert main(args) == 0
@@ -222,7 +228,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path, capsys):
 
 
 def test_latency_measure_and_refit_close_the_loop(tiny_run, capsys):
-    run_dir, _ = tiny_run
+    run_dir, _, _ = tiny_run
     assert main(["latency", "measure", "--run-dir", str(run_dir), "--refit", "--json", "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
     result = json.loads((run_dir / "search" / "latency_measured.json").read_text())
@@ -235,7 +241,7 @@ def test_latency_measure_and_refit_close_the_loop(tiny_run, capsys):
 
 
 def test_latency_validate_and_multi_device_predict(tiny_run, tmp_path, capsys):
-    run_dir, _ = tiny_run
+    run_dir, _, _ = tiny_run
     assert main(["latency", "validate", "--run-dir", str(run_dir), "--n=6", "--out-dir", str(tmp_path), "--json", "--quiet"]) == 0
     report = json.loads((tmp_path / "latency_validation.json").read_text())
     assert report["n"] == 6 and {"kendall_tau", "mape", "within_10pct"} <= set(report)
@@ -250,7 +256,7 @@ def test_latency_validate_and_multi_device_predict(tiny_run, tmp_path, capsys):
 def test_search_trades_accuracy_against_latency_on_two_devices(tiny_run, tmp_path, capsys):
     import shutil
 
-    run_dir, _ = tiny_run
+    run_dir, _, _ = tiny_run
     work = tmp_path / "multi"
     shutil.copytree(run_dir, work, ignore=shutil.ignore_patterns("study.db", "search", "export", ".lock"))
     args = ["run", "--run-dir", str(work), "--quiet", "--json", "--trials=5", "--search.devices=cpu,mobile-big-core"]

@@ -31,9 +31,8 @@ def measure_archs(model: CostModel, archs: Sequence[Mapping[str, Any]], threads:
     return measure_latencies_ms(nets, space.input_shape, batch, threads, warmup=5, repeats=repeats, progress=progress, min_seconds=3.0)
 
 
-def validate(model: CostModel, n: int = 100, seed: int = 1234, threads: int = 1, batch: int = 1, repeats: int = 20, progress: bool = False) -> dict[str, Any]:
-    """Sample ``n`` distinct architectures (seed differs from calibration's), predict and measure them."""
-    space = model.space
+def distinct_samples(space: Any, n: int, seed: int) -> list[Arch]:
+    """Up to ``n`` distinct uniformly sampled architectures (the same list for the same seed)."""
     rng = np.random.default_rng(seed)
     archs: dict[str, Arch] = {}
     for _ in range(50 * n):
@@ -41,7 +40,13 @@ def validate(model: CostModel, n: int = 100, seed: int = 1234, threads: int = 1,
             break
         a = space.sample(rng)
         archs.setdefault(a.id, a)
-    chosen = list(archs.values())
+    return list(archs.values())
+
+
+def validate(model: CostModel, n: int = 100, seed: int = 1234, threads: int = 1, batch: int = 1, repeats: int = 20, progress: bool = False) -> dict[str, Any]:
+    """Sample ``n`` distinct architectures (seed differs from calibration's), predict and measure them."""
+    space = model.space
+    chosen = distinct_samples(space, n, seed)
     measured = measure_archs(model, chosen, threads, batch, repeats, progress)
     predicted = model.predict(chosen)
     report = fit_diagnostics(predicted, measured)
