@@ -206,7 +206,7 @@ def validation_section(n: int) -> list[str]:
         "",
         f"Space: the quick start's `mbv3` (width 0.5, 1x32x32). Calibration: {diag['lut_ops_measured']} ops timed alone into the lookup table "
         f"plus 40 whole networks for scale and offset ({calib_s:.0f} s). Validation: {report['n']} *new* architectures (another seed), each built as "
-        "the standalone network an export produces and timed in interleaved rounds (fastest run over >= 3 s). Plot: `cost_model_validation.png`.",
+        "the standalone network an export produces and timed in interleaved rounds, each round normalised by its own median to cancel the machine's speed phases (`nas/cost/calibrate.py`). Plot: `cost_model_validation.png`.",
         "",
         "| model | evaluated on | Kendall tau | MAPE | within +/-10% |",
         "| --- | --- | ---: | ---: | ---: |",

@@ -23,7 +23,7 @@ from nas.cost.profile import DeviceProfile
 from search_spaces import Arch
 
 
-def measure_archs(model: CostModel, archs: Sequence[Mapping[str, Any]], threads: int = 1, batch: int = 1, repeats: int = 20, progress: bool = False) -> np.ndarray:
+def measure_archs(model: CostModel, archs: Sequence[Mapping[str, Any]], threads: int = 1, batch: int = 1, repeats: int = 40, progress: bool = False) -> np.ndarray:
     """Measured latency (ms) of each architecture's standalone network, all timed in the same rounds."""
     space = model.space
     supernet = space.build_supernet()
@@ -43,7 +43,7 @@ def distinct_samples(space: Any, n: int, seed: int) -> list[Arch]:
     return list(archs.values())
 
 
-def validate(model: CostModel, n: int = 100, seed: int = 1234, threads: int = 1, batch: int = 1, repeats: int = 20, progress: bool = False) -> dict[str, Any]:
+def validate(model: CostModel, n: int = 100, seed: int = 1234, threads: int = 1, batch: int = 1, repeats: int = 40, progress: bool = False) -> dict[str, Any]:
     """Sample ``n`` distinct architectures (seed differs from calibration's), predict and measure them."""
     space = model.space
     chosen = distinct_samples(space, n, seed)
