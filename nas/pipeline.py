@@ -38,6 +38,13 @@ def cost_model_for_run(ctx: RunContext) -> CostModel:
     return model
 
 
+def _device_model(ctx: RunContext, device: str, primary: bool) -> CostModel:
+    """The cpu profile pinned in the run (calibrated once, only when a search uses it), else the named profile."""
+    if device == "cpu":
+        return cost_model_for_run(ctx)
+    return _profile_for(ctx.space, device, ctx.cfg.search.profile if primary else None, None, ctx.progress)
+
+
 def _search_history(ctx: RunContext) -> list[dict[str, Any]]:
     scfg = ctx.cfg.search
     controller = create_controller(
@@ -64,11 +71,8 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
             summary["world_size"] = dist.world_size
         if command in ("search", "export", "run"):
             supernet = load_supernet(ctx)
-            cost = cost_model_for_run(ctx)
             devices = ctx.cfg.search.devices
-            if devices[0] != "cpu":
-                cost = _profile_for(ctx.space, devices[0], ctx.cfg.search.profile, None, ctx.progress)
-            costs = [cost, *(_profile_for(ctx.space, d, None, ctx.run_dir, ctx.progress) for d in devices[1:])]
+            costs = [_device_model(ctx, d, primary=i == 0) for i, d in enumerate(devices)]
             if command in ("search", "run"):
                 result = run_search(ctx, supernet, costs)
                 table = format_front(result["pareto"], result["latency_budget_ms"], devices)

@@ -211,7 +211,8 @@ class Trainer:
             raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp == "fp16")
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
-        self.ema = {n: p.detach().clone() for n, p in self.model.named_parameters()} if t.ema_decay else None
+        self._named_params = list(self.model.named_parameters())  # built once, not every step
+        self.ema = {n: p.detach().clone() for n, p in self._named_params} if t.ema_decay else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.pos = Position()
 
@@ -312,11 +313,8 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        d = self.cfg.ema_decay
-        names = [n for n, p in self.model.named_parameters() if p.grad is not None]
-        params = dict(self.model.named_parameters())
-        ema = [self.ema[n] for n in names]
-        torch._foreach_lerp_(ema, [params[n].detach() for n in names], 1 - d)  # only params trained this step move
+        trained = [(n, p) for n, p in self._named_params if p.grad is not None]  # only params trained this step move
+        torch._foreach_lerp_([self.ema[n] for n, _ in trained], [p.detach() for _, p in trained], 1 - self.cfg.ema_decay)
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:

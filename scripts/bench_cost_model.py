@@ -194,7 +194,8 @@ def validation_section(n: int) -> list[str]:
     # The same networks measured a second time: how far measurement agrees with itself on this machine.
     from scipy.stats import kendalltau
 
-    from nas.cost.validate import distinct_samples, measure_archs
+    from nas.cost.calibrate import distinct_samples
+    from nas.cost.validate import measure_archs
 
     first = np.array([r["measured_ms"] for r in report["rows"]])
     again = measure_archs(model, distinct_samples(vspace, n, seed=1234), 1, 1)  # the architectures validate() drew

@@ -131,16 +131,21 @@ def _time_once(model: nn.Module, x: torch.Tensor, cuda: bool) -> float:
     return start.elapsed_time(end) / 1e3
 
 
-def sample_archs(space: SearchSpace, n_archs: int, seed: int) -> list[Arch]:
-    """Smallest and largest (they bound the fitted range) plus distinct random architectures."""
+def distinct_samples(space: SearchSpace, n: int, seed: int, first: Sequence[Arch] = ()) -> list[Arch]:
+    """``first``, then distinct uniform draws until ``n`` architectures (the same list for the same seed)."""
     rng = np.random.default_rng(seed)
-    archs = {a.id: a for a in (space.smallest(), space.largest())}
-    for _ in range(50 * n_archs):
-        if len(archs) >= n_archs:
+    archs = {a.id: a for a in first}
+    for _ in range(50 * n):
+        if len(archs) >= n:
             break
         a = space.sample(rng)
         archs.setdefault(a.id, a)
     return list(archs.values())
+
+
+def sample_archs(space: SearchSpace, n_archs: int, seed: int) -> list[Arch]:
+    """Smallest and largest (they bound the fitted range) plus distinct random architectures."""
+    return distinct_samples(space, n_archs, seed, first=(space.smallest(), space.largest()))
 
 
 def summed_features(space: SearchSpace, archs: list[Arch]) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.cost.calibrate import fit_diagnostics, fit_nnls, measure_latencies_ms
+from nas.cost.calibrate import distinct_samples, fit_diagnostics, fit_nnls, measure_latencies_ms
 from nas.cost.model import CostModel
 from nas.cost.profile import DeviceProfile
 from search_spaces import Arch
@@ -29,18 +29,6 @@ def measure_archs(model: CostModel, archs: Sequence[Mapping[str, Any]], threads:
     supernet = space.build_supernet()
     nets = [supernet.extract(space.to_spec(space.arch(a))) for a in archs]
     return measure_latencies_ms(nets, space.input_shape, batch, threads, warmup=5, repeats=repeats, progress=progress, min_seconds=3.0)
-
-
-def distinct_samples(space: Any, n: int, seed: int) -> list[Arch]:
-    """Up to ``n`` distinct uniformly sampled architectures (the same list for the same seed)."""
-    rng = np.random.default_rng(seed)
-    archs: dict[str, Arch] = {}
-    for _ in range(50 * n):
-        if len(archs) >= n:
-            break
-        a = space.sample(rng)
-        archs.setdefault(a.id, a)
-    return list(archs.values())
 
 
 def validate(model: CostModel, n: int = 100, seed: int = 1234, threads: int = 1, batch: int = 1, repeats: int = 40, progress: bool = False) -> dict[str, Any]:
