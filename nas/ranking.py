@@ -11,6 +11,7 @@ meaningful when that seed-to-seed tau is high.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -41,21 +42,59 @@ def arch_macs(space: SearchSpace, archs: list[Arch]) -> np.ndarray:
     return macs[np.arange(macs.shape[0]), ops].sum(axis=1)
 
 
-def stratified_archs(space: SearchSpace, k: int, seed: int, pool: int = 5000) -> list[Arch]:
-    """K distinct architectures, one from each of K equal-count size strata of a random pool.
+def size_biased_pool(space: SearchSpace, n: int, rng: np.random.Generator) -> list[Arch]:
+    """``n`` architectures whose sizes cover the space from its smallest to its largest network.
 
-    Uniform sampling concentrates on mid-sized networks; strata over MACs make
-    the report cover the whole size range, as a search does.
+    Uniform sampling concentrates on mid-sized networks (by the central limit
+    theorem over many independent choices), yet a search front runs from the
+    smallest network to the largest. Each candidate draws a bias ``p`` in [0, 1]
+    and picks every choice's option index from Binomial(n_options - 1, p), so
+    small and large networks are as likely as medium ones. The space's smallest
+    and largest networks are always included.
     """
+    keys = list(space.keys)
+    sizes = np.array([len(space.choices[k]) for k in keys])
+    bias = rng.random(n)
+    idx = rng.binomial(sizes[None, :] - 1, bias[:, None])  # [n, choices]
+    pool = [space.smallest(), space.largest()]
+    pool += [space.arch({k: space.choices[k][int(i)] for k, i in zip(keys, row)}) for row in idx]
+    return pool
+
+
+def stratified_archs(space: SearchSpace, k: int, seed: int, pool: int = 5000, span: str = "full") -> list[Arch]:
+    """K distinct architectures spread over the space's size range, in size order.
+
+    ``span="full"`` (the ranking report): K strata of equal width in log-MACs
+    between the smallest and the largest network, one random member of each
+    (the nearest unused network when a stratum is empty), so the report covers
+    the range a search front covers. ``span="pool"``: K equal-count strata of a
+    uniform random pool, i.e. typical networks (used for "the median network").
+    """
+    if span not in ("full", "pool"):
+        raise ValueError(f"span must be 'full' or 'pool', got {span!r}")
     rng = np.random.default_rng(seed)
-    candidates = {a.id: a for a in (space.sample(rng) for _ in range(pool))}
-    archs = sorted(candidates.values(), key=lambda a: a.id)
-    macs = arch_macs(space, archs)
+    drawn = size_biased_pool(space, pool, rng) if span == "full" else [space.sample(rng) for _ in range(pool)]
+    candidates = sorted({a.id: a for a in drawn}.values(), key=lambda a: a.id)
+    if k > len(candidates):
+        raise ValueError(f"asked for {k} architectures but the space yielded only {len(candidates)} distinct ones")
+    macs = arch_macs(space, candidates)
     order = np.argsort(macs, kind="stable")
-    if k > len(order):
-        raise ValueError(f"asked for {k} architectures but the space yielded only {len(order)} distinct ones")
-    picked = [archs[int(rng.choice(stratum))] for stratum in np.array_split(order, k)]
-    return picked
+    if span == "pool":
+        return [candidates[int(rng.choice(stratum))] for stratum in np.array_split(order, k)]
+    log_macs = np.log(macs)
+    edges = np.linspace(log_macs.min(), log_macs.max(), k + 1)
+    used: set[int] = set()
+    picked = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        members = [int(i) for i in order if lo <= log_macs[i] <= hi and int(i) not in used]
+        if members:
+            choice = int(rng.choice(members))
+        else:  # empty stratum: the unused network closest to its centre
+            free = np.array([int(i) for i in order if int(i) not in used])
+            choice = int(free[np.argmin(np.abs(log_macs[free] - (lo + hi) / 2))])
+        used.add(choice)
+        picked.append(candidates[choice])
+    return sorted(picked, key=lambda a: float(arch_macs(space, [a])[0]))
 
 
 def _standalone_worker(cfg_dict: dict[str, Any], arch_json: str, seed: int, epochs: int, threads: int) -> dict[str, Any]:
@@ -66,7 +105,7 @@ def _standalone_worker(cfg_dict: dict[str, Any], arch_json: str, seed: int, epoc
 
     torch.set_num_threads(threads)
     cfg = build_config(cfg_dict)
-    cfg.train = replace(cfg.train, epochs=epochs, checkpoint_every_steps=0)
+    cfg.train = replace(cfg.train, epochs=epochs, checkpoint_every_steps=0, ema_decay=None)
     cfg.seed = seed
     data = load_config_data(cfg)
     space = build_space(cfg, data)
@@ -78,16 +117,32 @@ def _standalone_worker(cfg_dict: dict[str, Any], arch_json: str, seed: int, epoc
     return {"arch_id": arch.id, "seed": seed, "epochs": epochs, "val_acc": result["val_acc"], "seconds": time.perf_counter() - t0}
 
 
+# Settings that only concern how a supernet is trained; the standalone recipe ignores them.
+_SUPERNET_ONLY = ("sampler", "num_random", "sampler_options", "distill", "distill_temperature", "distill_alpha", "ema_decay", "epochs", "checkpoint_every_steps")
+
+
+def standalone_recipe_id(cfg: NASConfig) -> str:
+    """Short hash of everything that shapes a standalone training (data, space, recipe).
+
+    Part of each result file's name, so a shared ``--standalone-dir`` never
+    hands a result trained with a different recipe to another report.
+    """
+    d = cfg.to_dict()
+    recipe = {"data": d["data"], "space": d["space"], "train": {k: v for k, v in d["train"].items() if k not in _SUPERNET_ONLY}}
+    return hashlib.sha1(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def train_standalone_all(
     cfg: NASConfig, archs: list[Arch], seeds: list[int], epochs: int, out_dir: Path, workers: int, say: Any = print
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """Standalone results for every (arch, seed), training only those without a result file yet."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, int], dict[str, Any]] = {}
+    recipe = standalone_recipe_id(cfg)
     todo = []
     for arch in archs:
         for seed in seeds:
-            f = out_dir / f"{arch.id}-seed{seed}-e{epochs}.json"
+            f = out_dir / f"{arch.id}-seed{seed}-e{epochs}-{recipe}.json"
             if f.exists():
                 results[(arch.id, seed)] = json.loads(f.read_text())
             else:

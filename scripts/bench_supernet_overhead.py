@@ -57,7 +57,7 @@ def main() -> None:
     space = create_space(args.space, num_classes=10, in_channels=1, resolution=args.resolution, width_mult=args.width_mult)
     torch.manual_seed(0)
     supernet = space.build_supernet()
-    pool = stratified_archs(space, 101, seed=0)
+    pool = stratified_archs(space, 101, seed=0, span="pool")
     median = pool[int(np.argsort(arch_macs(space, pool))[50])]
     x = torch.randn(args.batch, *space.input_shape)
     y = torch.randint(0, 10, (args.batch,))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from nas.cli import main
-from nas.ranking import arch_macs, ranking_metrics, stratified_archs
+from nas.config import build_config
+from nas.ranking import arch_macs, ranking_metrics, standalone_recipe_id, stratified_archs
 from search_spaces import create_space
 
 TINY = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl", "--data.train_limit=256", "--quiet"]
@@ -24,15 +25,36 @@ def test_metrics_on_known_rankings():
     assert reverse["regret"] == pytest.approx(0.4)  # trusting the supernet picks the worst network
 
 
-def test_stratified_archs_cover_the_size_range():
+def test_stratified_archs_span_smallest_to_largest_network():
     space = create_space("mbv3", width_mult=0.35, in_channels=1)
     archs = stratified_archs(space, 10, seed=0, pool=2000)
     assert len({a.id for a in archs}) == 10
     macs = arch_macs(space, archs)
     assert np.all(np.diff(macs) >= 0)  # one per stratum, strata in size order
-    pool_macs = arch_macs(space, stratified_archs(space, 200, seed=1, pool=2000))
-    assert macs[0] <= np.quantile(pool_macs, 0.15) and macs[-1] >= np.quantile(pool_macs, 0.85)
+    lo, hi = arch_macs(space, [space.smallest(), space.largest()])
+    step = (np.log(hi) - np.log(lo)) / 10
+    assert np.log(macs[0]) <= np.log(lo) + step and np.log(macs[-1]) >= np.log(hi) - step  # first and last strata
+    uniform = arch_macs(space, [space.sample(np.random.default_rng(s)) for s in range(300)])
+    assert macs[0] < uniform.min() and macs[-1] > uniform.max()  # wider than a uniform sample reaches
     assert [a.id for a in stratified_archs(space, 10, seed=0, pool=2000)] == [a.id for a in archs]  # reproducible
+
+
+def test_pool_strata_stay_among_typical_networks():
+    space = create_space("mbv3", width_mult=0.35, in_channels=1)
+    macs = arch_macs(space, stratified_archs(space, 10, seed=0, pool=2000, span="pool"))
+    uniform = arch_macs(space, [space.sample(np.random.default_rng(s)) for s in range(2000)])
+    assert np.all(np.diff(macs) >= 0)
+    assert uniform.min() <= macs[0] and macs[-1] <= uniform.max()
+    with pytest.raises(ValueError, match="span"):
+        stratified_archs(space, 3, seed=0, span="everything")
+
+
+def test_standalone_results_are_keyed_by_recipe_not_by_supernet_settings():
+    base = build_config(None, ["--space=tiny"])
+    rid = standalone_recipe_id(base)
+    assert standalone_recipe_id(build_config(None, ["--space=tiny", "--train.sampler=uniform", "--train.distill=true", "--epochs=3"])) == rid
+    for change in ("--train.lr=0.05", "--train-limit=100", "--width-mult=0.25", "--train.channels_last=true"):
+        assert standalone_recipe_id(build_config(None, ["--space=tiny", change])) != rid, change
 
 
 def test_nas_rank_on_tiny_writes_report_and_resumes(tmp_path, capsys):
