@@ -37,6 +37,8 @@ class SpaceConfig:
     name: str = "mbv3"
     width_mult: float = 0.5  # 0.5 keeps the digits quick-start under 5 minutes on 2 CPU cores
     options: dict[str, Any] = field(default_factory=dict)  # any other keyword of the space's factory
+    supernet: str = "entangled"  # entangled | balanced_mixture (see `nas spaces`): how architectures share weights
+    supernet_options: dict[str, Any] = field(default_factory=dict)  # e.g. balanced_mixture: {k: 4}
 
 
 @dataclass
@@ -104,6 +106,7 @@ class NASConfig:
 # Short flags users type most often -> dotted config keys.
 ALIASES = {
     "space": "space.name",
+    "supernet": "space.supernet",
     "data": "data.name",
     "data-dir": "data.data_dir",
     "epochs": "train.epochs",

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import yaml
+from torch import nn
 from torch.utils.data import DataLoader
 
 from nas.config import ConfigError, NASConfig, build_config, load_yaml, parse_override, set_key
@@ -46,7 +47,17 @@ class RunContext:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint depends on: loading it under another space or data set would be wrong."""
-        return {"space": self.space.describe()["name"], "space_cfg": repr(getattr(self.space, "cfg", None)), "data": self.data.name}
+        fp: dict[str, Any] = {"space": self.space.describe()["name"], "space_cfg": repr(getattr(self.space, "cfg", None)), "data": self.data.name}
+        sp = self.cfg.space
+        if sp.supernet != "entangled" or sp.supernet_options:  # absent for the default: older checkpoints stay loadable
+            fp.update(supernet=sp.supernet, supernet_options=dict(sp.supernet_options))
+        return fp
+
+    def build_supernet(self) -> nn.Module:
+        """A fresh supernet of the configured kind (``space.supernet``), seeded by the run's seed."""
+        from search_spaces.kinds import build_supernet
+
+        return build_supernet(self.space, self.cfg.space.supernet, seed=self.cfg.seed, **self.cfg.space.supernet_options)
 
     def loader(self, split: str, shuffle: bool = False, epoch: int = 0) -> DataLoader:
         """Deterministic loader: the order depends only on (seed, epoch), so resume replays it exactly."""

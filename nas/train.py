@@ -104,7 +104,7 @@ def load_supernet(ctx: RunContext) -> nn.Module:
             f"supernet training in {ctx.run_dir} stopped at epoch {state['epoch']}/{state['epochs']}; "
             f"re-run `nas train --run-dir {ctx.run_dir}` to finish it"
         )
-    net = ctx.space.build_supernet()
+    net = ctx.build_supernet()
     net.load_state_dict(state["model"])
     if state.get("ema") is not None:
         with torch.no_grad():
@@ -212,6 +212,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp == "fp16")
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
         self._named_params = list(self.model.named_parameters())  # built once, not every step
+        self._routed = hasattr(self.model, "route_update")
         self.ema = {n: p.detach().clone() for n, p in self._named_params} if t.ema_decay else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.pos = Position()
@@ -293,6 +294,8 @@ class Trainer:
                     soft = logits.detach().float()
                 self.scaler.scale(loss * scale).backward()
                 total += loss.item() * scale
+                if self._routed:  # mixtures learn which weight set each configuration goes to
+                    self.model.route_update(x, y, self.loss_fn, step)
         if not math.isfinite(total):
             last = self.ckpt if self.ckpt is not None and self.ckpt.exists() else "none"
             raise FloatingPointError(
@@ -364,7 +367,7 @@ class Trainer:
 def train_supernet(ctx: RunContext, dist: DistInfo = SINGLE) -> dict[str, Any]:
     """Train (or resume training) the run's supernet; returns the last epoch's metrics."""
     torch.manual_seed(ctx.cfg.seed)  # the initial weights are part of what the seed reproduces
-    net = ctx.space.build_supernet()
+    net = ctx.build_supernet()
     trainer = Trainer(ctx, net, SupernetPlan(ctx), checkpoint_path(ctx.run_dir), seed=ctx.cfg.seed, dist=dist)
     return trainer.fit()
 

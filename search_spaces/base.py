@@ -74,6 +74,16 @@ class SearchSpace(ABC):
     def sample(self, rng: np.random.Generator) -> Arch:
         return self.arch({k: v[rng.integers(len(v))] for k, v in self.choices.items()})
 
+    def enumerate(self) -> list[Arch]:
+        """Every distinct architecture (after canonicalisation), in a fixed order; small spaces only."""
+        from itertools import product
+
+        seen: dict[str, Arch] = {}
+        for values in product(*self.choices.values()):
+            a = self.arch(dict(zip(self.keys, values)))
+            seen.setdefault(a.id, a)
+        return list(seen.values())
+
     def smallest(self) -> Arch:
         return self.arch({k: min(v) for k, v in self.choices.items()})
 

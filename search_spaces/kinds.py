@@ -1,0 +1,62 @@
+"""Registry of supernet kinds: how a space's architectures share weights.
+
+``entangled`` is the space's own supernet (one weight set, smaller choices are
+slices of larger ones). Other kinds wrap or replace it while keeping the same
+interface (``set_active``, ``active``, ``forward``, ``extract``), so training,
+search and export never need to know which kind they hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from search_spaces.base import SearchSpace
+
+_KINDS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_supernet_kind(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _KINDS:
+            raise ValueError(f"supernet kind {name!r} registered twice")
+        _KINDS[name] = factory
+        return factory
+
+    return deco
+
+
+def list_supernet_kinds() -> dict[str, str]:
+    return {n: (f.__doc__ or "").strip().splitlines()[0] if f.__doc__ else "" for n, f in sorted(_KINDS.items())}
+
+
+def build_supernet(space: SearchSpace, kind: str = "entangled", seed: int = 0, **options: Any) -> nn.Module:
+    """A fresh supernet of ``kind`` for ``space``; unknown kinds and options are named in the error."""
+    if kind not in _KINDS:
+        raise ValueError(f"unknown supernet kind {kind!r}; available: {sorted(_KINDS)}")
+    try:
+        return _KINDS[kind](space, seed=seed, **options)
+    except TypeError as exc:
+        raise ValueError(f"supernet kind {kind!r} got options it does not take ({exc}); options given: {sorted(options)}") from exc
+
+
+@register_supernet_kind("entangled")
+def entangled(space: SearchSpace, seed: int = 0) -> nn.Module:
+    """One weight set; smaller choices are slices of the largest (OFA / AutoFormer / TangleNAS)."""
+    return space.build_supernet()
+
+
+@register_supernet_kind("balanced_mixture")
+def balanced_mixture(space: SearchSpace, seed: int = 0, k: int = 2, probe_every: int | None = None, reassign_every: int = 50, max_configurations: int = 10_000) -> nn.Module:
+    """K weight sets, each configuration routed to one by a learned, balanced assignment (Balanced Mixture of SuperNets)."""
+    from supernets.mixture import BalancedMixture
+
+    n = space.num_architectures()
+    if n > max_configurations:
+        raise ValueError(
+            f"balanced_mixture routes every configuration of the space, and {space.name!r} has {n:.3g} of them "
+            f"(limit {max_configurations}); use it on small spaces such as resnet20_pool"
+        )
+    configs = [space.to_spec(a) for a in space.enumerate()]
+    return BalancedMixture(space.build_supernet, configs, k=k, seed=seed, probe_every=probe_every, reassign_every=reassign_every)
