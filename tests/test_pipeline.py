@@ -172,9 +172,12 @@ def test_export_without_search_says_what_to_run(tmp_path, capsys):
 
 def test_spaces_lists_sizes(capsys):
     assert main(["spaces", "--json"]) == 0
-    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    listing = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in listing["spaces"]}
     assert rows["mbv3"]["num_architectures"] == (81 + 729 + 6561) ** 5
     assert rows["tiny"]["num_architectures"] == 400
+    assert rows["resnet20_pool"]["num_architectures"] == 36
+    assert {k["supernet"] for k in listing["supernet_kinds"]} >= {"entangled", "balanced_mixture"}
 
 
 def test_latency_predict_for_an_exported_arch(tiny_run, capsys):
