@@ -5,8 +5,10 @@ alone with the run's recipe (one result file per architecture and seed, so the
 report resumes), evaluates each with inherited supernet weights, and writes
 ``ranking.json`` (Kendall tau, Spearman, top-k overlap, regret, per-architecture
 rows) and a scatter plot. With two or more seeds it also reports the ground
-truth's own reliability: the Kendall tau between seeds. A supernet tau is only
-meaningful when that seed-to-seed tau is high.
+truth's own reliability: the Kendall tau between seeds (mean over pairs). With
+four or more, also the split-half tau: the agreement of the mean of one half of
+the seeds with the mean of the other half, i.e. the reliability of a ground
+truth that averages seeds. A supernet tau is only meaningful when these are high.
 """
 
 from __future__ import annotations
@@ -210,6 +212,9 @@ def run_ranking(ctx: RunContext, k: int, epochs: int, seeds: int = 1, workers: i
     if seeds >= 2:
         taus = [stats.kendalltau(per_seed[:, i], per_seed[:, j]).statistic for i in range(seeds) for j in range(i + 1, seeds)]
         report["seed_to_seed_kendall_tau"] = float(np.mean(taus))
+    if seeds >= 4:  # averaging seeds: how well does one half's mean agree with the other half's?
+        half = seeds // 2
+        report["split_half_kendall_tau"] = float(stats.kendalltau(per_seed[:, :half].mean(axis=1), per_seed[:, half : 2 * half].mean(axis=1)).statistic)
     report["rows"] = [
         {"arch_id": a.id, "arch": a.to_dict(), "macs": int(m), "supernet_val_acc": float(s), "standalone_val_acc": [float(v) for v in row], "standalone_mean": float(t)}
         for a, m, s, row, t in zip(archs, macs, inherited, per_seed, truth)

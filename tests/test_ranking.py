@@ -74,3 +74,9 @@ def test_nas_rank_on_tiny_writes_report_and_resumes(tmp_path, capsys):
     assert main(args) == 0  # second run: every standalone result is reused, nothing retrained
     assert [p.stat().st_mtime_ns for p in results] == stamps
     assert json.loads((run_dir / "ranking.json").read_text())["rows"] == report["rows"]
+    assert "split_half_kendall_tau" not in report
+    assert main([*args[:5], "--seeds=4", *args[6:]]) == 0  # two more seeds: only those are trained
+    assert len(list((run_dir / "ranking" / "standalone").glob("*.json"))) == 16
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+    four = json.loads((run_dir / "ranking.json").read_text())
+    assert -1.0 <= four["split_half_kendall_tau"] <= 1.0 and all(len(r["standalone_val_acc"]) == 4 for r in four["rows"])
