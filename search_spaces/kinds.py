@@ -60,3 +60,11 @@ def balanced_mixture(space: SearchSpace, seed: int = 0, k: int = 2, probe_every:
         )
     configs = [space.to_spec(a) for a in space.enumerate()]
     return BalancedMixture(space.build_supernet, configs, k=k, seed=seed, probe_every=probe_every, reassign_every=reassign_every)
+
+
+@register_supernet_kind("mos")
+def mixture_of_supernets(space: SearchSpace, seed: int = 0, k: int = 2, hidden: int = 32) -> nn.Module:
+    """Weights generated per architecture as a router-weighted sum of K expert weight sets (Mixture-of-Supernets)."""
+    from supernets.mos import MixtureOfSupernets
+
+    return MixtureOfSupernets(space.build_supernet, k=k, hidden=hidden, seed=seed)

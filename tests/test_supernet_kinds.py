@@ -15,12 +15,15 @@ from nas.cli import main
 from search_spaces import build_supernet, create_space, list_supernet_kinds
 from search_spaces.arch import InvalidArchitectureError
 from supernets.mixture import BalancedMixture, balanced_assignment
+from supernets.mos import MixtureOfSupernets
 
 KIND_CASES = [
     ("entangled", "tiny", {}),
     ("entangled", "resnet20_pool", {}),
     ("balanced_mixture", "resnet20_pool", {"k": 2}),
     ("balanced_mixture", "resnet20_pool", {"k": 4}),
+    ("mos", "tiny", {"k": 2}),
+    ("mos", "resnet20_pool", {"k": 3}),
 ]
 
 
@@ -75,15 +78,27 @@ def test_gradients_reach_every_parameter_of_the_active_path(kind_case):
             net(torch.randn(4, *space.input_shape)).square().mean().backward()
             static = net.extract()
         grads = {n: p.grad for n, p in net.named_parameters()}
-        prefix = f"experts.{net.route(spec)}." if isinstance(net, BalancedMixture) else ""
+        if isinstance(net, MixtureOfSupernets):  # every expert's slice learns, weighted by the router
+            weight_sets = [{n: p.grad for n, p in net.expert_weights(e).items()} for e in range(net.k)]
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.router.parameters())
+        else:
+            prefix = f"experts.{net.route(spec)}." if isinstance(net, BalancedMixture) else ""
+            weight_sets = [{n[len(prefix):]: g for n, g in grads.items() if n.startswith(prefix)}]
         for name, tensor in static.named_parameters():
-            g = grads[prefix + name]
-            assert g is not None, name
-            index = tuple(slice(0, d) if g.dim() < 4 or i < 2 else slice((g.shape[i] - d) // 2, (g.shape[i] - d) // 2 + d) for i, d in enumerate(tensor.shape))
-            assert g[index].abs().sum() > 0, name  # the active slice learns
+            for grads_of_set in weight_sets:
+                g = grads_of_set[name]
+                assert g is not None, name
+                index = tuple(_slice_for(g.shape[i], d, tensor.dim() == 4 and i >= 2) for i, d in enumerate(tensor.shape))
+                assert g[index].abs().sum() > 0, name  # the active slice learns (in every expert of a mixture)
         if isinstance(net, BalancedMixture):  # weight sets the configuration is not routed to get nothing
+            prefix = f"experts.{net.route(spec)}."
             others = [n for n, g in grads.items() if not n.startswith(prefix) and g is not None and g.abs().sum() > 0]
             assert others == []
+
+
+def _slice_for(have: int, want: int, spatial: bool) -> slice:
+    start = (have - want) // 2 if spatial else 0
+    return slice(start, start + want)
 
 
 def test_state_dict_round_trip_keeps_outputs_and_routing(kind_case):
@@ -110,6 +125,22 @@ def test_unknown_kind_and_bad_options_are_named():
         build_supernet(space, "balanced_mixture", experts=3)
     with pytest.raises(ValueError, match="mbv3.*resnet20_pool"):
         build_supernet(create_space("mbv3"), "balanced_mixture")
+
+
+def test_one_hot_mixture_of_supernets_equals_that_experts_supernet():
+    space = _space("tiny")
+    mos = build_supernet(space, "mos", k=3, seed=0)
+    plain = space.build_supernet()
+    with torch.no_grad():
+        mos.router[2].weight.zero_()
+        mos.router[2].bias.copy_(torch.tensor([0.0, 1e4, 0.0]))  # all weight on expert 1
+        plain.load_state_dict({**plain.state_dict(), **mos.expert_weights(1)})
+    mos.eval(), plain.eval()
+    x = torch.randn(2, *space.input_shape)
+    for arch in _archs(space):
+        s = space.to_spec(arch)
+        with torch.no_grad(), mos.active(s), plain.active(s):
+            assert torch.allclose(mos(x), plain(x), atol=1e-6)
 
 
 # --- balanced routing ------------------------------------------------------------------------------
@@ -187,12 +218,19 @@ def test_resnet20_pool_cost_lowering_matches_the_networks():
         np.testing.assert_allclose(got[:2], want[:2], rtol=1e-9)  # MACs add up to the whole network's
 
 
-def test_train_and_run_a_balanced_mixture_from_the_command_line(tmp_path):
+@pytest.mark.parametrize(
+    "space_args",
+    [
+        ["--space=resnet20_pool", "--supernet=balanced_mixture", "--space.supernet_options={k: 2, reassign_every: 10}", "--width-mult=0.25"],
+        ["--space=tiny", "--supernet=mos", "--space.supernet_options={k: 2}", "--train.channels_last=true"],
+    ],
+    ids=["balanced_mixture", "mos"],
+)
+def test_mixture_kinds_run_end_to_end_from_the_command_line(tmp_path, space_args):
     run_dir = tmp_path / "mix"
     args = [
-        "run", "--run-dir", str(run_dir), "--space=resnet20_pool", "--supernet=balanced_mixture", "--space.supernet_options={k: 2, reassign_every: 10}",
-        "--width-mult=0.25", "--data.resolution=16", "--train-limit=256", "--epochs=2", "--trials=4", "--search.calibration_archs=6",
-        "--export.latency_repeats=3", "--trackers=jsonl", "--quiet", "--json",
+        "run", "--run-dir", str(run_dir), *space_args, "--data.resolution=16", "--train-limit=256", "--epochs=2", "--trials=4",
+        "--search.calibration_archs=6", "--export.latency_repeats=3", "--trackers=jsonl", "--quiet", "--json",
     ]
     out = io.StringIO()
     with redirect_stdout(out):
@@ -200,4 +238,9 @@ def test_train_and_run_a_balanced_mixture_from_the_command_line(tmp_path):
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
     assert meta["verification"]["supernet_vs_extracted_max_abs_diff"] <= 1e-4
     state = torch.load(run_dir / "checkpoints" / "supernet_last.pt", map_location="cpu", weights_only=False)
-    assert bool(state["model"]["observed"].any())  # the routing was learned from probes during training
+    if "balanced_mixture" in space_args[1]:
+        assert bool(state["model"]["observed"].any())  # the routing was learned from probes during training
+    else:
+        assert any(k.startswith("router.") for k in state["model"])
+    exported = torch.load(run_dir / "export" / "model.pt", map_location="cpu", weights_only=True)
+    assert not any("router" in k or "expert" in k for k in exported)  # a plain network: no mixture inside
