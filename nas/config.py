@@ -65,6 +65,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format (faster convolutions on recent GPUs)
     compile: bool = False  # torch.compile the supernet (recompiles per new active shape: long runs only)
     augment: str = "none"  # none | crop | crop_flip: batch-wise augmentation on the training device
+    latency_weight: float = 0.1  # single_path supernets: loss = CE + latency_weight * log(E[latency] / search.latency_budget_ms)
     checkpoint_every_steps: int = 0  # also checkpoint inside an epoch every N steps (0: end of epoch only)
     deterministic: bool = False  # torch.use_deterministic_algorithms (bit-exact resume; slower on GPU)
 

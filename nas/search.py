@@ -61,6 +61,10 @@ def run_search(ctx: RunContext, supernet: nn.Module, costs: list[CostModel]) -> 
     )
     cache = {r["arch_id"]: r["accuracy"] for r in controller.history()}
     done = controller.n_finished()
+    if done == 0 and hasattr(supernet, "read_spec"):  # single-path: the thresholds' choice is evaluated first
+        chosen = ctx.space.arch_from_spec(supernet.read_spec())
+        controller.enqueue(chosen)
+        ctx.say(f"single-path thresholds chose {chosen.id}; it is the search's first trial")
     if done:
         ctx.say(f"resuming search: {done}/{scfg.trials} trials already finished")
     t0 = time.perf_counter()

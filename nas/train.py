@@ -213,6 +213,7 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
         self._named_params = list(self.model.named_parameters())  # built once, not every step
         self._routed = hasattr(self.model, "route_update")
+        self._aux = getattr(plan, "auxiliary_loss", None)
         self.ema = {n: p.detach().clone() for n, p in self._named_params} if t.ema_decay else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.pos = Position()
@@ -290,6 +291,8 @@ class Trainer:
                     loss = a * distillation_loss(logits.float(), soft, t.distill_temperature) + (1 - a) * ce
                 else:
                     loss = ce
+                if self._aux is not None:  # e.g. single-path: latency penalty on the thresholds
+                    loss = loss + self._aux(self.model)
                 if teacher_arch is not None and arch == teacher_arch:
                     soft = logits.detach().float()
                 self.scaler.scale(loss * scale).backward()
@@ -368,7 +371,13 @@ def train_supernet(ctx: RunContext, dist: DistInfo = SINGLE) -> dict[str, Any]:
     """Train (or resume training) the run's supernet; returns the last epoch's metrics."""
     torch.manual_seed(ctx.cfg.seed)  # the initial weights are part of what the seed reproduces
     net = ctx.build_supernet()
-    trainer = Trainer(ctx, net, SupernetPlan(ctx), checkpoint_path(ctx.run_dir), seed=ctx.cfg.seed, dist=dist)
+    if ctx.cfg.space.supernet == "single_path":
+        from nas.single_path import single_path_plan
+
+        plan: StepPlan = single_path_plan(ctx)
+    else:
+        plan = SupernetPlan(ctx)
+    trainer = Trainer(ctx, net, plan, checkpoint_path(ctx.run_dir), seed=ctx.cfg.seed, dist=dist)
     return trainer.fit()
 
 

@@ -68,3 +68,14 @@ def mixture_of_supernets(space: SearchSpace, seed: int = 0, k: int = 2, hidden: 
     from supernets.mos import MixtureOfSupernets
 
     return MixtureOfSupernets(space.build_supernet, k=k, hidden=hidden, seed=seed)
+
+
+@register_supernet_kind("single_path")
+def single_path(space: SearchSpace, seed: int = 0, temperature: float = 0.05) -> nn.Module:
+    """MBConv superkernels whose kernel, expand and depth are chosen by weight norms vs. trainable thresholds (Single-Path NAS)."""
+    from search_spaces.mbv3 import MBV3Space
+    from supernets.single_path import SinglePathMBSupernet
+
+    if not isinstance(space, MBV3Space):
+        raise ValueError(f"single_path superkernels are MBConv superkernels: they need an MBConv space (mbv3, tiny), not {space.name!r}")
+    return SinglePathMBSupernet(space.cfg, temperature=temperature)

@@ -95,6 +95,33 @@ class MBV3Space(SearchSpace):
             for i in range(self.n_stages)
         )
 
+    def arch_from_spec(self, spec: MBSpec) -> "Arch":
+        """Inverse of :meth:`to_spec` (blocks past a stage's depth get the canonical filler)."""
+        values: dict[str, Any] = {}
+        for i, blocks in enumerate(spec):
+            values[f"s{i}.depth"] = len(blocks)
+            for j in range(self.max_depth):
+                k, e = blocks[j] if j < len(blocks) else (self.cfg.kernels[0], self.cfg.expands[0])
+                values[f"s{i}.b{j}.kernel"], values[f"s{i}.b{j}.expand"] = k, e
+        return self.arch(values)
+
+    def single_path_probabilities(self, indicators: Mapping[tuple[int, int], Mapping[str, list[torch.Tensor]]]) -> dict[str, torch.Tensor]:
+        """Per-choice probability vectors from a single-path supernet's nested indicators (differentiable).
+
+        Nested gates ``g_1, g_2, ...`` over ordered values give ``P(v_0) = 1 - g_1``,
+        ``P(v_1) = g_1 (1 - g_2)``, ...; the depth of a stage comes from its blocks'
+        ``keep`` gates (block ``j`` runs if every block before it is kept). With hard gates this is the one-hot read-off arch,
+        so the expected latency is that network's predicted latency.
+        """
+        out: dict[str, torch.Tensor] = {}
+        for i in range(self.n_stages):
+            keeps = [indicators[(i, j)]["keep"][0] for j in range(self.max_depth) if indicators[(i, j)]["keep"]]
+            out[f"s{i}.depth"] = _nested_probabilities(keeps)
+            for j in range(self.max_depth):
+                out[f"s{i}.b{j}.kernel"] = _nested_probabilities(indicators[(i, j)]["kernel"])
+                out[f"s{i}.b{j}.expand"] = _nested_probabilities(indicators[(i, j)]["expand"])
+        return out
+
     # --- cost lowering ----------------------------------------------------------------------
     # Slot 0 is the fixed part (stem, first block, head); slot 1 + i * max_depth + j is block j of
     # stage i, whose op id is 0 when the block is skipped, else 1 + kernel_idx * |expands| + expand_idx.
@@ -198,6 +225,16 @@ class MBV3Space(SearchSpace):
         fixed[0] = 1.0
         fixed = fixed.expand(*batch, 1, block_rows.shape[-1])
         return torch.cat([fixed, block_rows], dim=-2)
+
+
+def _nested_probabilities(gates: list[torch.Tensor]) -> torch.Tensor:
+    """Distribution over ``len(gates) + 1`` ordered values from cumulative keep-going gates."""
+    probs, alive = [], torch.ones((), dtype=gates[0].dtype if gates else torch.float32, device=gates[0].device if gates else None)
+    for g in gates:  # gate n: "given value n-1 or more, take value n or more"
+        probs.append(alive * (1 - g))
+        alive = alive * g
+    probs.append(alive)
+    return torch.stack(probs)
 
 
 class _Head(nn.Module):

@@ -24,6 +24,7 @@ KIND_CASES = [
     ("balanced_mixture", "resnet20_pool", {"k": 4}),
     ("mos", "tiny", {"k": 2}),
     ("mos", "resnet20_pool", {"k": 3}),
+    ("single_path", "tiny", {}),
 ]
 
 

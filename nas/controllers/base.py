@@ -41,6 +41,10 @@ class Controller(ABC):
     def tell(self, archs: Sequence[Arch], results: Sequence[Objectives]) -> None:
         """Report results for architectures returned by :meth:`ask`, in any order."""
 
+    def enqueue(self, arch: Arch) -> None:
+        """Make ``arch`` the next architecture :meth:`ask` returns (e.g. a single-path read-off)."""
+        raise NotImplementedError(f"controller {type(self).__name__} cannot take a given architecture")
+
     @abstractmethod
     def n_finished(self) -> int:
         """Evaluations already told (including those of a resumed run)."""

@@ -52,6 +52,9 @@ class OptunaController(Controller):
             out.append(arch)
         return out
 
+    def enqueue(self, arch: Arch) -> None:
+        self.study.enqueue_trial({k: arch[k] for k in self.space.keys}, skip_if_exists=True)
+
     def tell(self, archs: Sequence[Arch], results: Sequence[Objectives]) -> None:
         for arch, res in zip(archs, results, strict=True):
             queue = self._pending.get(arch.id)

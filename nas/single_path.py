@@ -1,0 +1,70 @@
+"""Single-Path NAS training: weights and thresholds learn together under a latency target.
+
+The plan trains the one network the thresholds choose (no sampling) with
+``CE + latency_weight * log(E[latency] / target)``, where ``E[latency]`` is the
+cost model's differentiable expected latency of the gates' distribution (with
+hard gates: the predicted latency of the chosen network; the gradient comes from
+the sigmoid relaxation). After training, the architecture is read off the
+thresholds; the search evaluates it first, next to whatever the controller asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+import torch
+from torch import nn
+
+from nas.context import RunContext
+from nas.cost.expected import expected_latency
+from nas.cost.model import CostModel
+from search_spaces import Arch
+
+
+@dataclass
+class SinglePathPlan:
+    """Step plan for ``--supernet single_path`` (see the module docstring)."""
+
+    ctx: RunContext
+    cost: CostModel
+    target_ms: float
+    weight: float
+
+    def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]:
+        return [None]
+
+    def activate(self, model: nn.Module, arch: Arch | None) -> None:
+        model.use_thresholds()
+
+    def teacher(self) -> Arch | None:
+        return None
+
+    def auxiliary_loss(self, model: nn.Module) -> torch.Tensor:
+        probs = self.ctx.space.single_path_probabilities(model.indicators())
+        probs = {k: v.double() for k, v in probs.items()}
+        lat = expected_latency(self.cost, probs, validate=False)
+        return self.weight * torch.log(lat / self.target_ms).float()
+
+    def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]:
+        from nas.train import evaluate_arch
+
+        arch = read_arch(ctx, model)
+        out = {"val_acc_chosen": evaluate_arch(ctx, model, arch), "latency_pred_ms_chosen": float(self.cost.predict([arch])[0])}
+        model.use_thresholds()
+        return out
+
+
+def read_arch(ctx: RunContext, model: nn.Module) -> Arch:
+    """The architecture a single-path supernet's thresholds choose."""
+    return ctx.space.arch_from_spec(model.read_spec())
+
+
+def single_path_plan(ctx: RunContext) -> SinglePathPlan:
+    budget = ctx.cfg.search.latency_budget_ms
+    if budget is None:
+        raise ValueError("--supernet single_path trains towards a latency target: give --latency-budget-ms")
+    from nas.pipeline import _device_model  # the run's cost model for the budget's device (calibrated once, pinned)
+
+    cost = _device_model(ctx, ctx.cfg.search.devices[0], primary=True)
+    return SinglePathPlan(ctx, cost, budget, ctx.cfg.train.latency_weight)
+
