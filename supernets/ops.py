@@ -42,12 +42,13 @@ class ElasticConv2d(nn.Module):
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
         self.active_out = max_out
         self.active_kernel = max_kernel
+        self.padding: int | None = None  # None: "same" padding (kernel // 2); e.g. 0 for a patch embedding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, c_out, c_in = self.active_kernel, self.active_out, x.shape[1]
         w = centre_crop(self.weight[:c_out, :c_in], k)
         b = self.bias[:c_out] if self.bias is not None else None
-        return F.conv2d(x, w, b, self.stride, k // 2)
+        return F.conv2d(x, w, b, self.stride, k // 2 if self.padding is None else self.padding)
 
 
 class ElasticDepthwiseConv2d(nn.Module):
