@@ -27,6 +27,7 @@ KIND_CASES = [
     ("single_path", "tiny", {}),
     ("entangled", "vit", {}),
     ("mos", "vit", {"k": 2}),
+    ("entangled", "resnet", {}),
 ]
 
 
@@ -207,7 +208,7 @@ def test_resnet20_pool_space_enumerates_its_36_configurations():
     assert params[0] > 4 * params[1]  # early downsampling: every block at full width
 
 
-@pytest.mark.parametrize("name", ["tiny", "resnet20_pool", "vit"])
+@pytest.mark.parametrize("name", ["tiny", "resnet20_pool", "vit", "resnet"])
 def test_cost_lowering_adds_up_to_each_networks_own_macs(name):
     from supernets.profiling import forward_features
 
@@ -221,6 +222,18 @@ def test_cost_lowering_adds_up_to_each_networks_own_macs(name):
         want, _ = forward_features(space.build_static(arch), space.input_shape)
         got = table.features[np.arange(len(row)), row].sum(axis=0)
         np.testing.assert_allclose(got[:2], want[:2], rtol=1e-9)  # dense and depthwise MACs of the whole network
+
+
+def test_resnet_space_widths_are_distinct_and_round_trip():
+    space = create_space("resnet", in_channels=1, resolution=32, width_mult=0.25)
+    for i in range(space.n_stages):
+        widths = space.choices[f"s{i}.width"]
+        assert len(set(widths)) == len(widths) and all(w % 8 == 0 for w in widths)
+    small = create_space("resnet", in_channels=1, resolution=16, width_mult=0.25, stage_channels=(16, 32), stage_strides=(1, 2))
+    assert small.num_architectures() == len(small.enumerate()) == (3 * 2) * (3 * 3)
+    rng = np.random.default_rng(0)
+    for arch in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(5))]:
+        assert space.arch_from_spec(space.to_spec(arch)) == arch
 
 
 def test_vit_space_round_trips_and_rejects_bad_layers():
