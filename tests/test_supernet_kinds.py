@@ -229,7 +229,7 @@ def test_resnet_space_widths_are_distinct_and_round_trip():
     for i in range(space.n_stages):
         widths = space.choices[f"s{i}.width"]
         assert len(set(widths)) == len(widths) and all(w % 8 == 0 for w in widths)
-    small = create_space("resnet", in_channels=1, resolution=16, width_mult=0.25, stage_channels=(16, 32), stage_strides=(1, 2))
+    small = create_space("resnet", in_channels=1, resolution=16, stage_channels=(16, 32), stage_strides=(1, 2))  # widths (8, 16) and (16, 24, 32)
     assert small.num_architectures() == len(small.enumerate()) == (3 * 2) * (3 * 3)
     rng = np.random.default_rng(0)
     for arch in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(5))]:
