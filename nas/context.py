@@ -128,10 +128,11 @@ def validate_config(cfg: NASConfig) -> None:
     from nas.controllers import list_controllers
     from nas.data import DATASETS
     from nas.sampling import SAMPLING_RULES
-    from search_spaces import list_spaces
+    from search_spaces import list_spaces, list_supernet_kinds
 
     checks = [
         ("space.name", cfg.space.name, list(list_spaces())),
+        ("space.supernet", cfg.space.supernet, list(list_supernet_kinds())),
         ("data.name", cfg.data.name.lower().replace("-", "_"), list(DATASETS)),
         ("search.controller", cfg.search.controller, list_controllers()),
         ("train.sampler", cfg.train.sampler, sorted(SAMPLING_RULES)),
@@ -139,7 +140,7 @@ def validate_config(cfg: NASConfig) -> None:
     ]
     for key, value, allowed in checks:
         if value not in allowed:
-            what = {"space.name": "search space", "search.controller": "controller", "data.name": "data set"}.get(key, key)
+            what = {"space.name": "search space", "space.supernet": "supernet kind", "search.controller": "controller", "data.name": "data set"}.get(key, key)
             raise ConfigError(f"unknown {what} {value!r} ({key}); available: {allowed}")
     positive = {"train.epochs": cfg.train.epochs, "search.trials": cfg.search.trials, "data.batch_size": cfg.data.batch_size, "train.lr": cfg.train.lr}
     for key, value in positive.items():
@@ -147,6 +148,8 @@ def validate_config(cfg: NASConfig) -> None:
             raise ConfigError(f"{key} must be > 0, got {value}")
     if cfg.search.latency_budget_ms is not None and cfg.search.latency_budget_ms <= 0:
         raise ConfigError(f"search.latency_budget_ms must be > 0 ms, got {cfg.search.latency_budget_ms}")
+    if cfg.space.supernet == "single_path" and cfg.search.latency_budget_ms is None:
+        raise ConfigError("--supernet single_path trains towards a latency target: give --latency-budget-ms")
 
 
 def _check_sampler_options(cfg: NASConfig, space: SearchSpace) -> None:

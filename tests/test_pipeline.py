@@ -155,6 +155,9 @@ def test_changing_trained_settings_on_a_run_dir_is_refused(tiny_run, capsys):
         (["train", "--data=nope"], "unknown data set 'nope'"),
         (["train", "--trials=0"], "search.trials must be > 0"),
         (["search", "--search.controller=nope"], "unknown controller 'nope'"),
+        (["train", "--supernet=nope"], "unknown supernet kind 'nope'"),
+        (["train", "--supernet=single_path"], "give --latency-budget-ms"),
+        (["train", "--space=resnet20_pool", "--supernet=single_path", "--latency-budget-ms=1"], "need an MBConv space"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
