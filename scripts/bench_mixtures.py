@@ -36,17 +36,18 @@ def main() -> None:
     ap.add_argument("--ks", default="1,2,4")
     ap.add_argument("--seeds", type=int, default=3, help="supernet training seeds per K")
     ap.add_argument("--truth-seeds", type=int, default=2)
-    ap.add_argument("--train-limit", type=int, default=10000)
-    ap.add_argument("--val-limit", type=int, default=10000)
+    ap.add_argument("--train-limit", type=int, default=5000)
+    ap.add_argument("--val-limit", type=int, default=2000)
+    ap.add_argument("--bn-recal-batches", type=int, default=20)
     ap.add_argument("--width-mult", type=float, default=0.5)
-    ap.add_argument("--supernet-epochs", type=int, default=8)
+    ap.add_argument("--supernet-epochs", type=int, default=6)
     ap.add_argument("--standalone-epochs", type=int, default=4)
     ap.add_argument("--out", default="results/mixtures.md")
     args = ap.parse_args()
     root = Path(args.root)
     common = [
         "--data=fashion_mnist", "--space=resnet20_pool", f"--train-limit={args.train_limit}", f"--data.val_limit={args.val_limit}",
-        f"--width-mult={args.width_mult}", "--train.channels_last=true", "--train.bn_recal_batches=40", "--train.sampler=uniform",
+        f"--width-mult={args.width_mult}", "--train.channels_last=true", f"--train.bn_recal_batches={args.bn_recal_batches}", "--train.sampler=uniform",
         "--trackers=jsonl", "--quiet",
     ]
     started = time.perf_counter()
@@ -99,7 +100,7 @@ def write_report(args: argparse.Namespace, rows: list[dict], truth: dict, wall: 
         f"({args.truth_seeds} seeds, mean), accuracy on {args.val_limit} held-out images. K = 1 is the plain weight-entangled supernet; K > 1 the "
         "balanced mixture (learned, capacity-balanced routing). Reproduce: "
         f"`python scripts/bench_mixtures.py --ks {args.ks} --seeds {args.seeds} --truth-seeds {args.truth_seeds} --train-limit {args.train_limit} "
-        f"--val-limit {args.val_limit} --width-mult {args.width_mult} --supernet-epochs {args.supernet_epochs} --standalone-epochs {args.standalone_epochs}` "
+        f"--val-limit {args.val_limit} --bn-recal-batches {args.bn_recal_batches} --width-mult {args.width_mult} --supernet-epochs {args.supernet_epochs} --standalone-epochs {args.standalone_epochs}` "
         f"(wall time of this run: {wall / 60:.0f} min on this machine).",
         "",
         machine_markdown(),
