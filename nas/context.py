@@ -139,6 +139,8 @@ def validate_config(cfg: NASConfig) -> None:
         ("train.optimizer", cfg.train.optimizer, ["adamw", "sgd"]),
     ]
     for key, value, allowed in checks:
+        if key == "space.name" and str(value).startswith("timm:"):
+            continue  # checked when the timm model is read
         if value not in allowed:
             what = {"space.name": "search space", "space.supernet": "supernet kind", "search.controller": "controller", "data.name": "data set"}.get(key, key)
             raise ConfigError(f"unknown {what} {value!r} ({key}); available: {allowed}")

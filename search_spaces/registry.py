@@ -20,9 +20,13 @@ def register_space(name: str) -> Callable[[Callable[..., SearchSpace]], Callable
 
 
 def create_space(name: str, **kwargs: Any) -> SearchSpace:
-    """Build a registered space; unknown names list the known ones."""
+    """Build a registered space; unknown names list the known ones. ``timm:<model>`` wraps a timm model."""
+    if name.startswith("timm:"):
+        from search_spaces.timm_space import timm_space
+
+        return timm_space(name.split(":", 1)[1], **kwargs)
     if name not in _SPACES:
-        raise KeyError(f"unknown search space {name!r}; available: {sorted(_SPACES)}")
+        raise KeyError(f"unknown search space {name!r}; available: {sorted(_SPACES)} or timm:<model name>")
     return _SPACES[name](**kwargs)
 
 
