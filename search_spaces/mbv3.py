@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from search_spaces.arch import Arch
 from search_spaces.base import CostTable, SearchSpace
 from search_spaces.registry import register_space
 from supernets.blocks import make_divisible, static_mbconv
@@ -95,7 +96,7 @@ class MBV3Space(SearchSpace):
             for i in range(self.n_stages)
         )
 
-    def arch_from_spec(self, spec: MBSpec) -> "Arch":
+    def arch_from_spec(self, spec: MBSpec) -> Arch:
         """Inverse of :meth:`to_spec` (blocks past a stage's depth get the canonical filler)."""
         values: dict[str, Any] = {}
         for i, blocks in enumerate(spec):

@@ -10,10 +10,9 @@ model treat every block position as one slot.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from itertools import islice
 from dataclasses import dataclass
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,6 +20,7 @@ from torch import nn
 from supernets.blocks import ConvBNAct, ElasticInvertedResidual, InvertedResidual, activation, static_mbconv
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticBatchNorm2d
+from supernets.base import ActiveSpecMixin
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class MBNet(nn.Module):
         return _head_forward(self, x)
 
 
-class MBSupernet(nn.Module):
+class MBSupernet(ActiveSpecMixin, nn.Module):
     """Weight-entangled supernet over depths, kernels and expand ratios."""
 
     def __init__(self, cfg: MBNetConfig):
@@ -114,15 +114,6 @@ class MBSupernet(nn.Module):
             self.active_depths[i] = len(blocks)
         self.active_spec = tuple(tuple(b) for b in spec)
 
-    @contextmanager
-    def active(self, spec: MBSpec) -> Iterator["MBSupernet"]:
-        """Temporarily activate ``spec``; restores the previous choice afterwards."""
-        previous = self.active_spec
-        self.set_active(spec)
-        try:
-            yield self
-        finally:
-            self.set_active(previous)
 
     # --- forward / extraction --------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,14 +21,14 @@ loading carry it. ``K = 1`` is exactly the plain supernet.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
+from supernets.base import ActiveSpecMixin
 
 
 def balanced_assignment(affinity: np.ndarray) -> np.ndarray:
@@ -42,7 +42,7 @@ def balanced_assignment(affinity: np.ndarray) -> np.ndarray:
     return out
 
 
-class BalancedMixture(nn.Module):
+class BalancedMixture(ActiveSpecMixin, nn.Module):
     """K supernets behind the supernet interface (``set_active``, ``active``, ``forward``, ``extract``)."""
 
     def __init__(
@@ -90,14 +90,6 @@ class BalancedMixture(nn.Module):
         self.experts[self.current].set_active(spec)
         self.active_spec = spec
 
-    @contextmanager
-    def active(self, spec: Any) -> Iterator["BalancedMixture"]:
-        previous = self.active_spec
-        self.set_active(spec)
-        try:
-            yield self
-        finally:
-            self.set_active(previous)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.experts[self.current](x)
@@ -120,7 +112,7 @@ class BalancedMixture(nn.Module):
             losses = torch.empty(self.k, dtype=torch.float64, device=self.affinity.device)
             for e, expert in enumerate(self.experts):
                 self._probing = e  # which weight set is being measured (visible to custom loss functions)
-                with expert.active(self.active_spec) if hasattr(expert, "active") else _nullcontext():
+                with expert.active(self.active_spec):
                     losses[e] = float(loss_fn(expert(x).float(), y))
             self.train(was_training)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -146,11 +138,6 @@ class BalancedMixture(nn.Module):
     def routing_summary(self) -> dict[str, Any]:
         counts = np.bincount(self.assignment.cpu().numpy(), minlength=self.k)
         return {"weight_sets": self.k, "configurations_per_set": counts.tolist(), "probed": int(self.observed.any(dim=1).sum())}
-
-
-@contextmanager
-def _nullcontext() -> Iterator[None]:
-    yield
 
 
 __all__ = ["BalancedMixture", "balanced_assignment"]

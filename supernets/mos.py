@@ -17,12 +17,12 @@ weights into a standalone network: no router, no experts inside.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+from supernets.base import ActiveSpecMixin
 from torch.func import functional_call
 
 
@@ -41,7 +41,7 @@ def spec_features(spec: Any, template: Any) -> list[float]:
     return [0.0, 0.0] if spec is None else [1.0, float(spec)]
 
 
-class MixtureOfSupernets(nn.Module):
+class MixtureOfSupernets(ActiveSpecMixin, nn.Module):
     """Architecture-routed expert weights around one supernet structure."""
 
     def __init__(self, factory: Callable[[], nn.Module], k: int = 2, hidden: int = 32, seed: int = 0):
@@ -81,14 +81,6 @@ class MixtureOfSupernets(nn.Module):
         scale = torch.tensor(spec_features(self.template, self.template), dtype=torch.float32).abs().clamp(min=1.0)
         self._features = f / scale
 
-    @contextmanager
-    def active(self, spec: Any) -> Iterator["MixtureOfSupernets"]:
-        previous = self.active_spec
-        self.set_active(spec)
-        try:
-            yield self
-        finally:
-            self.set_active(previous)
 
     def routing(self) -> torch.Tensor:
         """Expert weights r(arch) of the active architecture (sums to 1)."""

@@ -16,8 +16,6 @@ the static network.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -27,6 +25,7 @@ from torch import nn
 
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticBatchNorm2d, ElasticConv2d
+from supernets.base import ActiveSpecMixin
 
 PoolSpec = tuple[int, ...]  # sorted indices of the blocks that downsample
 
@@ -124,7 +123,7 @@ class PoolResNet(nn.Module):
         return self.classifier(self.blocks(self.stem(x)).mean((2, 3)))
 
 
-class PoolResNetSupernet(nn.Module):
+class PoolResNetSupernet(ActiveSpecMixin, nn.Module):
     """One weight set for every downsampling configuration (full weight entanglement)."""
 
     def __init__(self, cfg: PoolResNetConfig):
@@ -143,14 +142,6 @@ class PoolResNetSupernet(nn.Module):
             blk.set_active(c_in, c_out, stride)
         self.active_spec = tuple(spec)
 
-    @contextmanager
-    def active(self, spec: PoolSpec) -> Iterator["PoolResNetSupernet"]:
-        previous = self.active_spec
-        self.set_active(spec)
-        try:
-            yield self
-        finally:
-            self.set_active(previous)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.blocks(self.stem(x)).mean((2, 3)))

@@ -9,8 +9,6 @@ identity. Reuses the pooling-ResNet's elastic basic block.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 
@@ -20,6 +18,7 @@ from torch import nn
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticBatchNorm2d, ElasticConv2d
 from supernets.pool_resnet import BasicBlock
+from supernets.base import ActiveSpecMixin
 
 ResNetSpec = tuple[tuple[int, int], ...]  # (depth, width in channels) per stage
 
@@ -98,7 +97,7 @@ class _ElasticBlock(nn.Module):
     forward = BasicBlock.forward
 
 
-class ResNetSupernet(nn.Module):
+class ResNetSupernet(ActiveSpecMixin, nn.Module):
     """Every depth/width combination in one set of max-size weights."""
 
     def __init__(self, cfg: ResNetConfig):
@@ -123,14 +122,6 @@ class ResNetSupernet(nn.Module):
                 blk.set_width(w)
         self.active_spec = tuple(tuple(s) for s in spec)
 
-    @contextmanager
-    def active(self, spec: ResNetSpec) -> Iterator["ResNetSupernet"]:
-        previous = self.active_spec
-        self.set_active(spec)
-        try:
-            yield self
-        finally:
-            self.set_active(previous)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

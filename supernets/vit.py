@@ -11,8 +11,6 @@ dimension. The static twin uses plain ``nn.Linear`` / ``nn.LayerNorm`` /
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +19,7 @@ from torch import nn
 
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticConv2d, ElasticLinear
+from supernets.base import ActiveSpecMixin
 
 ViTSpec = tuple[int, tuple[tuple[int, float], ...]]  # (embed_dim, ((heads, mlp_ratio) per layer))
 
@@ -135,7 +134,7 @@ class ViT(nn.Module):
         return _classify(self, self.blocks(_tokens(self, x, self.spec[0])))
 
 
-class ViTSupernet(nn.Module):
+class ViTSupernet(ActiveSpecMixin, nn.Module):
     """Every ViT of the space in one set of max-size weights."""
 
     def __init__(self, cfg: ViTConfig):
@@ -175,14 +174,6 @@ class ViTSupernet(nn.Module):
             blk.fc2.active_out = e
         self.active_spec = (e, tuple(layers))
 
-    @contextmanager
-    def active(self, spec: ViTSpec) -> Iterator["ViTSupernet"]:
-        previous = self.active_spec
-        self.set_active(spec)
-        try:
-            yield self
-        finally:
-            self.set_active(previous)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e, layers = self.active_spec

@@ -20,7 +20,6 @@ import numpy as np
 from nas.cost.calibrate import distinct_samples, fit_diagnostics, fit_nnls, measure_latencies_ms
 from nas.cost.model import CostModel
 from nas.cost.profile import DeviceProfile
-from search_spaces import Arch
 
 
 def measure_archs(model: CostModel, archs: Sequence[Mapping[str, Any]], threads: int = 1, batch: int = 1, repeats: int = 40, progress: bool = False) -> np.ndarray:
