@@ -101,6 +101,13 @@ class SearchSpace(ABC):
             return np.zeros((0, len(self.keys)), dtype=np.int64)
         return np.stack([self.encode(a) for a in archs])
 
+    def _checked_codes(self, codes: np.ndarray) -> np.ndarray:
+        """``codes`` as an int array ``[B, len(keys)]`` (what :meth:`lower` takes), else a ValueError."""
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != len(self.keys):
+            raise ValueError(f"codes must have shape [B, {len(self.keys)}], got {codes.shape}")
+        return codes
+
     def decode(self, code: Sequence[int]) -> Arch:
         code = np.asarray(code)
         if code.shape != (len(self.keys),):

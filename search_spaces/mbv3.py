@@ -183,9 +183,7 @@ class MBV3Space(SearchSpace):
         return self._cost_table
 
     def lower(self, codes: np.ndarray) -> np.ndarray:
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != len(self.keys):
-            raise ValueError(f"codes must have shape [B, {len(self.keys)}], got {codes.shape}")
+        codes = self._checked_codes(codes)
         col = {k: i for i, k in enumerate(self.keys)}
         depths = np.asarray(self.cfg.depths)
         n_e = len(self.cfg.expands)

@@ -116,9 +116,7 @@ class ResNetPoolSpace(SearchSpace):
         return self._cost_table
 
     def lower(self, codes: np.ndarray) -> np.ndarray:
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != 1:
-            raise ValueError(f"codes must have shape [B, 1], got {codes.shape}")
+        codes = self._checked_codes(codes)
         return self._ops_per_config[codes[:, 0]]
 
     def op_descriptions(self) -> list[list[str]]:

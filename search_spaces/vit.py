@@ -123,9 +123,7 @@ class ViTSpace(SearchSpace):
         return self._cost_table
 
     def lower(self, codes: np.ndarray) -> np.ndarray:
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != len(self.keys):
-            raise ValueError(f"codes must have shape [B, {len(self.keys)}], got {codes.shape}")
+        codes = self._checked_codes(codes)
         col = {k: i for i, k in enumerate(self.keys)}
         depth = np.asarray(self.cfg.depths)[codes[:, col["depth"]]]
         e_idx = codes[:, col["embed_dim"]]
