@@ -120,7 +120,9 @@ def _standalone_worker(cfg_dict: dict[str, Any], arch_json: str, seed: int, epoc
 
 
 # Settings that only concern how a supernet is trained; the standalone recipe ignores them.
-_SUPERNET_ONLY = ("sampler", "num_random", "sampler_options", "distill", "distill_temperature", "distill_alpha", "ema_decay", "epochs", "checkpoint_every_steps")
+_SUPERNET_ONLY = (
+    "sampler", "num_random", "sampler_options", "distill", "distill_temperature", "distill_alpha", "ema_decay", "epochs", "checkpoint_every_steps", "latency_weight",
+)
 
 
 def standalone_recipe_id(cfg: NASConfig) -> str:
@@ -130,7 +132,8 @@ def standalone_recipe_id(cfg: NASConfig) -> str:
     hands a result trained with a different recipe to another report.
     """
     d = cfg.to_dict()
-    recipe = {"data": d["data"], "space": d["space"], "train": {k: v for k, v in d["train"].items() if k not in _SUPERNET_ONLY}}
+    space = {k: v for k, v in d["space"].items() if k not in ("supernet", "supernet_options")}  # a standalone network has no supernet kind
+    recipe = {"data": d["data"], "space": space, "train": {k: v for k, v in d["train"].items() if k not in _SUPERNET_ONLY}}
     return hashlib.sha1(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 

@@ -53,6 +53,7 @@ def test_standalone_results_are_keyed_by_recipe_not_by_supernet_settings():
     base = build_config(None, ["--space=tiny"])
     rid = standalone_recipe_id(base)
     assert standalone_recipe_id(build_config(None, ["--space=tiny", "--train.sampler=uniform", "--train.distill=true", "--epochs=3"])) == rid
+    assert standalone_recipe_id(build_config(None, ["--space=tiny", "--supernet=mos", "--space.supernet_options={k: 3}"])) == rid
     for change in ("--train.lr=0.05", "--train-limit=100", "--width-mult=0.25", "--train.channels_last=true"):
         assert standalone_recipe_id(build_config(None, ["--space=tiny", change])) != rid, change
 
