@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--bn-recal-batches", type=int, default=40, help="BN recalibration batches before every evaluation (more = less evaluation noise)")
     ap.add_argument("--no-channels-last", action="store_true", help="NCHW instead of channels-last (channels-last trains about 2.8x faster on CPU here)")
     ap.add_argument("--out", default="results/ranking.md")
+    ap.add_argument("--note", default="", help="context to print under the figures (e.g. what else ran on the machine)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the run directories' ranking.json, running nothing")
     args = ap.parse_args()
     root = Path(args.root)
@@ -84,13 +85,20 @@ def spread_sentence(report: dict) -> str:
     """Architecture spread vs. seed noise of the ground truth, in accuracy points (what limits its reliability)."""
     acc = np.array([r["standalone_val_acc"] for r in report["rows"]]) * 100
     noise = float(np.std(acc - acc.mean(axis=1, keepdims=True), ddof=0) * np.sqrt(acc.shape[1] / max(acc.shape[1] - 1, 1)))
+    spread = float(acc.mean(axis=1).std())
+    # Gaussian model: two independent m-seed means correlate with r = s^2 / (s^2 + n^2 / m); tau = 2/pi * asin(r).
+    r_needed = np.sin(0.7 * np.pi / 2)
+    seeds_needed = int(np.ceil(noise**2 / (spread**2 * (1 / r_needed - 1)))) if spread > 0 else None
     return (
         f"Standalone accuracy ranges {acc.mean(axis=1).min():.2f}-{acc.mean(axis=1).max():.2f}% across the architectures "
-        f"(std {acc.mean(axis=1).std():.2f} points) against a seed-to-seed noise of {noise:.2f} points per training."
+        f"(std {spread:.2f} points) against a seed-to-seed noise of {noise:.2f} points per training; under a Gaussian model a "
+        f"reliability of 0.7 needs the mean of about {seeds_needed} seeds per architecture on each side of the comparison."
     )
 
 
 def write_report(args: argparse.Namespace, reports: dict, wall_seconds: float | None) -> None:
+    if wall_seconds is None and all("bench_seconds" in r for r in reports.values()):  # --report-only: the recorded phases
+        wall_seconds = sum(sum(r["bench_seconds"].values()) for r in reports.values())
     first = next(iter(reports.values()))
     k = first["k"]
     topk = next(key for key in first if key.startswith("top"))
@@ -101,11 +109,14 @@ def write_report(args: argparse.Namespace, reports: dict, wall_seconds: float | 
         "between the space's smallest and largest network; "
         f"supernet trained {args.supernet_epochs} epochs "
         f"on {args.train_limit} training images; ground truth = each architecture trained alone with the same recipe for {args.standalone_epochs} epochs, "
-        f"{args.seeds} seeds, accuracy on {args.val_limit} held-out validation images. Reproduce: "
+        f"{args.seeds} seeds, accuracy on {min(args.val_limit, 6000)} validation images (Fashion-MNIST's validation split is the 6,000 training images "
+        "held out, 10%; `--val-limit` caps it). Reproduce: "
         f"`python scripts/bench_ranking.py --recipes {args.recipes} --archs {args.archs} --seeds {args.seeds} --train-limit {args.train_limit} "
         f"--val-limit {args.val_limit} --width-mult {args.width_mult} --stem-stride {args.stem_stride} --supernet-epochs {args.supernet_epochs} "
         f"--standalone-epochs {args.standalone_epochs} --bn-recal-batches {args.bn_recal_batches}{' --no-channels-last' if args.no_channels_last else ''}`"
-        + (f" (wall time of this run: {wall_seconds / 60:.0f} min on 2 cores)." if wall_seconds else "."),
+        + (f" (wall time of this run: {wall_seconds / 60:.0f} min on 2 cores; per recipe: "
+           + ", ".join(f"{n} supernet {r['bench_seconds']['supernet'] / 60:.0f} min + ranking {r['bench_seconds']['rank'] / 60:.0f} min" for n, r in reports.items() if "bench_seconds" in r)
+           + ")." if wall_seconds else "."),
         "",
         machine_markdown(),
         f"Ground-truth reliability: Kendall tau between standalone seeds = **{first.get('seed_to_seed_kendall_tau', float('nan')):.3f}**"
@@ -135,6 +146,7 @@ def write_report(args: argparse.Namespace, reports: dict, wall_seconds: float | 
         + ", ".join(f"`ranking_{n.replace('+', '_')}.png`" for n in reports) + ".",
         "",
         "Per-architecture rows (MACs, supernet accuracy, standalone accuracy per seed) are in each run directory's `ranking.json`.",
+        *(["", f"Note: {args.note}"] if args.note else []),
         "",
     ]
     atomic_write_text(args.out, "\n".join(lines))
