@@ -90,7 +90,6 @@ class BalancedMixture(ActiveSpecMixin, nn.Module):
         self.experts[self.current].set_active(spec)
         self.active_spec = spec
 
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.experts[self.current](x)
 

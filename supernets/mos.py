@@ -81,7 +81,6 @@ class MixtureOfSupernets(ActiveSpecMixin, nn.Module):
         scale = torch.tensor(spec_features(self.template, self.template), dtype=torch.float32).abs().clamp(min=1.0)
         self._features = f / scale
 
-
     def routing(self) -> torch.Tensor:
         """Expert weights r(arch) of the active architecture (sums to 1)."""
         f = self._features.to(self.router[0].weight.device)

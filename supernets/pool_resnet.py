@@ -142,7 +142,6 @@ class PoolResNetSupernet(ActiveSpecMixin, nn.Module):
             blk.set_active(c_in, c_out, stride)
         self.active_spec = tuple(spec)
 
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.blocks(self.stem(x)).mean((2, 3)))
 

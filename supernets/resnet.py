@@ -122,7 +122,6 @@ class ResNetSupernet(ActiveSpecMixin, nn.Module):
                 blk.set_width(w)
         self.active_spec = tuple(tuple(s) for s in spec)
 
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for stage, (d, _) in zip(self.stages, self.active_spec):

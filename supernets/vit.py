@@ -174,7 +174,6 @@ class ViTSupernet(ActiveSpecMixin, nn.Module):
             blk.fc2.active_out = e
         self.active_spec = (e, tuple(layers))
 
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e, layers = self.active_spec
         x = _tokens(self, x, e)
