@@ -65,7 +65,6 @@ class MixtureOfSupernets(ActiveSpecMixin, nn.Module):
         self.base = base
         dim = len(spec_features(self.template, self.template))
         self.router = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, k))
-        self.register_buffer("feature_scale", torch.ones(dim))
         self._features: torch.Tensor | None = None
         self.active_spec: Any = None
         self.set_active(self.template)
