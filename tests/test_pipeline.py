@@ -278,3 +278,16 @@ def test_search_trades_accuracy_against_latency_on_two_devices(tiny_run, tmp_pat
     # the study's objectives are fixed: asking for other devices on the same run is refused clearly
     assert main(["search", "--run-dir", str(work), "--quiet", "--search.devices=cpu"]) == 2
     assert "search.devices changed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("controller", ["tpe", "nsga3", "gp"])
+def test_search_with_each_optuna_controller_end_to_end(tiny_run, tmp_path, capsys, controller):
+    import shutil
+
+    run_dir, _, _ = tiny_run
+    work = tmp_path / "run"
+    shutil.copytree(run_dir, work, ignore=shutil.ignore_patterns("study.db*", "search", "export", ".lock*"))
+    assert main(["run", "--run-dir", str(work), "--quiet", "--json", "--trials=5", f"--search.controller={controller}", "--epochs=2", *TINY]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["search"]["trials"] == 5 and summary["search"]["pareto_size"] >= 1
+    assert (work / "export" / "meta.json").exists()

@@ -1,6 +1,6 @@
 """Search controllers behind one ask/tell interface, selected by name."""
 
 from nas.controllers.base import Controller, Objectives, create_controller, list_controllers, register_controller
-from nas.controllers import optuna_controller as _optuna  # noqa: F401  (registers nsga2, random)
+from nas.controllers import optuna_controller as _optuna  # noqa: F401  (registers nsga2, nsga3, tpe, gp, random)
 
 __all__ = ["Controller", "Objectives", "create_controller", "list_controllers", "register_controller"]

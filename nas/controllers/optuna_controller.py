@@ -8,6 +8,7 @@ RUNNING are marked failed so they are neither lost silently nor counted as done.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,3 +111,26 @@ def nsga2(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_di
 def random_search(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
     """Uniform random search (the baseline every other controller must beat)."""
     return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=optuna.samplers.RandomSampler(seed=seed), n_devices=n_devices)
+
+
+@register_controller("tpe")
+def tpe(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+    """Optuna multivariate TPE (multi-objective), ``population`` random start-up trials, budget as a constraint."""
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=population)
+    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
+
+
+@register_controller("nsga3")
+def nsga3(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+    """Optuna NSGA-III (reference-point selection: better spread with three or more objectives, e.g. several devices)."""
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2; the behaviour is what we test
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.NSGAIIISampler(population_size=population, seed=seed)
+    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
+
+
+@register_controller("gp")
+def gp(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+    """Optuna Gaussian-process Bayesian optimisation (small evaluation budgets; its cost grows with the trials)."""
+    sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=population, warn_independent_sampling=False)
+    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)

@@ -1,0 +1,53 @@
+"""Contract every registered search controller passes (on `tiny`, with a deterministic stand-in evaluator)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nas.controllers import create_controller, list_controllers
+from nas.controllers.base import Objectives
+from search_spaces import create_space
+
+SPACE = create_space("tiny")
+
+
+def _evaluate(arch) -> Objectives:
+    """Deterministic stand-in: accuracy grows with size, latency too (a real trade-off)."""
+    size = sum(v for k, v in arch.items() if k.endswith((".kernel", ".expand", ".depth")))
+    return Objectives(accuracy=0.5 + 0.01 * size, latency_ms=0.1 * size)
+
+
+def _run(name: str, run_dir, trials: int = 12, budget: float | None = None) -> list[str]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ctl = create_controller(name, space=SPACE, seed=3, latency_budget_ms=budget, run_dir=run_dir, population=4)
+    asked = []
+    for _ in range(trials):
+        (arch,) = ctl.ask(1)
+        SPACE.validate(arch)  # every asked architecture belongs to the space
+        ctl.tell([arch], [_evaluate(arch)])
+        asked.append(arch.id)
+    assert ctl.n_finished() == trials and len(ctl.history()) == trials
+    return asked
+
+
+@pytest.mark.parametrize("name", list_controllers())
+def test_controller_asks_valid_archs_and_is_reproducible(name, tmp_path):
+    first = _run(name, tmp_path / "a")
+    assert _run(name, tmp_path / "b") == first  # same seed, same asks
+
+
+@pytest.mark.parametrize("name", list_controllers())
+def test_controller_accepts_failed_and_infeasible_results(name, tmp_path):
+    ctl = create_controller(name, space=SPACE, seed=0, latency_budget_ms=0.5, run_dir=tmp_path, population=4)
+    (arch,) = ctl.ask(1)
+    ctl.tell([arch], [Objectives(accuracy=None, latency_ms=1.0)])  # the evaluation failed
+    assert ctl.n_finished() == 0
+    for _ in range(5):
+        (arch,) = ctl.ask(1)
+        ctl.tell([arch], [_evaluate(arch)])  # most of these exceed the 0.5 ms budget
+    rows = ctl.history()
+    assert len(rows) == 5 and any(not r["feasible"] for r in rows)
+
+
+def test_the_issue_controllers_are_registered():
+    assert {"nsga2", "nsga3", "tpe", "gp", "random"} <= set(list_controllers())
