@@ -50,4 +50,18 @@ def test_controller_accepts_failed_and_infeasible_results(name, tmp_path):
 
 
 def test_the_issue_controllers_are_registered():
-    assert {"nsga2", "nsga3", "tpe", "gp", "random"} <= set(list_controllers())
+    assert {"nsga2", "nsga3", "tpe", "gp", "random", "evolution"} <= set(list_controllers())
+
+
+def test_evolution_children_are_one_mutation_from_the_living_population(tmp_path):
+    pop = 8
+    ctl = create_controller("evolution", space=SPACE, seed=1, latency_budget_ms=3.0, run_dir=tmp_path, population=pop)
+    for _ in range(30):
+        (arch,) = ctl.ask(1)
+        ctl.tell([arch], [_evaluate(arch)])
+    trials = sorted(ctl.study.trials, key=lambda t: t.number)
+    for n in range(pop, len(trials)):
+        child = trials[n].params
+        alive = [t.params for t in trials[n - pop : n]]  # aging: the last `pop` finished trials
+        distances = [sum(child[k] != parent[k] for k in child) for parent in alive]
+        assert min(distances) == 1, n

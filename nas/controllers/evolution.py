@@ -1,0 +1,69 @@
+"""Regularised (aging) evolution as an Optuna sampler, so it shares storage, resume and distribution.
+
+Real et al.'s aging evolution: the population is the last ``population``
+finished evaluations (the oldest die); each new architecture is a one-choice
+mutation of the fittest of ``sample_size`` random population members. Fitness
+is the accuracy of architectures within the latency budget; infeasible ones
+rank below every feasible one, by how far they exceed it.
+
+Every decision draws from a generator seeded by ``(seed, trial number)``, so a
+resumed or distributed search asks exactly what an uninterrupted one would,
+given the same finished trials.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.controllers.base import register_controller
+from nas.controllers.optuna_controller import OptunaController, _storage_and_name
+from search_spaces import SearchSpace
+
+
+def _fitness(t: FrozenTrial) -> tuple[int, float]:
+    excess = float(t.user_attrs.get("constraint", 0.0))
+    return (1, t.values[0]) if excess <= 0 else (0, -excess)
+
+
+class AgingEvolutionSampler(optuna.samplers.BaseSampler):
+    def __init__(self, space: SearchSpace, seed: int, population: int = 10, sample_size: int = 3):
+        if not 1 <= sample_size <= population:
+            raise ValueError(f"evolution needs 1 <= sample_size <= population, got {sample_size} and {population}")
+        self.space, self.seed, self.population, self.sample_size = space, seed, population, sample_size
+
+    def _rng(self, trial: FrozenTrial) -> np.random.Generator:
+        return np.random.default_rng([self.seed, trial.number])
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {k: CategoricalDistribution(list(v)) for k, v in self.space.choices.items()}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        rng = self._rng(trial)
+        done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+        if len(done) < self.population:  # fill the first population at random
+            return {k: v[int(rng.integers(len(v)))] for k, v in self.space.choices.items()}
+        alive = done[-self.population :]  # aging: only the youngest survive
+        contenders = [alive[int(i)] for i in rng.choice(len(alive), self.sample_size, replace=False)]
+        parent = max(contenders, key=_fitness)
+        child = dict(parent.params)
+        keys = [k for k, v in self.space.choices.items() if len(v) > 1]
+        key = keys[int(rng.integers(len(keys)))]
+        others = [v for v in self.space.choices[key] if v != child[key]]
+        child[key] = others[int(rng.integers(len(others)))]
+        return child
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
+        choices = param_distribution.choices  # type: ignore[attr-defined]
+        return choices[int(self._rng(trial).integers(len(choices)))]
+
+
+@register_controller("evolution")
+def evolution(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+    """Regularised (aging) evolution with one-choice mutations, latency-constrained (feasible architectures first)."""
+    sampler = AgingEvolutionSampler(space, seed, population=population, sample_size=max(2, population // 4))
+    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
