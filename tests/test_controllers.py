@@ -50,7 +50,7 @@ def test_controller_accepts_failed_and_infeasible_results(name, tmp_path):
 
 
 def test_the_issue_controllers_are_registered():
-    assert {"nsga2", "nsga3", "tpe", "gp", "random", "evolution"} <= set(list_controllers())
+    assert {"nsga2", "nsga3", "tpe", "gp", "random", "evolution", "reinforce"} <= set(list_controllers())
 
 
 def test_evolution_children_are_one_mutation_from_the_living_population(tmp_path):
@@ -65,3 +65,16 @@ def test_evolution_children_are_one_mutation_from_the_living_population(tmp_path
         alive = [t.params for t in trials[n - pop : n]]  # aging: the last `pop` finished trials
         distances = [sum(child[k] != parent[k] for k in child) for parent in alive]
         assert min(distances) == 1, n
+
+
+def test_reinforce_policy_moves_towards_the_rewarded_choice(tmp_path):
+    ctl = create_controller("reinforce", space=SPACE, seed=0, latency_budget_ms=None, run_dir=tmp_path)
+    key = "s0.b0.kernel"
+    big = max(SPACE.choices[key])
+    for _ in range(60):
+        (arch,) = ctl.ask(1)
+        ctl.tell([arch], [Objectives(accuracy=0.9 if arch[key] == big else 0.5, latency_ms=1.0)])  # only this choice matters
+    probs = ctl.study.sampler.policy(ctl.study)
+    assert probs[key][SPACE.choices[key].index(big)] > 0.8
+    others = [k for k in SPACE.keys if k != key]
+    assert max(abs(p.max() - p.min()) for k in others for p in [probs[k]]) < 0.5  # unrewarded choices stay spread out

@@ -3,5 +3,6 @@
 from nas.controllers.base import Controller, Objectives, create_controller, list_controllers, register_controller
 from nas.controllers import optuna_controller as _optuna  # noqa: F401  (registers nsga2, nsga3, tpe, gp, random)
 from nas.controllers import evolution as _evolution  # noqa: F401  (registers evolution)
+from nas.controllers import reinforce as _reinforce  # noqa: F401  (registers reinforce)
 
 __all__ = ["Controller", "Objectives", "create_controller", "list_controllers", "register_controller"]
