@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.controllers.base import register_controller
 from nas.controllers.optuna_controller import OptunaController, _storage_and_name
+from nas.controllers.space_sampler import SpaceSampler
 from search_spaces import SearchSpace
 
 
@@ -30,20 +30,16 @@ def _fitness(t: FrozenTrial) -> tuple[int, float]:
     return (1, t.values[0]) if excess <= 0 else (0, -excess)
 
 
-class AgingEvolutionSampler(optuna.samplers.BaseSampler):
+class AgingEvolutionSampler(SpaceSampler):
     def __init__(self, space: SearchSpace, seed: int, population: int = 10, sample_size: int = 3):
         if not 1 <= sample_size <= population:
             raise ValueError(f"evolution needs 1 <= sample_size <= population, got {sample_size} and {population}")
-        self.space, self.seed, self.population, self.sample_size = space, seed, population, sample_size
+        super().__init__(space, seed)
+        self.population, self.sample_size = population, sample_size
 
-    def _rng(self, trial: FrozenTrial) -> np.random.Generator:
-        return np.random.default_rng([self.seed, trial.number])
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {k: CategoricalDistribution(list(v)) for k, v in self.space.choices.items()}
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        rng = self._rng(trial)
+        rng = self.rng(trial)
         done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
         if len(done) < self.population:  # fill the first population at random
             return {k: v[int(rng.integers(len(v)))] for k, v in self.space.choices.items()}
@@ -57,9 +53,6 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
         child[key] = others[int(rng.integers(len(others)))]
         return child
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
-        choices = param_distribution.choices  # type: ignore[attr-defined]
-        return choices[int(self._rng(trial).integers(len(choices)))]
 
 
 @register_controller("evolution")

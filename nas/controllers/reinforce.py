@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.controllers.base import register_controller
 from nas.controllers.optuna_controller import OptunaController, _storage_and_name
+from nas.controllers.space_sampler import SpaceSampler
 from search_spaces import SearchSpace
 
 
@@ -30,9 +31,10 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-class ReinforceSampler(optuna.samplers.BaseSampler):
+class ReinforceSampler(SpaceSampler):
     def __init__(self, space: SearchSpace, seed: int, target_ms: float | None, lr: float = 0.2, baseline_decay: float = 0.9, entropy: float = 0.01, w: float = -0.07):
-        self.space, self.seed, self.target_ms = space, seed, target_ms
+        super().__init__(space, seed)
+        self.target_ms = target_ms
         self.lr, self.decay, self.entropy, self.w = lr, baseline_decay, entropy, w
 
     def reward(self, accuracy: float, latency_ms: float) -> float:
@@ -55,16 +57,11 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
             baseline = self.decay * baseline + (1 - self.decay) * r
         return {k: _softmax(z) for k, z in logits.items()}
 
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return {k: CategoricalDistribution(list(v)) for k, v in self.space.choices.items()}
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        rng = np.random.default_rng([self.seed, trial.number])
+        rng = self.rng(trial)
         return {k: self.space.choices[k][int(rng.choice(len(p), p=p))] for k, p in self.policy(study).items()}
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
-        choices = param_distribution.choices  # type: ignore[attr-defined]
-        return choices[int(np.random.default_rng([self.seed, trial.number, 1]).integers(len(choices)))]
 
 
 @register_controller("reinforce")
