@@ -40,7 +40,8 @@ class SinglePathPlan:
         return None
 
     def auxiliary_loss(self, model: nn.Module) -> torch.Tensor:
-        probs = self.ctx.space.single_path_probabilities(model.indicators())
+        gates = model.last_indicators if model.last_indicators is not None else model.indicators()  # set by this step's forward
+        probs = self.ctx.space.single_path_probabilities(gates)
         probs = {k: v.double() for k, v in probs.items()}
         lat = expected_latency(self.cost, probs, validate=False)
         return self.weight * torch.log(lat / self.target_ms).float()

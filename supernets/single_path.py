@@ -55,6 +55,7 @@ class SinglePathMBSupernet(MBSupernet):
         self.expand_thresholds = nn.Parameter(torch.zeros(len(cfg.stages), d_max, n_e))
         self.skip_thresholds = nn.Parameter(torch.zeros(len(cfg.stages), d_max - self.d_min))
         self.search_mode = False
+        self.last_indicators: dict | None = None
 
     # --- modes ----------------------------------------------------------------------------------
     def use_thresholds(self) -> None:
@@ -134,6 +135,7 @@ class SinglePathMBSupernet(MBSupernet):
         if not self.search_mode:
             return super().forward(x)
         ind = self.indicators()
+        self.last_indicators = ind  # the training step's latency term reuses this step's gates (same graph, computed once)
         x = self.first(self.stem(x))
         for i, stage in enumerate(self.stages):
             for j, blk in enumerate(stage):
