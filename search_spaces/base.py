@@ -190,6 +190,18 @@ class SearchSpace(ABC):
             "so it has no differentiable expected cost"
         )
 
+    def mixed_forward(self, supernet: nn.Module, x: torch.Tensor, probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits of the ``probs``-weighted mixture of all architectures in one pass (gradient-based search).
+
+        Spaces whose supernet entangles every choice (nested slices) implement it
+        at the cost of the largest subnetwork; one-hot ``probs`` must give exactly
+        that architecture's logits. Called with the supernet at its largest choice.
+        """
+        raise NotImplementedError(
+            f"search space {self.name!r} ({type(self).__name__}) has no mixed (weight-entangled) forward, "
+            "so gradient-based controllers (darts, gdas) cannot search it; use an mbv3-family space (mbv3, tiny, timm:...) or another controller"
+        )
+
     def probability_tensors(self, probs: Mapping[str, Any], validate: bool = True) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
         """Checked per-choice probability tensors (common floating dtype and device) and their batch shape.
 

@@ -15,6 +15,7 @@ from search_spaces.base import CostTable, SearchSpace
 from search_spaces.registry import register_space
 from supernets.blocks import make_divisible, static_mbconv
 from supernets.mbnet import MBNetConfig, MBSpec, MBSupernet, StageConfig
+from supernets.mixed import mixed_forward
 from supernets.profiling import FEATURES, forward_features
 
 # Once-for-All MobileNetV3 stages: (channels, stride, activation, squeeze-excite)
@@ -224,6 +225,17 @@ class MBV3Space(SearchSpace):
         fixed[0] = 1.0
         fixed = fixed.expand(*batch, 1, block_rows.shape[-1])
         return torch.cat([fixed, block_rows], dim=-2)
+
+
+    def mixed_forward(self, supernet: nn.Module, x: torch.Tensor, probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """TangleNAS mixture: masked kernels/expand groups per block, probability-weighted stage depths."""
+        if not isinstance(supernet, MBSupernet):
+            raise TypeError(f"mixed_forward of space {self.name!r} needs its weight-entangled MBSupernet, got {type(supernet).__name__}")
+        blocks = [[probs[f"s{i}.b{j}.{kind}"] for j in range(self.max_depth)] for i in range(self.n_stages) for kind in ("kernel", "expand")]
+        kern = torch.stack([torch.stack(blocks[2 * i]) for i in range(self.n_stages)])
+        expa = torch.stack([torch.stack(blocks[2 * i + 1]) for i in range(self.n_stages)])
+        depth = torch.stack([probs[f"s{i}.depth"] for i in range(self.n_stages)])
+        return mixed_forward(supernet, x, kern.to(x.dtype), expa.to(x.dtype), depth.to(x.dtype))
 
 
 def _nested_probabilities(gates: list[torch.Tensor]) -> torch.Tensor:

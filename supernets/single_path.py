@@ -25,11 +25,11 @@ sliced evaluation of any architecture.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from supernets.blocks import SqueezeExcite, mid_channels, se_channels
+from supernets.blocks import mid_channels
 from supernets.mbnet import MBNetConfig, MBSpec, MBSupernet, _head_forward
+from supernets.mixed import masked_block_output
 
 
 def straight_through(score: torch.Tensor, threshold: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -143,25 +143,19 @@ class SinglePathMBSupernet(MBSupernet):
         return _head_forward(self, x)
 
     def _masked_block(self, blk: nn.Module, x: torch.Tensor, ind: dict[str, list[torch.Tensor]]) -> torch.Tensor:
-        cfg = self.cfg
-        mids = [mid_channels(blk.in_ch, e) for e in cfg.expands]
-        dev, dtype = x.device, x.dtype
-        cm = _nested_mask(mids, ind["expand"], dev, dtype).view(1, -1, 1, 1)
-        h = blk.expand(x) * cm
-        w = blk.dw.conv.weight
-        k_max = w.shape[-1]
-        km = _nested_kernel_mask(cfg.kernels, k_max, ind["kernel"], dev, w.dtype)
-        h = F.conv2d(h, w * km, None, blk.dw.conv.stride, k_max // 2, 1, w.shape[0])
-        h = blk.dw.act(blk.dw.bn(h)) * cm
-        if isinstance(blk.se, SqueezeExcite):
-            sm = _nested_mask([se_channels(m) for m in mids], ind["expand"], dev, dtype).view(1, -1, 1, 1)
-            s = h.mean((2, 3), keepdim=True)
-            s = F.relu(blk.se.reduce(s)) * sm
-            h = h * F.hardsigmoid(blk.se.expand(s))
-        y = blk.project(h)
+        y = masked_block_output(blk, x, self.cfg.kernels, self.cfg.expands, _cumulative(ind["kernel"]), _cumulative(ind["expand"]))
         if not blk.residual:
             return y
         return x + (ind["run"][0] * y if ind["run"] else y)
+
+
+def _cumulative(gates: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Nested gates ``g_1, g_2, ...`` as survival scales ``g_1, g_1 g_2, ...``."""
+    out, scale = [], None
+    for g in gates:
+        scale = g if scale is None else scale * g
+        out.append(scale)
+    return out
 
 
 def _leading_ones(gates: list[torch.Tensor]) -> int:
@@ -171,30 +165,6 @@ def _leading_ones(gates: list[torch.Tensor]) -> int:
             break
         n += 1
     return n
-
-
-def _nested_mask(bounds: list[int], gates: list[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``G_0 + g_1 * (G_1\\0 + g_2 * (...))`` over ``bounds[-1]`` channels (prefix groups)."""
-    n = bounds[-1]
-    idx = torch.arange(n, device=device)
-    mask = (idx < bounds[0]).to(dtype)
-    scale = torch.ones((), device=device, dtype=dtype)
-    for lo, hi, g in zip(bounds[:-1], bounds[1:], gates):
-        scale = scale * g
-        mask = mask + scale * ((idx >= lo) & (idx < hi)).to(dtype)
-    return mask
-
-
-def _nested_kernel_mask(kernels: tuple[int, ...], k_max: int, gates: list[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Spatial ``k_max x k_max`` mask: the smallest kernel's window plus gated rings."""
-    r = torch.arange(k_max, device=device)
-    dist = torch.maximum((r - k_max // 2).abs()[:, None], (r - k_max // 2).abs()[None, :])  # Chebyshev radius
-    mask = (dist <= kernels[0] // 2).to(dtype)
-    scale = torch.ones((), device=device, dtype=dtype)
-    for small, big, g in zip(kernels[:-1], kernels[1:], gates):
-        scale = scale * g
-        mask = mask + scale * ((dist > small // 2) & (dist <= big // 2)).to(dtype)
-    return mask
 
 
 __all__ = ["SinglePathMBSupernet", "straight_through"]
