@@ -79,6 +79,9 @@ class SearchConfig:
     calibration_archs: int = 40  # architectures timed to fit the cpu cost profile (first run only)
     profile: str | None = None  # device profile JSON for the first device; None = calibrate this machine (cached)
     devices: list[str] = field(default_factory=lambda: ["cpu"])  # latency objectives: cpu, spec names, profile paths; budget = first
+    storage: str | None = None  # Optuna RDB URL shared by several workers (postgresql://user@host/db); None = <run_dir>/study.db
+    study: str | None = None  # study name in that storage (None: "search"); workers with the same storage and study share one search
+    heartbeat_s: float = 10.0  # shared storage: a worker's running trial is failed (and retried) after 3 heartbeats without news
 
 
 @dataclass
@@ -112,6 +115,8 @@ ALIASES = {
     "data-dir": "data.data_dir",
     "epochs": "train.epochs",
     "trials": "search.trials",
+    "storage": "search.storage",
+    "study": "search.study",
     "controller": "search.controller",
     "latency-budget-ms": "search.latency_budget_ms",
     "width-mult": "space.width_mult",
