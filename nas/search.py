@@ -1,7 +1,8 @@
 """Search loop: controller.ask -> predicted latency -> inherited-weight accuracy -> controller.tell.
 
-Evaluations are cached by architecture id (within and across resumed runs), so a
-controller that proposes the same network twice costs one evaluation.
+Evaluations are cached by architecture id (within and across resumed runs, and
+across the workers sharing one study), so a controller that proposes the same
+network twice costs one evaluation.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nas.context import RunContext
-from nas.controllers import Objectives, create_controller
+from nas.controllers import Controller, Objectives, create_controller
+from nas.controllers.optuna_controller import describe_storage, open_storage
 from nas.cost import CostModel, predict_many
 from nas.rundir import atomic_write_json, atomic_write_text
 from nas.train import evaluate_arch
+from search_spaces import Arch
 
 
 def _costs(row: dict[str, Any]) -> tuple[float, ...]:
@@ -57,28 +60,52 @@ def run_search(ctx: RunContext, supernet: nn.Module, costs: list[CostModel]) -> 
                 f"on this device profile: no architecture can meet it"
             )
     controller = create_controller(
-        scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=budget, run_dir=ctx.run_dir, population=scfg.population, n_devices=len(costs)
+        scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=budget, run_dir=ctx.run_dir, population=scfg.population, n_devices=len(costs),
+        storage=open_storage(scfg.storage, heartbeat_s=scfg.heartbeat_s) if scfg.storage else None, study_name=scfg.study,
     )
+    try:
+        return _search_loop(ctx, supernet, costs, controller)
+    finally:
+        if hasattr(controller, "close"):
+            controller.close()  # stops a shared storage's heartbeat thread
+
+
+def _next_arch(controller: Controller, trials: int) -> Arch | None:
+    """What to evaluate next, or None once the search (over every worker sharing its study) has ``trials`` results."""
+    if hasattr(controller, "ask_within"):  # Optuna controllers: exact budget shared by all workers
+        return controller.ask_within(trials)
+    return None if controller.n_finished() >= trials else controller.ask(1)[0]
+
+
+def _search_loop(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], controller: Controller) -> dict[str, Any]:
+    scfg = ctx.cfg.search
+    budget = scfg.latency_budget_ms
+    shared = getattr(controller, "shared", False)  # other workers add trials to the same study
     cache = {r["arch_id"]: r["accuracy"] for r in controller.history()}
     done = controller.n_finished()
     if done == 0 and hasattr(supernet, "read_spec"):  # single-path: the thresholds' choice is evaluated first
         chosen = ctx.space.arch_from_spec(supernet.read_spec())
         controller.enqueue(chosen)
         ctx.say(f"single-path thresholds chose {chosen.id}; it is the search's first trial")
-    if done:
+    if shared:
+        ctx.say(f"search worker on study {scfg.study or 'search'!r} in {describe_storage(scfg.storage)}: {done}/{scfg.trials} trials finished by all workers")
+    elif done:
         ctx.say(f"resuming search: {done}/{scfg.trials} trials already finished")
     t0 = time.perf_counter()
-    bar = tqdm(range(done, scfg.trials), desc="search", leave=False, disable=None if ctx.progress else True)
-    for _ in bar:
-        (arch,) = controller.ask(1)
+    bar = tqdm(total=scfg.trials, initial=done, desc="search", leave=False, disable=None if ctx.progress else True)
+    while (arch := _next_arch(controller, scfg.trials)) is not None:
         latency, *extra = (float(v) for v in predict_many(costs, [arch])[0])  # one encoding for every device
+        if arch.id not in cache and shared:  # another worker may have evaluated it meanwhile
+            cache.update((r["arch_id"], r["accuracy"]) for r in controller.history())
         if arch.id not in cache:
             cache[arch.id] = evaluate_arch(ctx, supernet, arch)
         acc = cache[arch.id]
         controller.tell([arch], [Objectives(acc, latency, tuple(extra))])
         n = controller.n_finished()
         ctx.trackers.log("search_trial", n, {"val_accuracy": acc, "latency_pred_ms": latency, "arch_id": arch.id})
+        bar.update(min(n, scfg.trials) - bar.n)
         bar.set_postfix(acc=f"{acc:.3f}", lat=f"{latency:.2f}ms")
+    bar.close()
     rows = controller.history()
     front = pareto_front(rows)
     _write_outputs(ctx.run_dir, rows, front, budget, scfg.devices)

@@ -1,18 +1,31 @@
-"""Optuna-backed controllers: the study (SQLite in the run directory) is the controller's state.
+"""Optuna-backed controllers: the study is the controller's state.
 
-Because every asked and told trial lives in the study's storage, an interrupted
-search resumes by reopening the same study; trials a killed process left
-RUNNING are marked failed so they are neither lost silently nor counted as done.
+By default the study is a SQLite file in the run directory, private to the one
+process that holds the run's lock: an interrupted search resumes by reopening it,
+and trials a killed process left RUNNING are marked failed at start-up.
+
+With an external storage (``--storage postgresql://...``) several workers share
+one study. Each worker records a heartbeat for the trial it is evaluating; a
+trial whose worker stopped beating for 3 heartbeats is failed by whichever worker
+looks next and re-queued once or twice with the same architecture
+(:data:`RETRIES`). :meth:`OptunaController.ask_within` keeps the number of
+completed trials, summed over all workers, at exactly the search's budget.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import threading
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from nas.controllers.base import Controller, Objectives, register_controller
@@ -20,38 +33,221 @@ from search_spaces import Arch, SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
+RETRIES = 2  # times a trial whose worker died is re-queued with the same architecture
+GRACE_HEARTBEATS = 3  # a running trial is stale after this many heartbeat intervals without one
+_COUNTED = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)  # will be (or are) complete unless a worker dies
+
+
+class StorageError(ValueError):
+    """The search storage cannot be opened (the message names the URL, without its password)."""
+
+
+def _safe_url(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - unparsable: shown as given, minus anything that looks like a password
+        return url.split("@")[-1] if "@" in url else url
+
+
+def _retryable(exc: Exception) -> bool:
+    """Errors of several workers creating the tables of a fresh database at once (not connection errors)."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, (sa_exc.IntegrityError, sa_exc.ProgrammingError)):
+        return True
+    return isinstance(exc, sa_exc.OperationalError) and "deadlock" in str(exc).lower()
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1 and psycopg2 to older ones: use whichever is installed."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    for driver in ("psycopg2", "psycopg"):
+        if importlib.util.find_spec(driver) is not None:
+            return f"postgresql+{driver}://" + url[len("postgresql://") :]
+    return url
+
+
+def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage shared by several workers: heartbeats, stale trials failed and retried.
+
+    A wrong, unreachable or driverless URL raises :class:`StorageError` with a one-line reason.
+    """
+    from sqlalchemy import exc as sa_exc
+
+    if heartbeat_s <= 0:
+        raise StorageError(f"search.heartbeat_s must be > 0 seconds, got {heartbeat_s}")
+    shown = _safe_url(url)
+    url = _with_installed_driver(url)
+    engine_kwargs: dict[str, Any] = {}
+    if url.split(":", 1)[0] in ("postgresql+psycopg2", "postgresql+psycopg"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails in seconds, not minutes
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():  # heartbeat arguments are "experimental" since Optuna 2.9; tested here
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_s,  # type: ignore[arg-type]  (Optuna only compares and adds it)
+                    grace_period=GRACE_HEARTBEATS * heartbeat_s,  # type: ignore[arg-type]
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES),
+                )
+        except ImportError as exc:
+            hint = "pip install psycopg2-binary" if url.startswith("postgresql") else "install the Python driver SQLAlchemy names for this URL"
+            raise StorageError(f"cannot open search storage {shown}: its database driver is not installed ({exc.__cause__ or exc}); {hint}") from None
+        except sa_exc.ArgumentError as exc:
+            raise StorageError(f"search storage {shown} is not a database URL SQLAlchemy understands ({exc}); e.g. postgresql://user@host/db") from None
+        except sa_exc.SQLAlchemyError as exc:
+            if attempt < 5 and _retryable(exc):
+                time.sleep(0.2 + 0.3 * attempt)  # another worker is creating the same tables
+                continue
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise StorageError(f"cannot open search storage {shown}: {reason}") from None
+    raise AssertionError("unreachable")
+
+
+def describe_storage(storage: str | BaseStorage) -> str:
+    url = storage if isinstance(storage, str) else getattr(storage, "url", None) or getattr(getattr(storage, "_backend", None), "url", None)
+    return _safe_url(url) if url else type(storage).__name__
+
+
+class _Heartbeat:
+    """Background thread: a heartbeat every ``interval`` seconds for each trial this worker is evaluating."""
+
+    def __init__(self, storage: BaseStorage, interval: float):
+        self.storage, self.interval = storage, interval
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, trial_id: int) -> None:
+        self.storage.record_heartbeat(trial_id)  # at once: a trial without any heartbeat never goes stale
+        with self._lock:
+            self._ids.add(trial_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="nas-heartbeat", daemon=True)
+                self._thread.start()
+
+    def remove(self, trial_id: int) -> None:
+        with self._lock:
+            self._ids.discard(trial_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                ids = sorted(self._ids)
+            for trial_id in ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # noqa: BLE001 - a database hiccup must not stop later heartbeats
+                    warnings.warn(f"heartbeat for trial id {trial_id} failed: {exc}", RuntimeWarning, stacklevel=1)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
 
 class OptunaController(Controller):
     """Multi-objective search: maximise accuracy, minimise predicted latency, latency budget as a constraint."""
 
     def __init__(
-        self, space: SearchSpace, seed: int, latency_budget_ms: float | None, storage: str, study_name: str, sampler: optuna.samplers.BaseSampler, n_devices: int = 1
+        self, space: SearchSpace, seed: int, latency_budget_ms: float | None, storage: str | BaseStorage, study_name: str, sampler: optuna.samplers.BaseSampler, n_devices: int = 1
     ):
         super().__init__(space, seed, latency_budget_ms, n_devices)
         directions = ["maximize"] + ["minimize"] * n_devices  # accuracy, then latency on each device
         self.study = optuna.create_study(storage=storage, study_name=study_name, directions=directions, sampler=sampler, load_if_exists=True)
         if len(self.study.directions) != len(directions):
             raise ValueError(
-                f"study {study_name!r} in {storage} optimises {len(self.study.directions) - 1} latency objective(s), this search {n_devices}: "
+                f"study {study_name!r} in {describe_storage(storage)} optimises {len(self.study.directions) - 1} latency objective(s), this search {n_devices}: "
                 "search.devices changed; use a new --run-dir (or the old devices)"
             )
-        self._fail_stale_trials()
+        # A storage with heartbeats is shared by several workers: a RUNNING trial may be another worker's.
+        self.shared = is_heartbeat_enabled(self.study._storage)
+        self._heartbeat: _Heartbeat | None = None
+        if self.shared:
+            self._heartbeat = _Heartbeat(self.study._storage, float(self.study._storage.get_heartbeat_interval()))  # type: ignore[attr-defined]
+            self.study.sampler.reseed_rng()  # workers built with one seed must not propose the same architectures
+        else:
+            self._fail_stale_trials()
         self._pending: dict[str, list[optuna.trial.Trial]] = {}
 
     def _fail_stale_trials(self) -> None:
+        """Private storage only: no other process can be running these trials."""
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self.study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
-    def ask(self, n: int = 1) -> list[Arch]:
-        out = []
-        for _ in range(n):
+    def fail_stale_trials(self) -> None:
+        """Shared storage: fail (and re-queue) trials whose worker stopped beating."""
+        if self.shared:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+
+    def _new_trial(self) -> optuna.trial.Trial:
+        with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize": ours beats for ask/tell
+            warnings.simplefilter("ignore", UserWarning)
             trial = self.study.ask()
-            arch = self.space.arch({k: trial.suggest_categorical(k, list(v)) for k, v in self.space.choices.items()})
-            trial.set_user_attr("arch_id", arch.id)
-            trial.set_user_attr("arch", arch.to_json())
-            self._pending.setdefault(arch.id, []).append(trial)
-            out.append(arch)
+        if self._heartbeat is not None:
+            self._heartbeat.add(trial._trial_id)
+        return trial
+
+    def _suggest(self, trial: optuna.trial.Trial) -> Arch:
+        arch = self.space.arch({k: trial.suggest_categorical(k, list(v)) for k, v in self.space.choices.items()})
+        trial.set_user_attr("arch_id", arch.id)
+        trial.set_user_attr("arch", arch.to_json())
+        if self.shared:
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who evaluated it
+        self._pending.setdefault(arch.id, []).append(trial)
+        return arch
+
+    def ask(self, n: int = 1) -> list[Arch]:
+        self.fail_stale_trials()
+        return [self._suggest(self._new_trial()) for _ in range(n)]
+
+    def counts(self) -> dict[TrialState, int]:
+        out = dict.fromkeys(TrialState, 0)
+        for t in self.study.get_trials(deepcopy=False):
+            out[t.state] += 1
         return out
+
+    def ask_within(self, trials: int, poll_s: float = 0.5) -> Arch | None:
+        """The next architecture to evaluate, or None once the study holds ``trials`` complete trials.
+
+        The budget is the study's, over every worker sharing it. A trial asked when
+        ``trials`` trials with smaller numbers are already complete, running or
+        queued is surplus: it is told PRUNED without being evaluated. Trial numbers
+        are allotted one at a time by the storage, so racing workers never complete
+        more than ``trials``. While the rest of the budget is running elsewhere this
+        waits: one of those trials may still fail (its worker killed) and be re-queued.
+        """
+        while True:
+            self.fail_stale_trials()
+            n = self.counts()
+            if n[TrialState.COMPLETE] >= trials:
+                return None
+            if self.shared and n[TrialState.COMPLETE] + n[TrialState.RUNNING] >= trials:
+                time.sleep(poll_s)
+                continue
+            trial = self._new_trial()
+            ahead = sum(1 for t in self.study.get_trials(deepcopy=False, states=_COUNTED) if t.number < trial.number)
+            if ahead >= trials:
+                self._finish(trial, state=TrialState.PRUNED)
+                continue
+            return self._suggest(trial)
+
+    def _finish(self, trial: optuna.trial.Trial, values: Sequence[float] | None = None, state: TrialState | None = None) -> None:
+        try:
+            self.study.tell(trial, values, state=state)
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.remove(trial._trial_id)
 
     def enqueue(self, arch: Arch) -> None:
         self.study.enqueue_trial({k: arch[k] for k in self.space.keys}, skip_if_exists=True)
@@ -69,12 +265,17 @@ class OptunaController(Controller):
             trial.set_user_attr("constraint", excess)
             trial.set_constraint("latency_budget", excess)
             if res.accuracy is None:
-                self.study.tell(trial, state=TrialState.FAIL)
+                self._finish(trial, state=TrialState.FAIL)
             else:
                 trial.set_user_attr("accuracy", res.accuracy)
                 if len(res.extra_latencies_ms) != self.n_devices - 1:
                     raise ValueError(f"expected latencies on {self.n_devices} devices, got {1 + len(res.extra_latencies_ms)}")
-                self.study.tell(trial, [res.accuracy, res.latency_ms, *res.extra_latencies_ms])
+                self._finish(trial, [res.accuracy, res.latency_ms, *res.extra_latencies_ms])
+
+    def close(self) -> None:
+        """Stop the heartbeat thread (trials still asked and not told then go stale and are retried elsewhere)."""
+        if self._heartbeat is not None:
+            self._heartbeat.close()
 
     def n_finished(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -96,8 +297,11 @@ class OptunaController(Controller):
         return rows
 
 
-def _storage_and_name(run_dir: Any, storage: str | None, study_name: str | None) -> tuple[str, str]:
-    return storage or f"sqlite:///{run_dir}/study.db", study_name or "search"
+def _storage_and_name(run_dir: Any, storage: str | BaseStorage | None, study_name: str | None) -> tuple[str | BaseStorage, str]:
+    """No storage: the run directory's private SQLite file; a URL: a shared storage (see :func:`open_storage`)."""
+    if storage is None:
+        return f"sqlite:///{run_dir}/study.db", study_name or "search"
+    return (open_storage(storage) if isinstance(storage, str) else storage), study_name or "search"
 
 
 @register_controller("nsga2")
