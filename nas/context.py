@@ -187,20 +187,23 @@ def open_run(
     progress: bool = True,
     quiet: bool = False,
     dist: DistInfo | None = None,
+    search_only: bool = False,
 ) -> RunContext:
     """Lock ``run_dir``, resolve and save the config, load data and build the space.
 
     Under torchrun only rank 0 locks the directory, writes the config and tracks;
-    the other ranks read the same settings and stay silent.
+    the other ranks read the same settings and stay silent. A search-only command
+    on a shared storage (``search.storage``) takes the lock shared: several search
+    workers may use the directory at once, a training run may not.
     """
     dist = dist or DistInfo(rank=0, world_size=1, local_rank=0, is_main=True)
     run_dir = prepare_run_dir(Path(run_dir))
     stack = ExitStack()
     try:
-        if dist.is_main:
-            stack.enter_context(RunLock(run_dir))
         cfg = resolve_config(run_dir, base, overrides)
         validate_config(cfg)
+        if dist.is_main:
+            stack.enter_context(RunLock(run_dir, shared=search_only and cfg.search.storage is not None))
         if dist.is_main:
             atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         device = resolve_device(cfg.device)

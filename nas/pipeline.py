@@ -48,7 +48,8 @@ def _device_model(ctx: RunContext, device: str, primary: bool) -> CostModel:
 def _search_history(ctx: RunContext) -> list[dict[str, Any]]:
     scfg = ctx.cfg.search
     controller = create_controller(
-        scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=scfg.latency_budget_ms, run_dir=ctx.run_dir, population=scfg.population, n_devices=len(scfg.devices)
+        scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=scfg.latency_budget_ms, run_dir=ctx.run_dir, population=scfg.population, n_devices=len(scfg.devices),
+        storage=scfg.storage, study_name=scfg.study,  # a distributed search's shared study
     )
     return controller.history()
 
@@ -61,7 +62,7 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
     if dist.world_size > 1 and run_dir is None:
         raise ValueError("under torchrun give --run-dir: every rank must use the same run directory")
     run_dir = run_dir or default_run_dir(command)
-    with open_run(run_dir, base, overrides, progress=not quiet, quiet=quiet, dist=dist) as ctx:
+    with open_run(run_dir, base, overrides, progress=not quiet, quiet=quiet, dist=dist, search_only=command == "search") as ctx:
         ctx.say(f"run directory: {ctx.run_dir}")
         summary: dict[str, Any] = {"command": command, "run_dir": str(ctx.run_dir)}
         if command in ("train", "run"):

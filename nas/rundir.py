@@ -146,8 +146,9 @@ class RunLock:
     shares the lock until it exits too.
     """
 
-    def __init__(self, run_dir: PathLike) -> None:
+    def __init__(self, run_dir: PathLike, shared: bool = False) -> None:
         self.run_dir = Path(run_dir)
+        self.shared = shared  # several holders at once (search workers on one shared study); excludes an exclusive holder
         self.path = self.run_dir / LOCK_NAME
         self._fd: int | None = None
 
@@ -163,7 +164,7 @@ class RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as e:
             holder = _read_pid(fd)
             os.close(fd)
