@@ -73,6 +73,7 @@ class TrainConfig:
 @dataclass
 class SearchConfig:
     controller: str = "nsga2"
+    controller_options: dict[str, Any] = field(default_factory=dict)  # the controller's own settings, e.g. darts: {epochs: 3}
     trials: int = 40
     latency_budget_ms: float | None = None  # constraint on predicted latency; None = unconstrained
     population: int = 10  # NSGA-II population size

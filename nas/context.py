@@ -150,6 +150,13 @@ def validate_config(cfg: NASConfig) -> None:
             raise ConfigError(f"{key} must be > 0, got {value}")
     if cfg.search.latency_budget_ms is not None and cfg.search.latency_budget_ms <= 0:
         raise ConfigError(f"search.latency_budget_ms must be > 0 ms, got {cfg.search.latency_budget_ms}")
+    if cfg.search.controller_options:
+        from nas.controllers import controller_options
+
+        own = controller_options(cfg.search.controller)
+        unknown = sorted(set(cfg.search.controller_options) - set(own))
+        if unknown:
+            raise ConfigError(f"search.controller_options: controller {cfg.search.controller!r} has no option {', '.join(map(repr, unknown))}; its options: {own or 'none'}")
     if cfg.space.supernet == "single_path" and cfg.search.latency_budget_ms is None:
         raise ConfigError("--supernet single_path trains towards a latency target: give --latency-budget-ms")
 

@@ -60,9 +60,20 @@ def run_search(ctx: RunContext, supernet: nn.Module, costs: list[CostModel]) -> 
                 f"on this device profile: no architecture can meet it"
             )
     controller = create_controller(
-        scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=budget, run_dir=ctx.run_dir, population=scfg.population, n_devices=len(costs),
+        scfg.controller, options=scfg.controller_options, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=budget, run_dir=ctx.run_dir, population=scfg.population, n_devices=len(costs),
         storage=open_storage(scfg.storage, heartbeat_s=scfg.heartbeat_s) if scfg.storage else None, study_name=scfg.study,
     )
+    if getattr(controller, "needs_supernet", False):  # gradient controllers (darts, gdas) learn on the supernet first
+        state = controller.prepare(
+            supernet,
+            lambda epoch: ctx.loader("train", shuffle=True, epoch=10_000 + epoch),
+            lambda rnd: ctx.loader("val", shuffle=True, epoch=20_000 + rnd),
+            cost,
+            ctx.device,
+            channels_last=ctx.cfg.train.channels_last,
+            progress=ctx.progress,
+        )
+        ctx.say(f"{scfg.controller}: argmax architecture {ctx.space.arch(state['argmax_arch']).id}, predicted {state['argmax_latency_ms']:.3f} ms; evaluated first")
     try:
         return _search_loop(ctx, supernet, costs, controller)
     finally:

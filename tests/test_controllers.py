@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from nas.controllers import create_controller, list_controllers
 from nas.controllers.base import Objectives
+from nas.cost import CostModel
+from nas.cost.specs import spec_profile
 from search_spaces import create_space
 
 SPACE = create_space("tiny")
+COST = CostModel(SPACE, spec_profile("mobile-big-core", SPACE))
+
+
+def _batches(seed: int, n: int = 3):
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, *SPACE.input_shape, generator=gen), torch.randint(0, 10, (8,), generator=gen)) for _ in range(n)]
+
+
+def _create(name: str, run_dir, **kwargs):
+    """A controller ready to ask: gradient controllers first learn on a (random) tiny supernet."""
+    ctl = create_controller(name, space=SPACE, run_dir=run_dir, **kwargs)
+    if getattr(ctl, "needs_supernet", False):
+        torch.manual_seed(0)
+        ctl.prepare(SPACE.build_supernet(), lambda e: _batches(e), lambda r: _batches(100 + r, 2), COST)
+    return ctl
 
 
 def _evaluate(arch) -> Objectives:
@@ -19,7 +37,7 @@ def _evaluate(arch) -> Objectives:
 
 def _run(name: str, run_dir, trials: int = 12, budget: float | None = None) -> list[str]:
     run_dir.mkdir(parents=True, exist_ok=True)
-    ctl = create_controller(name, space=SPACE, seed=3, latency_budget_ms=budget, run_dir=run_dir, population=4)
+    ctl = _create(name, run_dir, seed=3, latency_budget_ms=budget, population=4)
     asked = []
     for _ in range(trials):
         (arch,) = ctl.ask(1)
@@ -38,7 +56,7 @@ def test_controller_asks_valid_archs_and_is_reproducible(name, tmp_path):
 
 @pytest.mark.parametrize("name", list_controllers())
 def test_controller_accepts_failed_and_infeasible_results(name, tmp_path):
-    ctl = create_controller(name, space=SPACE, seed=0, latency_budget_ms=0.5, run_dir=tmp_path, population=4)
+    ctl = _create(name, tmp_path, seed=0, latency_budget_ms=0.5, population=4)
     (arch,) = ctl.ask(1)
     ctl.tell([arch], [Objectives(accuracy=None, latency_ms=1.0)])  # the evaluation failed
     assert ctl.n_finished() == 0
@@ -50,7 +68,7 @@ def test_controller_accepts_failed_and_infeasible_results(name, tmp_path):
 
 
 def test_the_issue_controllers_are_registered():
-    assert {"nsga2", "nsga3", "tpe", "gp", "random", "evolution", "reinforce"} <= set(list_controllers())
+    assert {"nsga2", "nsga3", "tpe", "gp", "random", "evolution", "reinforce", "darts", "gdas"} <= set(list_controllers())
 
 
 def test_evolution_children_are_one_mutation_from_the_living_population(tmp_path):
@@ -78,3 +96,39 @@ def test_reinforce_policy_moves_towards_the_rewarded_choice(tmp_path):
     assert probs[key][SPACE.choices[key].index(big)] > 0.8
     others = [k for k in SPACE.keys if k != key]
     assert max(abs(p.max() - p.min()) for k in others for p in [probs[k]]) < 0.5  # unrewarded choices stay spread out
+
+
+@pytest.mark.parametrize("name", ["darts", "gdas"])
+def test_gradient_controllers_trade_accuracy_for_latency_under_a_budget(name, tmp_path):
+    """With a tight budget and a strong latency weight the learned distribution moves to cheaper networks."""
+    floor = float(COST.predict([SPACE.smallest()])[0])
+    uniform = {k: torch.full((len(v),), 1 / len(v), dtype=torch.float64) for k, v in SPACE.choices.items()}
+    from nas.cost.expected import expected_latency
+
+    start = float(expected_latency(COST, uniform))
+    ctl = create_controller(name, space=SPACE, seed=0, latency_budget_ms=floor * 1.05, run_dir=tmp_path, epochs=3, latency_weight=5.0, arch_lr=0.1)
+    torch.manual_seed(0)
+    state = ctl.prepare(SPACE.build_supernet(), lambda e: _batches(e, 6), lambda r: _batches(100 + r, 2), COST)
+    assert state["expected_latency_ms"] < start - 0.3 * (start - floor)
+    (first,) = ctl.ask(1)
+    assert first.id == ctl.sampler.argmax().id  # discretisation by argmax is evaluated first
+    assert state["argmax_latency_ms"] == pytest.approx(float(COST.predict([first])[0]))
+
+
+def test_gradient_controller_resumes_without_repeating_its_learning_phase(tmp_path):
+    ctl = _create("darts", tmp_path, seed=1, latency_budget_ms=None)
+    probs = {k: v.tolist() for k, v in ctl.sampler.probs.items()}
+    again = create_controller("darts", space=SPACE, run_dir=tmp_path, seed=1, latency_budget_ms=None)
+    calls = []
+    state = again.prepare(None, lambda e: calls.append(e) or [], lambda r: [], COST)  # no supernet, no data needed
+    assert not calls and {k: v.tolist() for k, v in again.sampler.probs.items()} == probs and state["probabilities"].keys() == probs.keys()
+    changed = create_controller("darts", space=SPACE, run_dir=tmp_path, seed=1, latency_budget_ms=None, epochs=2, arch_lr=0.2)
+    with pytest.raises(AttributeError):  # different settings: the phase is run again (here: on no supernet)
+        changed.prepare(None, lambda e: [], lambda r: [], COST)
+
+
+def test_controller_options_are_checked_against_the_controller():
+    with pytest.raises(ValueError, match="has no option 'epochs'.*its options"):
+        create_controller("nsga2", options={"epochs": 3}, space=SPACE, seed=0, latency_budget_ms=None, run_dir=".")
+    with pytest.raises(ValueError, match="whole number of epochs"):
+        create_controller("darts", options={"epochs": 0}, space=SPACE, seed=0, latency_budget_ms=None, run_dir=".")

@@ -280,7 +280,7 @@ def test_search_trades_accuracy_against_latency_on_two_devices(tiny_run, tmp_pat
     assert "search.devices changed" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("controller", ["tpe", "nsga3", "gp", "evolution", "reinforce"])
+@pytest.mark.parametrize("controller", ["tpe", "nsga3", "gp", "evolution", "reinforce", "darts", "gdas"])
 def test_search_with_each_optuna_controller_end_to_end(tiny_run, tmp_path, capsys, controller):
     import shutil
 

@@ -6,8 +6,9 @@ any controller runs against any supernet kind and evaluator.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -65,10 +66,28 @@ def register_controller(name: str) -> Callable[[Callable[..., Controller]], Call
     return deco
 
 
-def create_controller(name: str, **kwargs: Any) -> Controller:
+def create_controller(name: str, options: Mapping[str, Any] | None = None, **kwargs: Any) -> Controller:
+    """``kwargs`` are what every controller takes; ``options`` the named controller's own settings
+    (``--search.controller_options``), checked against its factory's signature."""
     if name not in _CONTROLLERS:
         raise KeyError(f"unknown controller {name!r}; available: {sorted(_CONTROLLERS)}")
-    return _CONTROLLERS[name](**kwargs)
+    factory = _CONTROLLERS[name]
+    options = dict(options or {})
+    if options:
+        own = controller_options(name)
+        unknown = sorted(set(options) - set(own))
+        if unknown:
+            raise ValueError(f"controller {name!r} has no option {', '.join(map(repr, unknown))}; its options: {own or 'none'}")
+    return factory(**kwargs, **options)
+
+
+_COMMON = {"space", "seed", "latency_budget_ms", "run_dir", "population", "storage", "study_name", "n_devices"}
+
+
+def controller_options(name: str) -> dict[str, Any]:
+    """The controller's own settings and their defaults (what ``--search.controller_options`` may set)."""
+    params = inspect.signature(_CONTROLLERS[name]).parameters
+    return {k: p.default for k, p in params.items() if k not in _COMMON and p.kind is p.POSITIONAL_OR_KEYWORD}
 
 
 def list_controllers() -> list[str]:
