@@ -99,6 +99,11 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.data_dir), "-o", opts, "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
         return self
 
+    @property
+    def version(self) -> str:
+        """The server's major version (the name of its ``/usr/lib/postgresql/<version>`` directory)."""
+        return self.bin_dir.parent.name if self.bin_dir is not None else "unknown"
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
