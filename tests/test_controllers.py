@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,10 +37,11 @@ def _evaluate(arch) -> Objectives:
 
 
 def _run(name: str, run_dir, trials: int = 12, budget: float | None = None) -> list[str]:
+    """Run a fresh controller (as after a restart: it sees the run directory's finished trials) up to ``trials`` results."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ctl = _create(name, run_dir, seed=3, latency_budget_ms=budget, population=4)
     asked = []
-    for _ in range(trials):
+    while ctl.n_finished() < trials:
         (arch,) = ctl.ask(1)
         SPACE.validate(arch)  # every asked architecture belongs to the space
         ctl.tell([arch], [_evaluate(arch)])
@@ -52,6 +54,13 @@ def _run(name: str, run_dir, trials: int = 12, budget: float | None = None) -> l
 def test_controller_asks_valid_archs_and_is_reproducible(name, tmp_path):
     first = _run(name, tmp_path / "a")
     assert _run(name, tmp_path / "b") == first  # same seed, same asks
+
+
+@pytest.mark.parametrize("name", list_controllers())
+def test_resumed_controller_continues_like_an_uninterrupted_one(name, tmp_path):
+    """Killed after 7 results and restarted (a new controller on the same storage), it asks what it would have asked."""
+    uninterrupted = _run(name, tmp_path / "a", trials=14)
+    assert _run(name, tmp_path / "b", trials=7) + _run(name, tmp_path / "b", trials=14) == uninterrupted
 
 
 @pytest.mark.parametrize("name", list_controllers())
@@ -68,7 +77,7 @@ def test_controller_accepts_failed_and_infeasible_results(name, tmp_path):
 
 
 def test_the_issue_controllers_are_registered():
-    assert {"nsga2", "nsga3", "tpe", "gp", "random", "evolution", "reinforce", "darts", "gdas"} <= set(list_controllers())
+    assert {"nsga2", "nsga3", "tpe", "gp", "random", "evolution", "reinforce", "darts", "gdas", "qmc"} <= set(list_controllers())
 
 
 def test_evolution_children_are_one_mutation_from_the_living_population(tmp_path):
@@ -132,3 +141,12 @@ def test_controller_options_are_checked_against_the_controller():
         create_controller("nsga2", options={"epochs": 3}, space=SPACE, seed=0, latency_budget_ms=None, run_dir=".")
     with pytest.raises(ValueError, match="whole number of epochs"):
         create_controller("darts", options={"epochs": 0}, space=SPACE, seed=0, latency_budget_ms=None, run_dir=".")
+
+
+def test_qmc_covers_every_value_of_every_choice_evenly(tmp_path):
+    """16 Sobol' points over two-valued choices: each value of each key exactly 8 times (random: rarely)."""
+    ctl = create_controller("qmc", space=SPACE, seed=5, latency_budget_ms=None, run_dir=tmp_path)
+    points = [ctl.study.sampler.point(n) for n in range(16)]
+    for d in range(len(SPACE.keys)):
+        counts = np.bincount([int(p[d] * 2) for p in points], minlength=2)
+        assert counts.tolist() == [8, 8]

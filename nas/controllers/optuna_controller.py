@@ -28,6 +28,7 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
+from nas.controllers.seeding import seed_per_trial
 from nas.controllers.base import Controller, Objectives, register_controller
 from search_spaces import Arch, SearchSpace
 
@@ -307,20 +308,20 @@ def _storage_and_name(run_dir: Any, storage: str | BaseStorage | None, study_nam
 @register_controller("nsga2")
 def nsga2(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
     """Optuna NSGA-II over (accuracy, latency on each device), constrained by the latency budget."""
-    sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    sampler = seed_per_trial(optuna.samplers.NSGAIISampler(population_size=population, seed=seed), seed)
     return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
 
 
 @register_controller("random")
 def random_search(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
     """Uniform random search (the baseline every other controller must beat)."""
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=optuna.samplers.RandomSampler(seed=seed), n_devices=n_devices)
+    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=seed_per_trial(optuna.samplers.RandomSampler(seed=seed), seed), n_devices=n_devices)
 
 
 @register_controller("tpe")
 def tpe(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
     """Optuna multivariate TPE (multi-objective), ``population`` random start-up trials, budget as a constraint."""
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=population)
+    sampler = seed_per_trial(optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=population), seed)
     return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
 
 
@@ -329,12 +330,12 @@ def nsga3(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_di
     """Optuna NSGA-III (reference-point selection: better spread with three or more objectives, e.g. several devices)."""
     with warnings.catch_warnings():  # "experimental" since Optuna 3.2; the behaviour is what we test
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.NSGAIIISampler(population_size=population, seed=seed)
+        sampler = seed_per_trial(optuna.samplers.NSGAIIISampler(population_size=population, seed=seed), seed)
     return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
 
 
 @register_controller("gp")
 def gp(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
     """Optuna Gaussian-process Bayesian optimisation (small evaluation budgets; its cost grows with the trials)."""
-    sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=population, warn_independent_sampling=False)
+    sampler = seed_per_trial(optuna.samplers.GPSampler(seed=seed, n_startup_trials=population, warn_independent_sampling=False), seed)
     return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
