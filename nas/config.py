@@ -89,6 +89,7 @@ class SearchConfig:
 class ExportConfig:
     trial: int | None = None  # Optuna trial number to export; None = best under the budget
     latency_repeats: int = 50  # timed runs for the measured latency (median)
+    formats: list[str] | None = None  # torch | torchscript | torch_export (.pt2) | onnx | timm (MBConv spaces); None = all that apply
 
 
 @dataclass
@@ -124,6 +125,7 @@ ALIASES = {
     "batch-size": "data.batch_size",
     "train-limit": "data.train_limit",
     "trial": "export.trial",
+    "format": "export.formats",
     "download": "data.download",
     "device": "device",
     "seed": "seed",

@@ -1,15 +1,18 @@
 """Export a found architecture as a standalone network, verified against the supernet.
 
-``<run>/export/`` receives ``arch.json``, ``model.pt`` (state dict of the plain
-torch network), ``model.torchscript.pt`` (loads with ``torch.jit.load`` alone)
-and ``meta.json`` with accuracy, size, cost and the parity checks that were run.
+``<run>/export/`` receives ``arch.json`` and, per requested format
+(``export.formats``, ``--format``; default: every format that applies to the
+space), the files described in :mod:`nas.export_formats`: ``model.pt`` +
+``space.json`` (plain torch, :func:`nas.load_subnet`), ``model.torchscript.pt``,
+``model.pt2`` (torch.export), ``model.onnx`` and, for MBConv spaces, a timm
+MobileNetV3 (``timm_model.json``, ``model.timm.pth``, ``load_timm.py``).
+``meta.json`` (written last) holds accuracy, size, cost and every parity check,
+one entry per format under ``formats``.
 """
 
 from __future__ import annotations
 
-import io
 import time
-import warnings
 from typing import Any
 
 import torch
@@ -19,7 +22,8 @@ from nas.context import RunContext
 from nas.cost import CostModel, measure_latency_ms, predict_many
 from nas.cost.calibrate import processor_name
 from nas.evaluation import accuracy, recalibrate_bn
-from nas.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text
+from nas.export_formats import FORMAT_FILES, ExportJob, resolve_formats, space_settings, write_formats
+from nas.rundir import atomic_write_json, atomic_write_text
 from search_spaces import Arch
 from supernets.profiling import forward_features
 
@@ -45,16 +49,23 @@ def choose_trial(history: list[dict[str, Any]], trial: int | None, budget: float
     return max(feasible, key=lambda r: (r["accuracy"], -r["latency_ms"], -r["trial"]))
 
 
-def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], row: dict[str, Any], latency_threads: int = 1) -> dict[str, Any]:
-    """Extract, verify, save and measure ``row``'s architecture; returns ``meta.json``'s content."""
+def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], row: dict[str, Any], latency_threads: int = 1, formats: list[str] | None = None) -> dict[str, Any]:
+    """Extract, verify, save and measure ``row``'s architecture; returns ``meta.json``'s content.
+
+    ``formats`` defaults to ``export.formats`` (resolved against the space). A format
+    that fails is recorded in ``meta["formats"][fmt]`` with ``ok: false`` and its
+    reason; the caller decides what a failure means (``nas export`` exits non-zero).
+    """
+    formats = resolve_formats(ctx.cfg.export.formats if formats is None else formats, ctx.space)
     arch: Arch = ctx.space.arch(row["arch"])
+    spec = ctx.space.to_spec(arch)
     out_dir = ctx.run_dir / "export"
-    supernet.set_active(ctx.space.to_spec(arch))
+    supernet.set_active(spec)
     recalibrate_bn(supernet, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device)
     supernet.eval()
     static = supernet.extract().eval()
 
-    x, _ = next(iter(ctx.loader("val")))
+    x, y = next(iter(ctx.loader("val")))
     x = x.to(ctx.device)
     with torch.no_grad():
         parity = (supernet(x) - static(x)).abs().max().item()
@@ -64,24 +75,34 @@ def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], ro
     test_acc = accuracy(static, ctx.loader("test"), ctx.device)
 
     static_cpu = static.cpu()
-    example = torch.zeros(1, *ctx.space.input_shape)
-    with warnings.catch_warnings():
-        # TorchScript is deprecated in favour of torch.export, but it is still the format that loads
-        # anywhere with plain `torch.jit.load`; the .pt2 export arrives with the export formats issue.
-        warnings.simplefilter("ignore", FutureWarning)
-        scripted = torch.jit.trace(static_cpu, example)
-        buf = io.BytesIO()
-        torch.jit.save(scripted, buf)
-        with torch.no_grad():
-            reloaded = torch.jit.load(io.BytesIO(buf.getvalue()))
-            ts_parity = (reloaded(x.cpu()) - static_cpu(x.cpu())).abs().max().item()
     feats, _ = forward_features(static_cpu, ctx.space.input_shape)
     macs = int(feats[0] + feats[1])
+    # measured before the formats are written: the timm check runs in a second process meanwhile
     measured = measure_latency_ms(static_cpu, ctx.space.input_shape, batch=1, threads=latency_threads, repeats=ctx.cfg.export.latency_repeats)
     by_device = dict(zip(ctx.cfg.search.devices, (float(v) for v in predict_many(costs, [arch])[0])))
     primary = ctx.cfg.search.devices[0]
     predicted = by_device[primary]
 
+    (out_dir / "meta.json").unlink(missing_ok=True)  # its presence means a complete export; this one is not yet
+    atomic_write_text(out_dir / "arch.json", arch.to_json() + "\n")
+    x_cpu, y_cpu = x.cpu(), y.cpu()
+    with torch.no_grad():
+        logits = static_cpu(x_cpu)
+    job = ExportJob(
+        net=static_cpu, out_dir=out_dir, space=ctx.space, spec=spec, x=x_cpu, y=y_cpu, logits=logits,
+        space_json=space_settings(ctx.space, ctx.cfg, ctx.data.num_classes, ctx.data.in_channels, ctx.data.resolution),
+    )
+    t0 = time.perf_counter()
+    results = write_formats(job, formats)
+    formats_seconds = time.perf_counter() - t0
+
+    verification: dict[str, Any] = {"supernet_vs_extracted_max_abs_diff": parity}
+    if "max_abs_diff" in results.get("torchscript", {}):
+        verification["torchscript_vs_eager_max_abs_diff"] = results["torchscript"]["max_abs_diff"]
+    files = {"arch": "arch.json"}
+    for fmt, res in results.items():
+        if res["ok"]:
+            files[{"torch": "state_dict"}.get(fmt, fmt)] = FORMAT_FILES[fmt][0]
     meta = {
         "arch": arch.to_dict(),
         "arch_id": arch.id,
@@ -102,15 +123,18 @@ def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], ro
         "val_accuracy": val_acc,
         "test_accuracy": test_acc,
         "search_val_accuracy": row["accuracy"],
-        "verification": {"supernet_vs_extracted_max_abs_diff": parity, "torchscript_vs_eager_max_abs_diff": ts_parity},
+        "verification": verification,
+        "formats": results,
+        "formats_seconds": round(formats_seconds, 2),
+        "verification_batch": {"split": "val", "size": int(x_cpu.shape[0])},
         "torch_version": torch.__version__,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "files": {"arch": "arch.json", "state_dict": "model.pt", "torchscript": "model.torchscript.pt"},
+        "files": files,
     }
-    atomic_write_text(out_dir / "arch.json", arch.to_json() + "\n")
-    sd = io.BytesIO()
-    torch.save(static_cpu.state_dict(), sd)
-    atomic_write_bytes(out_dir / "model.pt", sd.getvalue())
-    atomic_write_bytes(out_dir / "model.torchscript.pt", buf.getvalue())
     atomic_write_json(out_dir / "meta.json", meta)  # last: its presence means the export is complete
     return meta
+
+
+def failed_formats(meta: dict[str, Any]) -> dict[str, str]:
+    """Format -> reason, for the formats of an export that failed."""
+    return {fmt: res.get("error", "failed") for fmt, res in meta.get("formats", {}).items() if not res.get("ok")}

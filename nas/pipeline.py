@@ -15,7 +15,8 @@ from nas.context import RunContext, build_space, open_run, resolve_config
 from nas.controllers import create_controller
 from nas.cost import CostModel, DeviceProfile, ProfileError, default_profile_path, load_or_calibrate, predict_many, space_signature
 from nas.distributed import cleanup, init_distributed
-from nas.export import choose_trial, export_arch
+from nas.export import ExportError, choose_trial, export_arch, failed_formats
+from nas.export_formats import resolve_formats
 from nas.rundir import atomic_write_json, default_run_dir
 from nas.search import format_front, run_search
 from nas.train import load_supernet, train_supernet
@@ -64,6 +65,8 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
     run_dir = run_dir or default_run_dir(command)
     with open_run(run_dir, base, overrides, progress=not quiet, quiet=quiet, dist=dist, search_only=command == "search") as ctx:
         ctx.say(f"run directory: {ctx.run_dir}")
+        # an unknown export format, or one that cannot represent this space, is refused before any work
+        formats = resolve_formats(ctx.cfg.export.formats, ctx.space) if command in ("export", "run") else []
         summary: dict[str, Any] = {"command": command, "run_dir": str(ctx.run_dir)}
         if command in ("train", "run"):
             if dist.world_size > 1 and ctx.cfg.data.batch_size % dist.world_size:
@@ -82,7 +85,7 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
                 summary["search"] = {"trials": result["trials"], "pareto_size": len(result["pareto"]), "search_seconds": round(result["search_seconds"], 2)}
             if command in ("export", "run"):
                 row = choose_trial(_search_history(ctx), ctx.cfg.export.trial, ctx.cfg.search.latency_budget_ms)
-                meta = export_arch(ctx, supernet, costs, row)
+                meta = export_arch(ctx, supernet, costs, row, formats=formats)
                 ctx.trackers.summary({k: meta[k] for k in ("test_accuracy", "val_accuracy", "latency_pred_ms", "latency_measured_ms", "params", "macs")})
                 ctx.say(
                     f"exported trial {meta['trial']} ({meta['arch_id']}) to {ctx.run_dir / 'export'}: test acc {meta['test_accuracy']:.4f}, "
@@ -90,6 +93,11 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
                 )
                 summary.update({k: meta[k] for k in ("arch_id", "test_accuracy", "val_accuracy", "latency_pred_ms", "latency_measured_ms", "params")})
                 summary["export_dir"] = str(ctx.run_dir / "export")
+                summary["formats"] = {f: r["ok"] for f, r in meta["formats"].items()}
+                ctx.say("formats: " + ", ".join(f"{f} {'ok' if r['ok'] else 'FAILED'}" + (f" (max diff {r['max_abs_diff']:.2g})" if "max_abs_diff" in r else "") for f, r in meta["formats"].items()))
+                failed = failed_formats(meta)
+                if failed:
+                    raise ExportError(f"export format(s) failed: {'; '.join(f'{f}: {e}' for f, e in failed.items())} (the other formats are in {ctx.run_dir / 'export'}; see meta.json)")
         ctx.say(f"run directory: {ctx.run_dir}")
     cleanup(dist)
     summary["rank"] = dist.rank
