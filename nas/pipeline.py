@@ -49,8 +49,8 @@ def _device_model(ctx: RunContext, device: str, primary: bool) -> CostModel:
 def _search_history(ctx: RunContext) -> list[dict[str, Any]]:
     scfg = ctx.cfg.search
     controller = create_controller(
-        scfg.controller, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=scfg.latency_budget_ms, run_dir=ctx.run_dir, population=scfg.population, n_devices=len(scfg.devices),
-        storage=scfg.storage, study_name=scfg.study,  # a distributed search's shared study
+        scfg.controller, options=scfg.controller_options, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=scfg.latency_budget_ms, run_dir=ctx.run_dir, population=scfg.population,
+        n_devices=len(scfg.devices), storage=scfg.storage, study_name=scfg.study,  # a distributed search's shared study
     )
     return controller.history()
 

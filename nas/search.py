@@ -63,7 +63,9 @@ def run_search(ctx: RunContext, supernet: nn.Module, costs: list[CostModel]) -> 
         scfg.controller, options=scfg.controller_options, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=budget, run_dir=ctx.run_dir, population=scfg.population, n_devices=len(costs),
         storage=open_storage(scfg.storage, heartbeat_s=scfg.heartbeat_s) if scfg.storage else None, study_name=scfg.study,
     )
+    learn_s = 0.0
     if getattr(controller, "needs_supernet", False):  # gradient controllers (darts, gdas) learn on the supernet first
+        t_learn = time.perf_counter()
         state = controller.prepare(
             supernet,
             lambda epoch: ctx.loader("train", shuffle=True, epoch=10_000 + epoch),
@@ -73,9 +75,12 @@ def run_search(ctx: RunContext, supernet: nn.Module, costs: list[CostModel]) -> 
             channels_last=ctx.cfg.train.channels_last,
             progress=ctx.progress,
         )
+        learn_s = time.perf_counter() - t_learn
         ctx.say(f"{scfg.controller}: argmax architecture {ctx.space.arch(state['argmax_arch']).id}, predicted {state['argmax_latency_ms']:.3f} ms; evaluated first")
     try:
-        return _search_loop(ctx, supernet, costs, controller)
+        result = _search_loop(ctx, supernet, costs, controller)
+        result["search_seconds"] += learn_s  # a gradient controller's learning phase is part of its search
+        return result
     finally:
         if hasattr(controller, "close"):
             controller.close()  # stops a shared storage's heartbeat thread
