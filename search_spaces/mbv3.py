@@ -230,7 +230,10 @@ class MBV3Space(SearchSpace):
     def mixed_forward(self, supernet: nn.Module, x: torch.Tensor, probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """TangleNAS mixture: masked kernels/expand groups per block, probability-weighted stage depths."""
         if not isinstance(supernet, MBSupernet):
-            raise TypeError(f"mixed_forward of space {self.name!r} needs its weight-entangled MBSupernet, got {type(supernet).__name__}")
+            raise ValueError(
+                f"gradient search on space {self.name!r} needs its weight-entangled supernet (--supernet entangled or single_path), "
+                f"this run's is {type(supernet).__name__}: use another controller"
+            )
         blocks = [[probs[f"s{i}.b{j}.{kind}"] for j in range(self.max_depth)] for i in range(self.n_stages) for kind in ("kernel", "expand")]
         kern = torch.stack([torch.stack(blocks[2 * i]) for i in range(self.n_stages)])
         expa = torch.stack([torch.stack(blocks[2 * i + 1]) for i in range(self.n_stages)])

@@ -150,3 +150,12 @@ def test_qmc_covers_every_value_of_every_choice_evenly(tmp_path):
     for d in range(len(SPACE.keys)):
         counts = np.bincount([int(p[d] * 2) for p in points], minlength=2)
         assert counts.tolist() == [8, 8]
+
+
+def test_gradient_controllers_refuse_spaces_without_a_one_pass_mixture(tmp_path):
+    vit = create_space("vit")
+    ctl = create_controller("darts", space=vit, seed=0, latency_budget_ms=None, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="space 'vit' has none: use another controller"):
+        ctl.prepare(None, lambda e: [], lambda r: [], COST)
+    with pytest.raises(ValueError, match="weight-entangled supernet"):  # e.g. a mixture-of-supernets run
+        SPACE.mixed_forward(torch.nn.Linear(1, 1), torch.zeros(1, *SPACE.input_shape), {})

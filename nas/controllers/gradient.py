@@ -120,6 +120,11 @@ class GradientController(OptunaController):
 
     def prepare(self, supernet: nn.Module, train_batches: Callable[[int], Batches], val_batches: Callable[[int], Batches], cost: CostModel, device: torch.device | str = "cpu", channels_last: bool = False, progress: bool = False) -> dict[str, Any]:
         """Learn the architecture distribution (or load it from a previous run of the same settings)."""
+        if type(self.space).mixed_forward is SearchSpace.mixed_forward:
+            raise ValueError(
+                f"controller {self.method!r} needs a space whose supernet mixes every choice in one pass (mbv3, tiny, timm:...); "
+                f"space {self.space.name!r} has none: use another controller (e.g. nsga2, evolution)"
+            )
         if self.state_path.exists():
             state = json.loads(self.state_path.read_text())
             if state.get("identity") == self._identity():
