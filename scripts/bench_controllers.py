@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--val-limit", type=int, default=2000)
     ap.add_argument("--bn-recal-batches", type=int, default=16)
     ap.add_argument("--gradient-epochs", type=int, default=1, help="darts/gdas: epochs of the gradient phase")
+    ap.add_argument("--report-only", action="store_true", help="report the finished runs under --root, run nothing new")
     ap.add_argument("--out", default="results/controllers.md")
     args = ap.parse_args()
     root = Path(args.root)
@@ -102,6 +103,8 @@ def main() -> None:
                 out = root / "runs" / f"{name}_seed{seed}.json"
                 if out.exists():
                     runs.setdefault(name, []).append(json.loads(out.read_text()))
+                    continue
+                if args.report_only:
                     continue
                 study_dir = root / "studies" / f"{name}_seed{seed}"
                 shutil.rmtree(study_dir, ignore_errors=True)  # an interrupted run restarts (its evaluations are cached)
@@ -163,8 +166,8 @@ def report(args, root: Path, runs, curves, budget: float, acc_ref: float, smalle
         f"- Hypervolume: area of the feasible accuracy-latency front inside the box (accuracy {acc_ref:.4f} = lowest seen in the whole benchmark, latency {budget:.3f} ms); in accuracy x ms.",
         f"- Every controller gets {args.trials} trials (asks) per seed, population {args.population}; seeds 0..{args.seeds - 1}. p: Welch's t-test of the final hypervolume vs. random.",
         "",
-        "| controller | hypervolume (mean ± std) | vs. random | p | best accuracy under budget | distinct archs | controller time per trial | learning phase |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| controller | seeds | hypervolume (mean ± std) | vs. random | p | best accuracy under budget | distinct archs | controller time per trial | learning phase |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     order = sorted(curves, key=lambda n: -np.nanmean(curves[n][0][:, -1]))
     for name in order:
@@ -177,16 +180,23 @@ def report(args, root: Path, runs, curves, budget: float, acc_ref: float, smalle
         per_trial_ms = np.mean([run["overhead_s"] / len(run["trace"]) for run in rs]) * 1000
         prep = np.mean([run["prepare_s"] for run in rs])
         lines.append(
-            f"| {name} | {final.mean():.4f} ± {final.std(ddof=1) if len(final) > 1 else 0:.4f} | {ratio} | {p} | {np.nanmean(fbest):.4f} ± {np.nanstd(fbest, ddof=1) if len(fbest) > 1 else 0:.4f} "
+            f"| {name} | {len(final)} | {final.mean():.4f} ± {final.std(ddof=1) if len(final) > 1 else 0:.4f} | {ratio} | {p} | {np.nanmean(fbest):.4f} ± {np.nanstd(fbest, ddof=1) if len(fbest) > 1 else 0:.4f} "
             f"| {distinct:.1f} | {per_trial_ms:.1f} ms | {f'{prep:.0f} s' if prep else '-'} |"
         )
     workers = Path("results/controllers_workers.json")
     if workers.exists():
         w = json.loads(workers.read_text())
         lines += ["", "## One study, several workers (PostgreSQL)", "", f"From `{w.get('command', 'python scripts/bench_distributed_search.py')}` (`results/controllers_workers.json`):", ""]
-        lines += ["| workers | trials | wall s | trials/min |", "| ---: | ---: | ---: | ---: |"]
-        for row in w.get("rows", []):
-            lines.append(f"| {row['workers']} | {row['trials']} | {row['wall_seconds']:.1f} | {row['trials_per_minute']:.1f} |")
+        lines += [
+            f"Controller `{w.get('controller', '?')}`, {w.get('machine', {}).get('logical_cores', '?')} logical cores, measured {w.get('machine', {}).get('date', '?')}.",
+            "",
+            "| workers | trials | wall s (incl. start-up) | trials/min (wall) | trials/min (search loop) | distinct archs |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in w.get("results", []):
+            lines.append(
+                f"| {row['workers']} | {row['trials']} | {row['wall_seconds']:.1f} | {row['trials_per_minute_wall']:.0f} | {row['trials_per_minute_search']:.0f} | {row['distinct_architectures']} |"
+            )
         if w.get("note"):
             lines += ["", w["note"]]
     lines += ["", "![any-time curves](controllers.png)", "", "## Machine", "", machine_markdown(), ""]
