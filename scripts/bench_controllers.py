@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--val-limit", type=int, default=2000)
     ap.add_argument("--bn-recal-batches", type=int, default=16)
     ap.add_argument("--gradient-epochs", type=int, default=1, help="darts/gdas: epochs of the gradient phase")
+    ap.add_argument("--gradient-steps", type=int, default=0, help="darts/gdas: at most this many steps (0: whole epochs)")
     ap.add_argument("--report-only", action="store_true", help="report the finished runs under --root, run nothing new")
     ap.add_argument("--out", default="results/controllers.md")
     args = ap.parse_args()
@@ -109,7 +110,7 @@ def main() -> None:
                 study_dir = root / "studies" / f"{name}_seed{seed}"
                 shutil.rmtree(study_dir, ignore_errors=True)  # an interrupted run restarts (its evaluations are cached)
                 study_dir.mkdir(parents=True)
-                options = {"epochs": args.gradient_epochs} if name in ("darts", "gdas") else {}
+                options = {"epochs": args.gradient_epochs, "max_steps": args.gradient_steps} if name in ("darts", "gdas") else {}
                 ctl = create_controller(name, options=options, space=space, seed=seed, latency_budget_ms=budget, run_dir=study_dir, population=args.population)
                 prepare_s = 0.0
                 if getattr(ctl, "needs_supernet", False):
@@ -157,7 +158,7 @@ def report(args, root: Path, runs, curves, budget: float, acc_ref: float, smalle
     lines = [
         "# Search controllers: same supernet, same budget",
         "",
-        f"Command: `python scripts/bench_controllers.py --trials {args.trials} --seeds {args.seeds} --gradient-epochs {args.gradient_epochs}` (root `{args.root}`, resumable).",
+        f"Command: `python scripts/bench_controllers.py --trials {args.trials} --seeds {args.seeds} --gradient-epochs {args.gradient_epochs} --gradient-steps {args.gradient_steps} --controllers {args.controllers}` (root `{args.root}`, resumable).",
         "",
         f"- Supernet: `mbv3` width 0.25, stem stride 1, Fashion-MNIST ({args.train_limit} training images, uniform sampling, {args.epochs} epochs, trained in {t_train / 60:.1f} min here or cached).",
         f"- Evaluation: supernet accuracy on {args.val_limit} validation images after BN recalibration on {args.bn_recal_batches} batches; cached per architecture ({n_evals} distinct architectures evaluated"

@@ -152,6 +152,7 @@ class GradientController(OptunaController):
         epochs = int(s["epochs"])
         try:
             total = epochs * len(train_batches(0))  # type: ignore[arg-type]
+            total = min(total, int(s["max_steps"])) if s["max_steps"] else total
         except TypeError:  # an iterable without a length: no progress total, constant temperature
             total = None
         step, budget, t0 = 0, self.latency_budget_ms, time.perf_counter()
@@ -161,6 +162,8 @@ class GradientController(OptunaController):
         val_iter = iter(val_batches(val_round))
         for epoch in range(epochs):
             for xt, yt in train_batches(epoch):
+                if s["max_steps"] and step >= s["max_steps"]:
+                    break
                 try:
                     xv, yv = next(val_iter)
                 except StopIteration:  # the validation split is usually smaller: cycle it
@@ -209,7 +212,7 @@ class GradientController(OptunaController):
         }
 
 
-def _settings(epochs: float, arch_lr: float, weight_lr: float, latency_weight: float, tau_max: float, tau_min: float) -> dict[str, float]:
+def _settings(epochs: float, arch_lr: float, weight_lr: float, latency_weight: float, tau_max: float, tau_min: float, max_steps: int = 0) -> dict[str, float]:
     if epochs < 1 or not math.isfinite(epochs) or int(epochs) != epochs:
         raise ValueError(f"gradient search needs a whole number of epochs >= 1, got {epochs}")
     for name, v in (("arch_lr", arch_lr), ("weight_lr", weight_lr), ("latency_weight", latency_weight)):
@@ -217,22 +220,24 @@ def _settings(epochs: float, arch_lr: float, weight_lr: float, latency_weight: f
             raise ValueError(f"gradient search option {name} must be finite and >= 0, got {v}")
     if not 0 < tau_min <= tau_max:
         raise ValueError(f"gradient search needs 0 < tau_min <= tau_max, got {tau_min}, {tau_max}")
-    return {"epochs": int(epochs), "arch_lr": arch_lr, "weight_lr": weight_lr, "latency_weight": latency_weight, "tau_max": tau_max, "tau_min": tau_min}
+    if max_steps < 0 or int(max_steps) != max_steps:
+        raise ValueError(f"gradient search option max_steps must be a whole number >= 0 (0 = no limit), got {max_steps}")
+    return {"epochs": int(epochs), "max_steps": int(max_steps), "arch_lr": arch_lr, "weight_lr": weight_lr, "latency_weight": latency_weight, "tau_max": tau_max, "tau_min": tau_min}
 
 
 @register_controller("darts")
 def darts(
     space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1,
-    epochs: int = 2, arch_lr: float = 0.05, weight_lr: float = 0.005, latency_weight: float = 1.0,
+    epochs: int = 2, arch_lr: float = 0.05, weight_lr: float = 0.005, latency_weight: float = 1.0, max_steps: int = 0,
 ) -> GradientController:
     """First-order DARTS on the weight-entangled supernet (TangleNAS mixture), latency-penalised; argmax first."""
-    return GradientController("darts", space, seed, latency_budget_ms, run_dir, storage, study_name, n_devices, _settings(epochs, arch_lr, weight_lr, latency_weight, 1.0, 1.0))
+    return GradientController("darts", space, seed, latency_budget_ms, run_dir, storage, study_name, n_devices, _settings(epochs, arch_lr, weight_lr, latency_weight, 1.0, 1.0, max_steps))
 
 
 @register_controller("gdas")
 def gdas(
     space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1,
-    epochs: int = 2, arch_lr: float = 0.05, weight_lr: float = 0.005, latency_weight: float = 1.0, tau_max: float = 5.0, tau_min: float = 0.5,
+    epochs: int = 2, arch_lr: float = 0.05, weight_lr: float = 0.005, latency_weight: float = 1.0, tau_max: float = 5.0, tau_min: float = 0.5, max_steps: int = 0,
 ) -> GradientController:
     """GDAS: straight-through Gumbel one-hot samples (one subnetwork per step), annealed temperature; argmax first."""
-    return GradientController("gdas", space, seed, latency_budget_ms, run_dir, storage, study_name, n_devices, _settings(epochs, arch_lr, weight_lr, latency_weight, tau_max, tau_min))
+    return GradientController("gdas", space, seed, latency_budget_ms, run_dir, storage, study_name, n_devices, _settings(epochs, arch_lr, weight_lr, latency_weight, tau_max, tau_min, max_steps))
