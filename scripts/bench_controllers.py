@@ -24,6 +24,7 @@ Resumable. Needs Debian's dataset-fashion-mnist.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import stats
+from torch.utils.data import Subset
 
 from _nas import nas  # scripts/ is on sys.path when a script runs
 from nas.context import open_run
@@ -63,6 +65,7 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, default=10000)
     ap.add_argument("--val-limit", type=int, default=2000)
     ap.add_argument("--bn-recal-batches", type=int, default=16)
+    ap.add_argument("--eval-images", type=int, default=0, help="evaluate on the first N validation images (0: all --val-limit)")
     ap.add_argument("--gradient-epochs", type=int, default=1, help="darts/gdas: epochs of the gradient phase")
     ap.add_argument("--gradient-steps", type=int, default=0, help="darts/gdas: at most this many steps (0: whole epochs)")
     ap.add_argument("--report-only", action="store_true", help="report the finished runs under --root, run nothing new")
@@ -81,11 +84,14 @@ def main() -> None:
 
     with open_run(supernet_dir, overrides=[*common, f"--train.bn_recal_batches={args.bn_recal_batches}"], progress=False, quiet=True) as ctx:
         space = ctx.space
+        if args.eval_images:
+            ctx.data = dataclasses.replace(ctx.data, val=Subset(ctx.data.val, range(min(args.eval_images, len(ctx.data.val)))))
+        tag = f"val{len(ctx.data.val)}_bn{args.bn_recal_batches}"  # evaluations and runs are only comparable within one setting
         supernet = load_supernet(ctx)
         cost = cost_model_for_run(ctx)
         lats = cost.predict([space.sample(np.random.default_rng([7, i])) for i in range(1000)])
         budget = float(np.median(lats))
-        cache_path = root / "eval_cache.json"
+        cache_path = root / f"eval_cache_{tag}.json"
         cache: dict[str, float] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
         eval_seconds = []
 
@@ -101,7 +107,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {}
         for name in names:
             for seed in range(args.seeds):
-                out = root / "runs" / f"{name}_seed{seed}.json"
+                out = root / f"runs_{tag}_t{args.trials}" / f"{name}_seed{seed}.json"
                 if out.exists():
                     runs.setdefault(name, []).append(json.loads(out.read_text()))
                     continue
@@ -158,10 +164,10 @@ def report(args, root: Path, runs, curves, budget: float, acc_ref: float, smalle
     lines = [
         "# Search controllers: same supernet, same budget",
         "",
-        f"Command: `python scripts/bench_controllers.py --trials {args.trials} --seeds {args.seeds} --gradient-epochs {args.gradient_epochs} --gradient-steps {args.gradient_steps} --controllers {args.controllers}` (root `{args.root}`, resumable).",
+        f"Command: `python scripts/bench_controllers.py --trials {args.trials} --seeds {args.seeds} --gradient-epochs {args.gradient_epochs} --gradient-steps {args.gradient_steps} --controllers {args.controllers} --eval-images {args.eval_images} --bn-recal-batches {args.bn_recal_batches}` (root `{args.root}`, resumable).",
         "",
         f"- Supernet: `mbv3` width 0.25, stem stride 1, Fashion-MNIST ({args.train_limit} training images, uniform sampling, {args.epochs} epochs, trained in {t_train / 60:.1f} min here or cached).",
-        f"- Evaluation: supernet accuracy on {args.val_limit} validation images after BN recalibration on {args.bn_recal_batches} batches; cached per architecture ({n_evals} distinct architectures evaluated"
+        f"- Evaluation: supernet accuracy on {args.eval_images or args.val_limit} validation images after BN recalibration on {args.bn_recal_batches} batches; cached per architecture ({n_evals} distinct architectures evaluated"
         + (f", {mean_eval_s:.2f} s each" if mean_eval_s else "") + ").",
         f"- Latency: this machine's calibrated cpu cost model. Budget **{budget:.3f} ms** (median of 1,000 random architectures; smallest {smallest_ms:.3f} ms, largest {largest_ms:.3f} ms).",
         f"- Hypervolume: area of the feasible accuracy-latency front inside the box (accuracy {acc_ref:.4f} = lowest seen in the whole benchmark, latency {budget:.3f} ms); in accuracy x ms.",
