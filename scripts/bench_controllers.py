@@ -190,6 +190,11 @@ def report(args, root: Path, runs, curves, budget: float, acc_ref: float, smalle
             f"| {name} | {len(final)} | {final.mean():.4f} ± {final.std(ddof=1) if len(final) > 1 else 0:.4f} | {ratio} | {p} | {np.nanmean(fbest):.4f} ± {np.nanstd(fbest, ddof=1) if len(fbest) > 1 else 0:.4f} "
             f"| {distinct:.1f} | {per_trial_ms:.1f} ms | {f'{prep:.0f} s' if prep else '-'} |"
         )
+    lines += ["", "Reading this table:", ""]
+    if args.trials <= 2 * args.population:
+        lines.append(f"- With {args.trials} trials and population {args.population}, NSGA-II/III (one random generation, then a few children) and the start-up phases of TPE and GP are mostly random sampling: their rows measure little more than the random phase, not the algorithms (NSGA-II and NSGA-III even ask the same architectures under the same per-trial seeds).")
+    lines.append("- A p-value above 0.05 means the difference to random search is within the spread over seeds: not shown to be better or worse.")
+    lines.append("- Controller time per trial is wall time of ask + tell (study storage included) on a shared 2-core machine: indicative only.")
     workers = Path("results/controllers_workers.json")
     if workers.exists():
         w = json.loads(workers.read_text())
