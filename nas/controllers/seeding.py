@@ -16,6 +16,9 @@ import numpy as np
 import optuna
 
 
+_WARM_START_CACHES = ("_gprs_cache_list", "_constraints_gprs_cache_list")
+
+
 def _random_states(sampler: Any, seen: set[int] | None = None) -> list[np.random.RandomState]:
     """Every numpy random state reachable from ``sampler`` (its own and its fallback samplers')."""
     seen = set() if seen is None else seen
@@ -44,6 +47,9 @@ def seed_per_trial(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.sa
     def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         for n, rng in enumerate(states):
             rng.seed([seed % 2**32, trial.number, n])
+        for name in _WARM_START_CACHES:  # GPSampler warm-starts each fit from the previous one: history a restart lacks
+            if getattr(sampler, name, None) is not None:
+                setattr(sampler, name, None)
         original(study, trial)
 
     sampler.before_trial = before_trial  # type: ignore[method-assign]
