@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     fin = sub.add_parser("finetune", help="train the exported subnetwork standalone (inherited weights or from scratch); resumable",
                          description="Train the run's exported subnetwork on its own, from the supernet's weights or from scratch. Re-running resumes. Any train.* key can be set as --train.key=value.")
     _common(fin)
+    fin.add_argument("--init", choices=("inherited", "scratch"), default="inherited",
+                     help="start from the exported weights and BN statistics (default) or re-initialise; output in <run>/finetune/<init>/")
+    fin.add_argument("--epochs", type=int, default=None, help="training epochs (default: the run's train.epochs)")
+    fin.add_argument("--format", default=None,
+                     help="formats to write besides torch (model.pt, always written), as for nas export: e.g. onnx,torchscript or all")
     # --- report (nas/report.py owns its options) ---
     rep = sub.add_parser("report", help="figures and a self-contained HTML/Markdown report of a run directory",
                          description="Pareto front, supernet training curves, ranking scatter and controller any-time curve as PNG files plus report.html / report.md.")
