@@ -15,32 +15,32 @@ accuracy-latency front (reference point: the lowest accuracy seen anywhere in
 the benchmark and the budget), its ratio to random search and Welch's t-test,
 best accuracy under the budget, any-time curves (plot), and the controller's
 own time (ask + tell, excluding evaluations; for darts/gdas the gradient phase
-on the supernet separately). With ``results/controllers_workers.json`` (from
+on the supernet separately). With ``results/data/distributed_search.json`` (from
 ``scripts/bench_distributed_search.py``) it also reports trials/minute with 1
-vs. 4 workers. Writes ``results/controllers.md`` and ``results/controllers.png``.
-Resumable. Needs Debian's dataset-fashion-mnist.
+vs. 4 workers. Writes the measured data to ``results/data/controllers.json``,
+then ``results/controllers.md`` and ``results/controllers.png`` from it alone
+(``render``, also called by ``scripts/make_results.py``). Resumable;
+``--report-only`` collects the finished runs under ``--root`` without running
+or writing anything there. Needs Debian's dataset-fashion-mnist.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from scipy import stats
-from torch.utils.data import Subset
 
 from _nas import nas  # scripts/ is on sys.path when a script runs
-from nas.context import open_run
-from nas.controllers import Objectives, create_controller, list_controllers
-from nas.machine import machine_markdown
-from nas.pipeline import cost_model_for_run
-from nas.rundir import atomic_write_json, atomic_write_text
-from nas.train import evaluate_arch, load_supernet
+from _results import DATA_DIR, data_path, machine_block, provenance, save_raw, write_markdown
+
+NAME = "controllers"
+MARKDOWN = "controllers.md"
+WORKERS_DATA = "distributed_search.json"  # bench_distributed_search's data, next to this one
+SETTINGS = ("root", "trials", "seeds", "controllers", "population", "epochs", "train_limit", "val_limit", "bn_recal_batches", "eval_images", "gradient_epochs", "gradient_steps")
 
 
 def hypervolume(points: list[tuple[float, float]], acc_ref: float, lat_ref: float) -> float:
@@ -68,29 +68,101 @@ def main() -> None:
     ap.add_argument("--eval-images", type=int, default=0, help="evaluate on the first N validation images (0: all --val-limit)")
     ap.add_argument("--gradient-epochs", type=int, default=1, help="darts/gdas: epochs of the gradient phase")
     ap.add_argument("--gradient-steps", type=int, default=0, help="darts/gdas: at most this many steps (0: whole epochs)")
-    ap.add_argument("--report-only", action="store_true", help="report the finished runs under --root, run nothing new")
+    ap.add_argument("--report-only", action="store_true", help="report the finished runs under --root, run nothing new and write nothing there")
     ap.add_argument("--out", default="results/controllers.md")
     args = ap.parse_args()
-    root = Path(args.root)
-    names = list_controllers() if args.controllers == "all" else args.controllers.split(",")
-    supernet_dir = root / "supernet"
-    common = [
+    raw = collect(args) if args.report_only else measure(args)
+    save_raw(data_path(args.out, NAME), raw)
+    out = Path(args.out)
+    render(raw, out.parent, md_name=out.name)
+    print(out.read_text())
+
+
+def _common(args: argparse.Namespace) -> list[str]:
+    return [
         "--data=fashion_mnist", "--space=mbv3", "--width-mult=0.25", "--space.options={stem_stride: 1}", f"--train-limit={args.train_limit}",
         f"--data.val_limit={args.val_limit}", "--train.channels_last=true", "--train.sampler=uniform", "--trackers=jsonl",
     ]
-    t_train = time.perf_counter()
+
+
+def _budget(space, cost) -> dict[str, float]:
+    """The latency budget (median predicted latency of 1,000 random architectures) and the space's extremes."""
+    lats = cost.predict([space.sample(np.random.default_rng([7, i])) for i in range(1000)])
+    largest_ms, smallest_ms = (float(v) for v in cost.predict([space.largest(), space.smallest()]))
+    return {"budget_ms": float(np.median(lats)), "smallest_ms": smallest_ms, "largest_ms": largest_ms}
+
+
+def _epoch_seconds(run_dir: Path) -> list[float]:
+    """The supernet's training time per epoch, from its event log."""
+    events = (json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if '"epoch_seconds"' in line)
+    return [float(e["epoch_seconds"]) for e in events]
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    from nas.controllers import list_controllers
+
+    return list_controllers() if args.controllers == "all" else args.controllers.split(",")
+
+
+def _runs_dir(args: argparse.Namespace, n_val: int) -> tuple[str, Path]:
+    tag = f"val{n_val}_bn{args.bn_recal_batches}"  # evaluations and runs are only comparable within one setting
+    return tag, Path(args.root) / f"runs_{tag}_t{args.trials}"
+
+
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """The data of the finished runs under --root, read without opening (or writing to) the run directories."""
+    from nas.config import load_yaml
+    from nas.context import build_space, load_config_data, resolve_config
+    from nas.cost import CostModel, DeviceProfile
+    from nas.pipeline import PROFILE_IN_RUN
+
+    supernet_dir = Path(args.root) / "supernet"
+    cfg = resolve_config(None, load_yaml(supernet_dir / "config.yaml"), [*_common(args), f"--train.bn_recal_batches={args.bn_recal_batches}"])
+    data = load_config_data(cfg)
+    space = build_space(cfg, data)
+    cost = CostModel(space, DeviceProfile.load(supernet_dir / PROFILE_IN_RUN))
+    n_val = min(args.eval_images, len(data.val)) if args.eval_images else len(data.val)
+    tag, runs_dir = _runs_dir(args, n_val)
+    runs = [json.loads(f.read_text()) for name in _names(args) for seed in range(args.seeds) if (f := runs_dir / f"{name}_seed{seed}.json").exists()]
+    cache = json.loads((Path(args.root) / f"eval_cache_{tag}.json").read_text())
+    return {
+        **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}),
+        "built_from": str(runs_dir),
+        **_budget(space, cost),
+        "supernet_epoch_seconds": _epoch_seconds(supernet_dir),
+        "distinct_evaluations": len(cache),
+        "mean_eval_seconds": None,
+        "runs": runs,
+    }
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or find) the supernet, run every controller and seed not yet finished; the data of all of them."""
+    import dataclasses
+    import shutil
+
+    from torch.utils.data import Subset
+
+    from nas.context import open_run
+    from nas.controllers import Objectives, create_controller
+    from nas.pipeline import cost_model_for_run
+    from nas.rundir import atomic_write_json
+    from nas.train import evaluate_arch, load_supernet
+
+    root = Path(args.root)
+    supernet_dir = root / "supernet"
+    common = _common(args)
     nas("train", "--run-dir", str(supernet_dir), *common, "--quiet", f"--epochs={args.epochs}")
-    t_train = time.perf_counter() - t_train
 
     with open_run(supernet_dir, overrides=[*common, f"--train.bn_recal_batches={args.bn_recal_batches}"], progress=False, quiet=True) as ctx:
         space = ctx.space
         if args.eval_images:
             ctx.data = dataclasses.replace(ctx.data, val=Subset(ctx.data.val, range(min(args.eval_images, len(ctx.data.val)))))
-        tag = f"val{len(ctx.data.val)}_bn{args.bn_recal_batches}"  # evaluations and runs are only comparable within one setting
+        tag, runs_dir = _runs_dir(args, len(ctx.data.val))
         supernet = load_supernet(ctx)
         cost = cost_model_for_run(ctx)
-        lats = cost.predict([space.sample(np.random.default_rng([7, i])) for i in range(1000)])
-        budget = float(np.median(lats))
+        latency = _budget(space, cost)
+        budget = latency["budget_ms"]
         cache_path = root / f"eval_cache_{tag}.json"
         cache: dict[str, float] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
         eval_seconds = []
@@ -104,14 +176,12 @@ def main() -> None:
                     atomic_write_json(cache_path, cache)
             return cache[arch.id]
 
-        runs: dict[str, list[dict]] = {}
-        for name in names:
+        runs: list[dict] = []
+        for name in _names(args):
             for seed in range(args.seeds):
-                out = root / f"runs_{tag}_t{args.trials}" / f"{name}_seed{seed}.json"
+                out = runs_dir / f"{name}_seed{seed}.json"
                 if out.exists():
-                    runs.setdefault(name, []).append(json.loads(out.read_text()))
-                    continue
-                if args.report_only:
+                    runs.append(json.loads(out.read_text()))
                     continue
                 study_dir = root / "studies" / f"{name}_seed{seed}"
                 shutil.rmtree(study_dir, ignore_errors=True)  # an interrupted run restarts (its evaluations are cached)
@@ -136,53 +206,66 @@ def main() -> None:
                     trace.append({"arch_id": arch.id, "accuracy": acc, "latency_ms": lat})
                 result = {"controller": name, "seed": seed, "trace": trace, "overhead_s": overhead, "prepare_s": prepare_s}
                 atomic_write_json(out, result)
-                runs.setdefault(name, []).append(result)
+                runs.append(result)
                 print(f"{name} seed {seed}: best feasible {max([r['accuracy'] for r in trace if r['latency_ms'] <= budget] or [0]):.4f}, overhead {overhead:.2f} s", flush=True)
         atomic_write_json(cache_path, cache)
-        largest_ms, smallest_ms = (float(v) for v in cost.predict([space.largest(), space.smallest()]))
-        mean_eval_s = float(np.mean(eval_seconds)) if eval_seconds else None
-
-    acc_ref = min(r["accuracy"] for rs in runs.values() for run in rs for r in run["trace"])
-    curves = {}
-    for name, rs in runs.items():
-        hv_curves, best_curves = [], []
-        for run in rs:
-            tr = run["trace"]
-            hv_curves.append([hypervolume([(r["accuracy"], r["latency_ms"]) for r in tr[: t + 1]], acc_ref, budget) for t in range(len(tr))])
-            best_curves.append([max([r["accuracy"] for r in tr[: t + 1] if r["latency_ms"] <= budget] or [np.nan]) for t in range(len(tr))])
-        curves[name] = (np.array(hv_curves), np.array(best_curves))
-    report(args, root, runs, curves, budget, acc_ref, smallest_ms, largest_ms, t_train, mean_eval_s, len(cache))
+        return {
+            **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}),
+            "built_from": str(runs_dir),
+            **latency,
+            "supernet_epoch_seconds": _epoch_seconds(supernet_dir),
+            "distinct_evaluations": len(cache),
+            "mean_eval_seconds": float(np.mean(eval_seconds)) if eval_seconds else None,
+            "runs": runs,
+        }
 
 
-def report(args, root: Path, runs, curves, budget: float, acc_ref: float, smallest_ms: float, largest_ms: float, t_train: float, mean_eval_s, n_evals: int) -> None:
-    import matplotlib
+def curves(raw: dict[str, Any]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
+    """Per controller: any-time hypervolume and best feasible accuracy (seeds x trials), and the accuracy reference point."""
+    budget = raw["budget_ms"]
+    acc_ref = min(r["accuracy"] for run in raw["runs"] for r in run["trace"])
+    hv: dict[str, list[list[float]]] = {}
+    best: dict[str, list[list[float]]] = {}
+    for run in raw["runs"]:
+        tr = run["trace"]
+        hv.setdefault(run["controller"], []).append([hypervolume([(r["accuracy"], r["latency_ms"]) for r in tr[: t + 1]], acc_ref, budget) for t in range(len(tr))])
+        best.setdefault(run["controller"], []).append([max([r["accuracy"] for r in tr[: t + 1] if r["latency_ms"] <= budget] or [np.nan]) for t in range(len(tr))])
+    return {name: (np.array(hv[name]), np.array(best[name])) for name in hv}, acc_ref
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    base_hv = curves["random"][0][:, -1] if "random" in curves else None
+def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
+    """controllers.md (plus the worker table from distributed_search.json next to this data) and the any-time plot, from the data alone."""
+    from scipy import stats
+
+    s = raw["settings"]
+    budget = raw["budget_ms"]
+    by_name, acc_ref = curves(raw)
+    base_hv = by_name["random"][0][:, -1] if "random" in by_name else None
+    mean_eval_s = raw["mean_eval_seconds"]
+    png = Path(md_name).with_suffix(".png").name
     lines = [
         "# Search controllers: same supernet, same budget",
         "",
-        f"Command: `python scripts/bench_controllers.py --trials {args.trials} --seeds {args.seeds} --gradient-epochs {args.gradient_epochs} --gradient-steps {args.gradient_steps} --controllers {args.controllers} --eval-images {args.eval_images} --bn-recal-batches {args.bn_recal_batches}` (root `{args.root}`, resumable).",
+        f"Command: `python scripts/bench_controllers.py --trials {s['trials']} --seeds {s['seeds']} --population {s['population']} --epochs {s['epochs']} --train-limit {s['train_limit']} --val-limit {s['val_limit']} --gradient-epochs {s['gradient_epochs']} --gradient-steps {s['gradient_steps']} --controllers {s['controllers']} --eval-images {s['eval_images']} --bn-recal-batches {s['bn_recal_batches']}` (root `{s['root']}`, resumable).",
         "",
-        f"- Supernet: `mbv3` width 0.25, stem stride 1, Fashion-MNIST ({args.train_limit} training images, uniform sampling, {args.epochs} epochs, trained in {t_train / 60:.1f} min here or cached).",
-        f"- Evaluation: supernet accuracy on {args.eval_images or args.val_limit} validation images after BN recalibration on {args.bn_recal_batches} batches; cached per architecture ({n_evals} distinct architectures evaluated"
+        f"- Supernet: `mbv3` width 0.25, stem stride 1, Fashion-MNIST ({s['train_limit']} training images, uniform sampling, {s['epochs']} epochs, "
+        f"{sum(raw['supernet_epoch_seconds']) / 60:.1f} min of training epochs).",
+        f"- Evaluation: supernet accuracy on {s['eval_images'] or s['val_limit']} validation images after BN recalibration on {s['bn_recal_batches']} batches; cached per architecture ({raw['distinct_evaluations']} distinct architectures evaluated"
         + (f", {mean_eval_s:.2f} s each" if mean_eval_s else "") + ").",
-        f"- Latency: this machine's calibrated cpu cost model. Budget **{budget:.3f} ms** (median of 1,000 random architectures; smallest {smallest_ms:.3f} ms, largest {largest_ms:.3f} ms).",
+        f"- Latency: this machine's calibrated cpu cost model. Budget **{budget:.3f} ms** (median of 1,000 random architectures; smallest {raw['smallest_ms']:.3f} ms, largest {raw['largest_ms']:.3f} ms).",
         f"- Hypervolume: area of the feasible accuracy-latency front inside the box (accuracy {acc_ref:.4f} = lowest seen in the whole benchmark, latency {budget:.3f} ms); in accuracy x ms.",
-        f"- Every controller gets {args.trials} trials (asks) per seed, population {args.population}; seeds 0..{args.seeds - 1}. p: Welch's t-test of the final hypervolume vs. random.",
+        f"- Every controller gets {s['trials']} trials (asks) per seed, population {s['population']}; seeds 0..{s['seeds'] - 1}. p: Welch's t-test of the final hypervolume vs. random.",
         "",
         "| controller | seeds | hypervolume (mean ± std) | vs. random | p | best accuracy under budget | distinct archs | controller time per trial | learning phase |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    order = sorted(curves, key=lambda n: -np.nanmean(curves[n][0][:, -1]))
+    order = sorted(by_name, key=lambda n: -np.nanmean(by_name[n][0][:, -1]))
     for name in order:
-        hv, best = curves[name]
+        hv, best = by_name[name]
         final, fbest = hv[:, -1], best[:, -1]
         ratio = f"{final.mean() / base_hv.mean():.2f}x" if base_hv is not None and base_hv.mean() > 0 else "-"
         p = "-" if name == "random" or base_hv is None else f"{stats.ttest_ind(final, base_hv, equal_var=False).pvalue:.2f}"
-        rs = runs[name]
+        rs = [run for run in raw["runs"] if run["controller"] == name]
         distinct = np.mean([len({r["arch_id"] for r in run["trace"]}) for run in rs])
         per_trial_ms = np.mean([run["overhead_s"] / len(run["trace"]) for run in rs]) * 1000
         prep = np.mean([run["prepare_s"] for run in rs])
@@ -191,14 +274,14 @@ def report(args, root: Path, runs, curves, budget: float, acc_ref: float, smalle
             f"| {distinct:.1f} | {per_trial_ms:.1f} ms | {f'{prep:.0f} s' if prep else '-'} |"
         )
     lines += ["", "Reading this table:", ""]
-    if args.trials <= 2 * args.population:
-        lines.append(f"- With {args.trials} trials and population {args.population}, NSGA-II/III (one random generation, then a few children) and the start-up phases of TPE and GP are mostly random sampling: their rows measure little more than the random phase, not the algorithms (NSGA-II and NSGA-III even ask the same architectures under the same per-trial seeds).")
+    if s["trials"] <= 2 * s["population"]:
+        lines.append(f"- With {s['trials']} trials and population {s['population']}, NSGA-II/III (one random generation, then a few children) and the start-up phases of TPE and GP are mostly random sampling: their rows measure little more than the random phase, not the algorithms (NSGA-II and NSGA-III even ask the same architectures under the same per-trial seeds).")
     lines.append("- A p-value above 0.05 means the difference to random search is within the spread over seeds: not shown to be better or worse.")
     lines.append("- Controller time per trial is wall time of ask + tell (study storage included) on a shared 2-core machine: indicative only.")
-    workers = Path("results/controllers_workers.json")
+    workers = out_dir / DATA_DIR / WORKERS_DATA
     if workers.exists():
         w = json.loads(workers.read_text())
-        lines += ["", "## One study, several workers (PostgreSQL)", "", f"From `{w.get('command', 'python scripts/bench_distributed_search.py')}` (`results/controllers_workers.json`):", ""]
+        lines += ["", "## One study, several workers (PostgreSQL)", "", f"From `{w.get('command', 'python scripts/bench_distributed_search.py')}` (`results/{DATA_DIR}/{WORKERS_DATA}`):", ""]
         lines += [
             f"Controller `{w.get('controller', '?')}`, {w.get('machine', {}).get('logical_cores', '?')} logical cores, measured {w.get('machine', {}).get('date', '?')}.",
             "",
@@ -211,14 +294,23 @@ def report(args, root: Path, runs, curves, budget: float, acc_ref: float, smalle
             )
         if w.get("note"):
             lines += ["", w["note"]]
-    lines += ["", "![any-time curves](controllers.png)", "", "## Machine", "", machine_markdown(), ""]
-    out = Path(args.out)
-    atomic_write_text(out, "\n".join(lines))
+    lines += ["", f"![any-time curves]({png})", "", "## Machine", "", machine_block(raw["machine"]), ""]
+    written = [write_markdown(out_dir / md_name, lines)]
+    if figures:
+        written.append(_plot(by_name, order, budget, s["trials"], out_dir / png))
+    return written
+
+
+def _plot(by_name: dict[str, tuple[np.ndarray, np.ndarray]], order: list[str], budget: float, trials: int, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    x = np.arange(1, args.trials + 1)
+    x = np.arange(1, trials + 1)
     for name in order:
-        hv, best = curves[name]
+        hv, best = by_name[name]
         for ax, data in ((axes[0], best), (axes[1], hv)):
             m = np.nanmean(data, axis=0)
             ax.plot(x[: len(m)], m, label=name, lw=2 if name in ("random", "darts", "gdas") else 1.2)
@@ -228,8 +320,9 @@ def report(args, root: Path, runs, curves, budget: float, acc_ref: float, smalle
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
-    print(out.read_text())
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ fresh database of a throwaway local PostgreSQL server (nas/pg_server.py), its
 workers started together, each with its share of the cores as torch threads.
 Two times are reported: wall (workers launched to last worker exited: process
 start-up, model loading and the final history included) and search (first trial
-started to last trial completed, from the study). Writes
-results/controllers_workers.json and prints a markdown table.
+started to last trial completed, from the study). Writes the measured data to
+results/data/distributed_search.json (rendered into results/controllers.md by
+bench_controllers.render, so `python scripts/make_results.py` picks it up) and
+prints a markdown table.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from optuna.trial import TrialState
 from nas.machine import machine_info
 from nas.pg_server import PostgresServer
 from nas.rundir import atomic_write_json
+
+NAME = "distributed_search"  # results/data/<NAME>.json: an input of bench_controllers' report, no markdown of its own
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _nas import nas  # noqa: E402
@@ -88,7 +92,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=40, help="total trials of each search (the same for every worker count)")
     ap.add_argument("--workers", default="1,4", help="worker counts to compare")
     ap.add_argument("--controller", default="nsga2")
-    ap.add_argument("--out", default="results/controllers_workers.json")
+    ap.add_argument("--out", default="results/data/distributed_search.json")
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp, PostgresServer() as pg:

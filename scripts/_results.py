@@ -1,0 +1,63 @@
+"""Shared by the benchmark scripts and make_results.py: the measured-data JSON under results/data/ and its provenance.
+
+Every benchmark separates measuring from rendering: measuring writes what it
+measured to ``results/data/<name>.json`` (this module), and the script's
+``render(raw, out_dir)`` writes the markdown (and PNG) from that JSON alone, so
+``scripts/make_results.py`` can regenerate every published table from committed
+data without the git-ignored run directories.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DATA_DIR = "data"  # under the results directory
+
+
+def data_path(out: str | Path, name: str) -> Path:
+    """Where a benchmark writing ``out`` (a file in the results directory) keeps its measured data."""
+    return Path(out).parent / DATA_DIR / f"{name}.json"
+
+
+def command_line() -> str:
+    """The invocation of the running script, as a user would type it (the provenance of its data)."""
+    return " ".join(["python", shlex.quote(f"scripts/{Path(sys.argv[0]).name}"), *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+def provenance(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields every data file starts with: what wrote it, with which settings, where and when."""
+    from nas.machine import machine_info
+
+    return {"benchmark": name, "script": f"scripts/bench_{name}.py", "command": command_line(), "settings": dict(settings), "machine": machine_info()}
+
+
+def save_raw(path: str | Path, raw: Mapping[str, Any]) -> None:
+    """Write the measured data atomically (a crash never leaves half a data file to render from)."""
+    from nas.rundir import atomic_write_json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, dict(raw))
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def machine_block(info: Mapping[str, str]) -> str:
+    """nas.machine.machine_markdown's lines for a recorded machine_info() dict: a re-render names the measuring machine, not this one."""
+    versions = ", ".join(f"{k} {info[k]}" for k in ("python", "torch", "torchvision", "numpy", "numba", "optuna", "timm"))
+    return f"- date: {info['date']}\n- machine: {info['platform']}; {info['processor']}; {info['logical_cores']} logical cores\n- versions: {versions}\n"
+
+
+def write_markdown(path: Path, lines: list[str]) -> Path:
+    """Write a report's lines atomically; returns the path for the caller's list of outputs."""
+    from nas.rundir import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines))
+    return path
