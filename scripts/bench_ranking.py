@@ -5,22 +5,30 @@
 For each recipe: `nas train` a supernet, then `nas rank` the same K architectures
 (stratified by size) against standalone trainings shared by all recipes (the
 ground truth does not depend on the recipe). Everything lives under --root and
-the script resumes where it stopped. Needs Debian's dataset-fashion-mnist.
+the script resumes where it stopped. The figures go to results/data/ranking.json
+(per recipe: its ranking.json without the architectures' choices, and the phase
+times), and the report and scatter plots are rendered from that file alone
+(`render`, also called by scripts/make_results.py). Needs Debian's
+dataset-fashion-mnist.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from _nas import nas  # scripts/ is on sys.path when a script runs
-from nas.machine import machine_markdown
+from _results import data_path, machine_block, provenance, save_raw, write_markdown
 from nas.rundir import atomic_write_text
+
+NAME = "ranking"
+MARKDOWN = "ranking.md"
+SETTINGS = ("root", "recipes", "archs", "seeds", "train_limit", "val_limit", "width_mult", "stem_stride", "supernet_epochs", "standalone_epochs", "bn_recal_batches", "no_channels_last", "note")
 
 RECIPES = {
     "sandwich": ["--train.sampler=sandwich"],
@@ -61,10 +69,7 @@ def main() -> None:
     for name in args.recipes.split(","):
         run_dir = root / name.replace("+", "_")
         if args.report_only:
-            reports[name] = json.loads((run_dir / "ranking.json").read_text())
-            timing = run_dir / "bench_seconds.json"
-            if timing.exists():
-                reports[name]["bench_seconds"] = json.loads(timing.read_text())
+            reports[name] = _published(run_dir)
             continue
         t0 = time.perf_counter()
         nas("train", "--run-dir", str(run_dir), *common, *RECIPES[name])
@@ -73,12 +78,30 @@ def main() -> None:
         t0 = time.perf_counter()
         nas("rank", "--run-dir", str(run_dir), f"--archs={args.archs}", f"--epochs={args.standalone_epochs}", f"--seeds={args.seeds}",
             "--standalone-dir", str(root / "standalone"), "--quiet", "--json")
-        reports[name] = json.loads((run_dir / "ranking.json").read_text())
-        reports[name]["bench_seconds"] = {"supernet": seconds[name], "rank": time.perf_counter() - t0}
-        atomic_write_text(run_dir / "bench_seconds.json", json.dumps(reports[name]["bench_seconds"]))
-        shutil.copyfile(run_dir / "ranking.png", Path(args.out).parent / f"ranking_{name.replace('+', '_')}.png")
+        bench_seconds = {"supernet": seconds[name], "rank": time.perf_counter() - t0}
+        atomic_write_text(run_dir / "bench_seconds.json", json.dumps(bench_seconds))
+        reports[name] = _published(run_dir)
         print(f"{name}: kendall tau {reports[name]['kendall_tau']:.3f}", flush=True)
-    write_report(args, reports, None if args.report_only else time.perf_counter() - started)
+    raw = {
+        **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}),
+        "built_from": str(root),
+        "wall_seconds": None if args.report_only else time.perf_counter() - started,
+        "reports": reports,
+    }
+    save_raw(data_path(args.out, NAME), raw)
+    out = Path(args.out)
+    render(raw, out.parent, md_name=out.name)
+    print(out.read_text())
+
+
+def _published(run_dir: Path) -> dict[str, Any]:
+    """A recipe's ranking.json as published: per-architecture figures by arch id (the choices stay in the run directory), plus its phase times."""
+    report = json.loads((run_dir / "ranking.json").read_text())
+    report["rows"] = [{k: v for k, v in row.items() if k != "arch"} for row in report["rows"]]
+    timing = run_dir / "bench_seconds.json"
+    if timing.exists():
+        report["bench_seconds"] = json.loads(timing.read_text())
+    return report
 
 
 def spread_sentence(report: dict) -> str:
@@ -96,7 +119,10 @@ def spread_sentence(report: dict) -> str:
     )
 
 
-def write_report(args: argparse.Namespace, reports: dict, wall_seconds: float | None) -> None:
+def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
+    """ranking.md and one scatter plot per recipe, from the data alone."""
+    args = argparse.Namespace(**raw["settings"])
+    reports, wall_seconds = raw["reports"], raw["wall_seconds"]
     if wall_seconds is None and all("bench_seconds" in r for r in reports.values()):  # --report-only: the recorded phases
         wall_seconds = sum(sum(r["bench_seconds"].values()) for r in reports.values())
     first = next(iter(reports.values()))
@@ -118,7 +144,7 @@ def write_report(args: argparse.Namespace, reports: dict, wall_seconds: float | 
            + ", ".join(f"{n} supernet {r['bench_seconds']['supernet'] / 60:.0f} min + ranking {r['bench_seconds']['rank'] / 60:.0f} min" for n, r in reports.items() if "bench_seconds" in r)
            + ")." if wall_seconds else "."),
         "",
-        machine_markdown(),
+        machine_block(raw["machine"]),
         f"Ground-truth reliability: Kendall tau between standalone seeds = **{first.get('seed_to_seed_kendall_tau', float('nan')):.3f}**"
         + (f"; split-half (mean of seeds {{0..{args.seeds // 2 - 1}}} vs. the rest) = **{first['split_half_kendall_tau']:.3f}**" if "split_half_kendall_tau" in first else "")
         + f" (a supernet tau is only meaningful when the ground truth's reliability is >= 0.7). {spread_sentence(first)} "
@@ -145,12 +171,18 @@ def write_report(args: argparse.Namespace, reports: dict, wall_seconds: float | 
         f"Best recipe here: **{best}** (Kendall tau {reports[best]['kendall_tau']:.3f}). Scatter plots: "
         + ", ".join(f"`ranking_{n.replace('+', '_')}.png`" for n in reports) + ".",
         "",
-        "Per-architecture rows (MACs, supernet accuracy, standalone accuracy per seed) are in each run directory's `ranking.json`.",
+        "Per-architecture rows (arch id, MACs, supernet accuracy, standalone accuracy per seed) are in `results/data/ranking.json`; the architectures' choices in each run directory's `ranking.json`.",
         *(["", f"Note: {args.note}"] if args.note else []),
         "",
     ]
-    atomic_write_text(args.out, "\n".join(lines))
-    print("\n".join(lines))
+    written = [write_markdown(out_dir / md_name, lines)]
+    if figures:
+        from nas.ranking import plot_ranking
+
+        for n, r in reports.items():
+            written.append(out_dir / f"ranking_{n.replace('+', '_')}.png")
+            plot_ranking(r, written[-1])
+    return written
 
 
 if __name__ == "__main__":
