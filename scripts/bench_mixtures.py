@@ -7,8 +7,12 @@ Ground truth: every one of the 36 downsampling configurations trained alone
 is). For each K (1 = the plain weight-entangled supernet) and supernet seed: train
 the supernet, evaluate all 36 configurations with inherited weights, Kendall tau
 against the ground truth; and the training time per step relative to K = 1.
-Writes results/mixtures.md. Resumable: every training is cached under --root.
-Needs Debian's dataset-fashion-mnist.
+Writes the measured data to results/data/mixtures.json (per run: the inherited
+accuracies and epoch times; the ground truth per seed), then results/mixtures.md
+from that file alone (`render`, also called by scripts/make_results.py).
+Resumable: every training is cached under --root; `--report-only` collects the
+finished runs without training or writing anything under --root. Needs Debian's
+dataset-fashion-mnist.
 """
 
 from __future__ import annotations
@@ -18,16 +22,16 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from _nas import nas  # scripts/ is on sys.path when a script runs
-from nas.context import open_run
-from nas.machine import machine_markdown
-from nas.ranking import train_standalone_all
-from nas.rundir import atomic_write_json, atomic_write_text
-from nas.train import evaluate_arch, load_supernet
+from _results import data_path, machine_block, provenance, save_raw, write_markdown
+
+NAME = "mixtures"
+MARKDOWN = "mixtures.md"
+SETTINGS = ("root", "ks", "seeds", "truth_seeds", "train_limit", "val_limit", "bn_recal_batches", "width_mult", "supernet_epochs", "standalone_epochs")
 
 
 def main() -> None:
@@ -42,8 +46,26 @@ def main() -> None:
     ap.add_argument("--width-mult", type=float, default=0.5)
     ap.add_argument("--supernet-epochs", type=int, default=6)
     ap.add_argument("--standalone-epochs", type=int, default=4)
+    ap.add_argument("--report-only", action="store_true", help="report the finished runs under --root: train nothing, write nothing there")
     ap.add_argument("--out", default="results/mixtures.md")
     args = ap.parse_args()
+    raw = collect(args) if args.report_only else measure(args)
+    save_raw(data_path(args.out, NAME), raw)
+    out = Path(args.out)
+    render(raw, out.parent, md_name=out.name)
+    print(out.read_text())
+
+
+def _ks(args: argparse.Namespace) -> list[int]:
+    return [int(v) for v in args.ks.split(",")]
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or find) every supernet and the ground truth; their data."""
+    from nas.context import open_run
+    from nas.rundir import atomic_write_json
+    from nas.train import evaluate_arch, load_supernet
+
     root = Path(args.root)
     common = [
         "--data=fashion_mnist", "--space=resnet20_pool", f"--train-limit={args.train_limit}", f"--data.val_limit={args.val_limit}",
@@ -53,7 +75,7 @@ def main() -> None:
     started = time.perf_counter()
     rows = []
     truth = None
-    for k in [int(v) for v in args.ks.split(",")]:
+    for k in _ks(args):
         for seed in range(args.seeds):
             run_dir = root / f"k{k}_seed{seed}"
             kind = ["--supernet=entangled"] if k == 1 else ["--supernet=balanced_mixture", f"--space.supernet_options={{k: {k}}}"]
@@ -63,7 +85,7 @@ def main() -> None:
                 with open_run(run_dir, progress=False, quiet=True) as ctx:
                     archs = ctx.space.enumerate()
                     if truth is None:
-                        truth = ground_truth(ctx, archs, args, root)
+                        truth = ground_truth(ctx.cfg, archs, args, root)
                     net = load_supernet(ctx)
                     inherited = [evaluate_arch(ctx, net, a) for a in archs]
                 epochs = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if '"epoch_seconds"' in line]
@@ -72,22 +94,49 @@ def main() -> None:
             print(f"K={k} seed {seed}: done", flush=True)
     if truth is None:
         with open_run(root / f"k{rows[0]['k']}_seed0", progress=False, quiet=True) as ctx:
-            truth = ground_truth(ctx, ctx.space.enumerate(), args, root)
+            truth = ground_truth(ctx.cfg, ctx.space.enumerate(), args, root)
     # Wall time over every call that did work for this root (a rerun that finds everything cached adds seconds only).
     timing = root / "bench_seconds.json"
     total = (json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0) + time.perf_counter() - started
     atomic_write_json(timing, {"seconds": total})
-    write_report(args, rows, truth, total)
+    return {**provenance(NAME, {k: getattr(args, k) for k in SETTINGS}), "built_from": str(root), "wall_seconds": total, "truth": truth, "rows": rows}
 
 
-def ground_truth(ctx, archs, args, root: Path) -> dict:
+def collect(args: argparse.Namespace) -> dict[str, Any]:
+    """The data of the finished runs under --root, read without opening (or writing to) any run directory."""
+    from nas.config import load_yaml
+    from nas.context import build_space, load_config_data, resolve_config
+
+    root = Path(args.root)
+    rows = [json.loads((root / f"k{k}_seed{seed}" / "mixture_eval.json").read_text()) for k in _ks(args) for seed in range(args.seeds)]
+    cfg = resolve_config(None, load_yaml(root / f"k{rows[0]['k']}_seed0" / "config.yaml"), [])
+    archs = build_space(cfg, load_config_data(cfg)).enumerate()
+    truth = ground_truth(cfg, archs, args, root, train=False)
+    wall = json.loads((root / "bench_seconds.json").read_text())["seconds"]
+    return {**provenance(NAME, {k: getattr(args, k) for k in SETTINGS}), "built_from": str(root), "wall_seconds": wall, "truth": truth, "rows": rows}
+
+
+def ground_truth(cfg, archs, args: argparse.Namespace, root: Path, train: bool = True) -> dict[str, Any]:
+    """Standalone accuracy of every configuration per truth seed (trained here when missing, unless ``train`` is off)."""
+    from nas.ranking import standalone_recipe_id, train_standalone_all
+
     seeds = list(range(100, 100 + args.truth_seeds))  # not the supernet seeds
-    res = train_standalone_all(ctx.cfg, archs, seeds, args.standalone_epochs, root / "standalone", os.cpu_count() or 1, say=print)
+    out_dir = root / "standalone"
+    if train:
+        res = train_standalone_all(cfg, archs, seeds, args.standalone_epochs, out_dir, os.cpu_count() or 1, say=print)
+    else:
+        recipe = standalone_recipe_id(cfg)
+        res = {(a.id, s): json.loads((out_dir / f"{a.id}-seed{s}-e{args.standalone_epochs}-{recipe}.json").read_text()) for a in archs for s in seeds}
     acc = np.array([[res[(a.id, s)]["val_acc"] for s in seeds] for a in archs])
     return {"ids": [a.id for a in archs], "labels": [a["downsample_at"] for a in archs], "per_seed": acc.tolist()}
 
 
-def write_report(args: argparse.Namespace, rows: list[dict], truth: dict, wall: float) -> None:
+def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
+    """mixtures.md from the data alone (no figure)."""
+    from scipy import stats
+
+    args = argparse.Namespace(**raw["settings"])
+    rows, truth, wall = raw["rows"], raw["truth"], raw["wall_seconds"]
     acc = np.array(truth["per_seed"])
     mean = acc.mean(axis=1)
     pair = float(stats.kendalltau(acc[:, 0], acc[:, 1]).statistic) if acc.shape[1] > 1 else float("nan")
@@ -95,7 +144,8 @@ def write_report(args: argparse.Namespace, rows: list[dict], truth: dict, wall: 
     split = float(stats.kendalltau(acc[:, :half].mean(1), acc[:, half : 2 * half].mean(1)).statistic) if acc.shape[1] >= 4 else None
     by_k: dict[int, list[dict]] = {}
     for r in rows:
-        assert r["arch_ids"] == truth["ids"]
+        if r["arch_ids"] != truth["ids"]:
+            raise ValueError(f"K={r['k']} seed {r['seed']} evaluated other configurations than the ground truth")
         by_k.setdefault(r["k"], []).append(r)
     base_time = np.mean([np.mean(r["epoch_seconds"]) for r in by_k.get(1, [])]) if 1 in by_k else float("nan")
     lines = [
@@ -109,7 +159,7 @@ def write_report(args: argparse.Namespace, rows: list[dict], truth: dict, wall: 
         f"--val-limit {args.val_limit} --bn-recal-batches {args.bn_recal_batches} --width-mult {args.width_mult} --supernet-epochs {args.supernet_epochs} --standalone-epochs {args.standalone_epochs}` "
         f"(wall time, all calls for this root together: {wall / 60:.0f} min on this machine).",
         "",
-        machine_markdown(),
+        machine_block(raw["machine"]),
         f"Ground truth: standalone accuracy {100 * mean.min():.2f}-{100 * mean.max():.2f}% (std {100 * mean.std():.2f} points across configurations); "
         f"Kendall tau between two single seeds **{pair:.3f}**"
         + (f", between the means of seeds {{1..{half}}} and {{{half + 1}..{2 * half}}} (split half) **{split:.3f}**" if split is not None else "")
@@ -137,8 +187,7 @@ def write_report(args: argparse.Namespace, rows: list[dict], truth: dict, wall: 
         "probes (K no-grad forwards every 4K steps); ratios are means over the seeds of each K, all measured in this run.",
         "",
     ]
-    atomic_write_text(args.out, "\n".join(lines))
-    print("\n".join(lines))
+    return [write_markdown(out_dir / md_name, lines)]
 
 
 if __name__ == "__main__":
