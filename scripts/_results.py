@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,21 @@ def command_line() -> str:
     return " ".join(["python", shlex.quote(f"scripts/{Path(sys.argv[0]).name}"), *(shlex.quote(a) for a in sys.argv[1:])])
 
 
-def provenance(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields every data file starts with: what wrote it, with which settings, where and when."""
+def provenance(name: str, settings: Mapping[str, Any], measured_in: Sequence[Path] = ()) -> dict[str, Any]:
+    """The fields every data file starts with: what wrote it, with which settings, where and when.
+
+    ``measured_in``: the run files a report-only call reads. The machine's date is
+    then when the newest of them was written (when the figures were measured),
+    not when they were collected; ``collected`` says the latter.
+    """
     from nas.machine import machine_info
 
-    return {"benchmark": name, "script": f"scripts/bench_{name}.py", "command": command_line(), "settings": dict(settings), "machine": machine_info()}
+    machine = machine_info()
+    raw = {"benchmark": name, "script": f"scripts/bench_{name}.py", "command": command_line(), "settings": dict(settings), "machine": machine}
+    if measured_in:
+        raw["collected"] = machine["date"]
+        machine["date"] = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(max(Path(f).stat().st_mtime for f in measured_in)))
+    return raw
 
 
 def save_raw(path: str | Path, raw: Mapping[str, Any]) -> None:

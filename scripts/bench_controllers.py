@@ -123,10 +123,12 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     cost = CostModel(space, DeviceProfile.load(supernet_dir / PROFILE_IN_RUN))
     n_val = min(args.eval_images, len(data.val)) if args.eval_images else len(data.val)
     tag, runs_dir = _runs_dir(args, n_val)
-    runs = [json.loads(f.read_text()) for name in _names(args) for seed in range(args.seeds) if (f := runs_dir / f"{name}_seed{seed}.json").exists()]
-    cache = json.loads((Path(args.root) / f"eval_cache_{tag}.json").read_text())
+    files = [f for name in _names(args) for seed in range(args.seeds) if (f := runs_dir / f"{name}_seed{seed}.json").exists()]
+    runs = [json.loads(f.read_text()) for f in files]
+    cache_path = Path(args.root) / f"eval_cache_{tag}.json"
+    cache = json.loads(cache_path.read_text())
     return {
-        **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}),
+        **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}, measured_in=[*files, cache_path]),
         "built_from": str(runs_dir),
         **_budget(space, cost),
         "supernet_epoch_seconds": _epoch_seconds(supernet_dir),

@@ -108,12 +108,14 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     from nas.context import build_space, load_config_data, resolve_config
 
     root = Path(args.root)
-    rows = [json.loads((root / f"k{k}_seed{seed}" / "mixture_eval.json").read_text()) for k in _ks(args) for seed in range(args.seeds)]
+    files = [root / f"k{k}_seed{seed}" / "mixture_eval.json" for k in _ks(args) for seed in range(args.seeds)]
+    rows = [json.loads(f.read_text()) for f in files]
     cfg = resolve_config(None, load_yaml(root / f"k{rows[0]['k']}_seed0" / "config.yaml"), [])
     archs = build_space(cfg, load_config_data(cfg)).enumerate()
     truth = ground_truth(cfg, archs, args, root, train=False)
     wall = json.loads((root / "bench_seconds.json").read_text())["seconds"]
-    return {**provenance(NAME, {k: getattr(args, k) for k in SETTINGS}), "built_from": str(root), "wall_seconds": wall, "truth": truth, "rows": rows}
+    measured_in = [*files, *(root / "standalone").glob("*.json")]
+    return {**provenance(NAME, {k: getattr(args, k) for k in SETTINGS}, measured_in=measured_in), "built_from": str(root), "wall_seconds": wall, "truth": truth, "rows": rows}
 
 
 def ground_truth(cfg, archs, args: argparse.Namespace, root: Path, train: bool = True) -> dict[str, Any]:

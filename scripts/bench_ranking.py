@@ -83,7 +83,7 @@ def main() -> None:
         reports[name] = _published(run_dir)
         print(f"{name}: kendall tau {reports[name]['kendall_tau']:.3f}", flush=True)
     raw = {
-        **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}),
+        **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}, measured_in=[root / n.replace("+", "_") / "ranking.json" for n in reports] if args.report_only else ()),
         "built_from": str(root),
         "wall_seconds": None if args.report_only else time.perf_counter() - started,
         "reports": reports,
