@@ -2,7 +2,10 @@
 
 Search controllers call the cost model on huge candidate batches, so what matters
 is predictions per second on one core (the other cores train or evaluate), and
-what encoding + lowering adds on top. Writes a Markdown report.
+what encoding + lowering adds on top. Writes the measured figures to
+results/data/cost_model.json (next to --out), then the Markdown report and the
+validation plot from that file alone (`render`, also called by
+scripts/make_results.py).
 
     PYTHONPATH=. python scripts/bench_cost_model.py --out /tmp/cost_model.md
 """
@@ -16,17 +19,15 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-import numba
 import numpy as np
-import torch
 
-from nas.cost import CostModel, DeviceProfile, predict_numba, predict_reference, space_signature
-from nas.cost.calibrate import processor_name
-from nas.cost.kernel import PARALLEL_MIN_BATCH, _predict_kernel, check_inputs
-from search_spaces import SearchSpace, create_space
+from _results import command_line, data_path, save_raw, write_markdown
 
+NAME = "cost_model"
+MARKDOWN = "cost_model.md"
+PLOT = "cost_model_validation.png"
 BATCHES = (1, 1_000, 1_000_000)
 
 
@@ -37,6 +38,8 @@ def per_call_seconds(variants: list[tuple[int, Callable[[], object]]], min_time:
     shared CPUs change speed for seconds at a time, which would otherwise be
     read as a difference between the variants (e.g. 1 vs all threads).
     """
+    import numba
+
     sizes = []
     for threads, fn in variants:  # warm up, then grow each block until it is long enough to time
         numba.set_num_threads(threads)
@@ -62,7 +65,7 @@ def per_call_seconds(variants: list[tuple[int, Callable[[], object]]], min_time:
     return [(float(np.median(b)), rounds * n) for b, n in zip(blocks, sizes)]
 
 
-def random_codes(space: SearchSpace, n: int, rng: np.random.Generator) -> np.ndarray:
+def random_codes(space, n: int, rng: np.random.Generator) -> np.ndarray:
     """Uniform random encodings (not canonicalised: lowering ignores skipped blocks anyway)."""
     return np.stack([rng.integers(0, len(space.choices[k]), size=n) for k in space.keys], axis=1)
 
@@ -87,6 +90,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encode-batch", type=int, default=5_000, help="architectures for the encoding measurement")
     ap.add_argument("--validate", type=int, default=100, help="architectures measured to validate a fresh cpu calibration (0: skip)")
     args = ap.parse_args(argv)
+    raw = measure(args)
+    save_raw(data_path(args.out, NAME), raw)
+    out = Path(args.out)
+    render(raw, out.parent, md_name=out.name)
+    print(out.read_text(encoding="utf-8"))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Time prediction, encoding and lowering (and validate a fresh calibration); the figures, unformatted."""
+    import numba
+    import torch
+
+    from nas.cost import CostModel, DeviceProfile, predict_numba, predict_reference, space_signature
+    from nas.cost.calibrate import processor_name
+    from nas.cost.kernel import PARALLEL_MIN_BATCH, _predict_kernel, check_inputs
+    from search_spaces import create_space
 
     rng = np.random.default_rng(0)
     space = create_space(args.space)
@@ -97,13 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     model = CostModel(space, profile)
     feats, coef = np.ascontiguousarray(ct.features), np.asarray(profile.coef)
     all_threads = numba.config.NUMBA_NUM_THREADS
+    machine = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "platform": platform.platform(), "processor": processor_name(),
+        "logical_cores": str(os.cpu_count()), "numba_threads": str(all_threads), "python": sys.version.split()[0], "numpy": np.__version__,
+        "numba": numba.__version__, "torch": torch.__version__,
+    }
 
     t0 = time.perf_counter()
     predict_numba(np.zeros((1, S), dtype=np.int32), feats, coef, 0.1)
     first_call = time.perf_counter() - t0
 
     op_ids = {b: space.lower(random_codes(space, b, rng)) for b in BATCHES}
-    kernel_rows, best_1core = [], 0.0
+    kernel_rows = []
     thread_counts = tuple(dict.fromkeys((1, all_threads)))
     for b in BATCHES:
         ids, out = op_ids[b], np.empty(b)
@@ -115,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = [(t, label, fn) for label, fn in impls for t in thread_counts]
         timed = per_call_seconds([(t, fn) for t, _, fn in variants], args.min_time)
         for (threads, label, _), (sec, calls) in zip(variants, timed):
-            rate = b / sec
-            if threads == 1 and label.startswith(("predict_numba", "CostModel")):
-                best_1core = max(best_1core, rate)
-            kernel_rows.append(f"| {label} | {threads} | {b:,} | {calls:,} | {fmt_time(sec)} | {fmt_rate(rate)} | {1e9 / rate:.2f} |")
+            kernel_rows.append({"implementation": label, "threads": threads, "batch": b, "calls": calls, "seconds_per_call": sec})
     ((check_sec, _),) = per_call_seconds([(1, lambda: check_inputs(op_ids[BATCHES[-1]], feats, coef))], args.min_time)
 
     ref_ids = op_ids[BATCHES[-1]][: args.ref_batch]
@@ -139,22 +162,75 @@ def main(argv: list[str] | None = None) -> int:
     end_to_end = (time.perf_counter() - t0) / n
     numba.set_num_threads(all_threads)
 
-    big = BATCHES[-1]
+    return {
+        "benchmark": NAME, "script": "scripts/bench_cost_model.py", "command": command_line(), "settings": vars(args), "machine": machine,
+        "space": space.name, "cost_table": {"slots": S, "ops": O, "features": F},
+        "first_call_seconds": first_call,
+        "kernel": kernel_rows,
+        "reference": {"archs": len(ref_ids), "seconds_per_arch": ref_per_arch},
+        "range_check": {"archs": BATCHES[-1], "seconds": check_sec},
+        "encoding": {"archs": n, "encode_seconds_per_arch": enc, "lower_seconds_per_arch": low / n, "predict_seconds_per_arch": end_to_end},
+        "validation": validation(args.validate) if args.validate else None,
+    }
+
+
+def validation(n: int) -> dict[str, Any]:
+    """Calibrate the quick-start space on this CPU (1 thread, batch 1), then measure n new architectures (twice: the noise ceiling)."""
+    from scipy.stats import kendalltau
+
+    from nas.cost import CostModel, calibrate
+    from nas.cost.calibrate import distinct_samples
+    from nas.cost.validate import measure_archs, validate
+    from search_spaces import create_space
+
+    vspace = create_space("mbv3", num_classes=10, in_channels=1, resolution=32, width_mult=0.5)
+    t0 = time.perf_counter()
+    profile, diag = calibrate(vspace, n_archs=40, seed=0, threads=1, batch=1)
+    calib_s = time.perf_counter() - t0
+    model = CostModel(vspace, profile)
+    report = validate(model, n=n, seed=1234, threads=1, batch=1)
+    # The same networks measured a second time: how far measurement agrees with itself on this machine.
+    first = np.array([r["measured_ms"] for r in report["rows"]])
+    again = measure_archs(model, distinct_samples(vspace, n, seed=1234), 1, 1)  # the architectures validate() drew
+    for row, ms in zip(report["rows"], again):
+        row["measured_again_ms"] = float(ms)
+    keys = ("kendall_tau", "mape", "within_10pct")
+    return {
+        "calibration": {"archs": 40, "lut_ops_measured": diag["lut_ops_measured"], "seconds": calib_s},
+        "new_archs": {k: report[k] for k in ("n", "device", "rows", *keys)},
+        "holdout": {"n": diag["n_holdout"], **{k: diag[k] for k in keys}},
+        "holdout_analytical_only": {"n": diag["n_holdout"], **{k: diag["analytical_only"][k] for k in keys}},
+        "noise_ceiling": {"kendall_tau": float(kendalltau(first, again).statistic), "mean_abs_rel_diff": float(np.mean(np.abs(first - again) / again))},
+    }
+
+
+def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
+    """cost_model.md (and the validation plot when the data has the per-architecture measurements), from the data alone."""
+    m, ct, enc = raw["machine"], raw["cost_table"], raw["encoding"]
+    kernel_rows, best_1core = [], 0.0
+    for r in raw["kernel"]:
+        rate = r["batch"] / r["seconds_per_call"]
+        if r["threads"] == 1 and r["implementation"].startswith(("predict_numba", "CostModel")):
+            best_1core = max(best_1core, rate)
+        kernel_rows.append(f"| {r['implementation']} | {r['threads']} | {r['batch']:,} | {r['calls']:,} | {fmt_time(r['seconds_per_call'])} | {fmt_rate(rate)} | {1e9 / rate:.2f} |")
+    ref_n, ref_per_arch = raw["reference"]["archs"], raw["reference"]["seconds_per_arch"]
+    big, check_sec = raw["range_check"]["archs"], raw["range_check"]["seconds"]
+    n = enc["archs"]
     lines = [
-        f"# Cost model benchmark ({space.name})",
+        f"# Cost model benchmark ({raw['space']})",
         "",
-        f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
-        f"- machine: {platform.platform()}; {processor_name()}; {os.cpu_count()} logical cores (numba threads: {all_threads})",
-        f"- versions: python {sys.version.split()[0]}, numpy {np.__version__}, numba {numba.__version__}, torch {torch.__version__}",
-        f"- cost table: {S} slots x {O} ops x {F} features; op ids random, valid; times are medians of 7 timed blocks, variants of one batch timed in alternation",
-        f"- first predict_numba call in this process (compile, or load from numba's cache): {fmt_time(first_call)}",
+        f"- date: {m['date']}",
+        f"- machine: {m['platform']}; {m['processor']}; {m['logical_cores']} logical cores (numba threads: {m['numba_threads']})",
+        f"- versions: python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, torch {m['torch']}",
+        f"- cost table: {ct['slots']} slots x {ct['ops']} ops x {ct['features']} features; op ids random, valid; times are medians of 7 timed blocks, variants of one batch timed in alternation",
+        f"- first predict_numba call in this process (compile, or load from numba's cache): {fmt_time(raw['first_call_seconds'])}",
         "",
         "## Prediction from op ids (encoding excluded)",
         "",
         "| implementation | threads | batch | calls timed | time per call | predictions/s | ns per arch |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         *kernel_rows,
-        f"| plain-Python reference (measured on {len(ref_ids):,} archs, rate extrapolated per arch) | 1 | {len(ref_ids):,} | 1 | {fmt_time(ref_per_arch * len(ref_ids))} | {fmt_rate(1 / ref_per_arch)} | {ref_per_arch * 1e9:,.0f} |",
+        f"| plain-Python reference (measured on {ref_n:,} archs, rate extrapolated per arch) | 1 | {ref_n:,} | 1 | {fmt_time(ref_per_arch * ref_n)} | {fmt_rate(1 / ref_per_arch)} | {ref_per_arch * 1e9:,.0f} |",
         "",
         f"- speed-up of predict_numba on one core (best batch) over the plain-Python reference: **{best_1core * ref_per_arch:,.0f}x**",
         f"- op-id range check alone on {big:,} archs: {fmt_time(check_sec)} ({check_sec / big * 1e9:.2f} ns per arch)",
@@ -163,58 +239,38 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| step | per arch |",
         "| --- | ---: |",
-        f"| `space.encode_batch` of {n:,} `Arch` objects (validates each) | {fmt_time(enc)} |",
-        f"| `space.lower` of {n:,} codes (vectorised numpy) | {fmt_time(low / n)} |",
-        f"| `CostModel.predict` end to end on {n:,} archs, 1 numba thread | {fmt_time(end_to_end)} |",
+        f"| `space.encode_batch` of {n:,} `Arch` objects (validates each) | {fmt_time(enc['encode_seconds_per_arch'])} |",
+        f"| `space.lower` of {n:,} codes (vectorised numpy) | {fmt_time(enc['lower_seconds_per_arch'])} |",
+        f"| `CostModel.predict` end to end on {n:,} archs, 1 numba thread | {fmt_time(enc['predict_seconds_per_arch'])} |",
         "",
     ]
-    if args.validate:
-        lines += validation_section(args.validate)
-    report = "\n".join(lines)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report, encoding="utf-8")
-    print(report)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    written = []
+    v = raw["validation"]
+    if v:
+        lines += validation_lines(v)
+        if figures and "rows" in v["new_archs"]:  # data migrated from an old report has no per-architecture rows: its plot stays as committed
+            from nas.cost.validate import plot_validation
+
+            written.append(out_dir / PLOT)
+            plot_validation(v["new_archs"], written[-1])
+    return [write_markdown(out_dir / md_name, lines), *written]
 
 
-def validation_section(n: int) -> list[str]:
-    """Calibrate the quick-start space on this CPU (1 thread, batch 1), then measure n new architectures."""
-    from nas.cost import calibrate
-    from nas.cost.validate import plot_validation, validate
-
-    vspace = create_space("mbv3", num_classes=10, in_channels=1, resolution=32, width_mult=0.5)
-    t0 = time.perf_counter()
-    profile, diag = calibrate(vspace, n_archs=40, seed=0, threads=1, batch=1)
-    calib_s = time.perf_counter() - t0
-    model = CostModel(vspace, profile)
-    report = validate(model, n=n, seed=1234, threads=1, batch=1)
-    plot_validation(report, Path("results") / "cost_model_validation.png")
-    # The same networks measured a second time: how far measurement agrees with itself on this machine.
-    from scipy.stats import kendalltau
-
-    from nas.cost.calibrate import distinct_samples
-    from nas.cost.validate import measure_archs
-
-    first = np.array([r["measured_ms"] for r in report["rows"]])
-    again = measure_archs(model, distinct_samples(vspace, n, seed=1234), 1, 1)  # the architectures validate() drew
-    ceiling_tau = float(kendalltau(first, again).statistic)
-    ceiling_diff = float(np.mean(np.abs(first - again) / again))
-    a = diag["analytical_only"]
+def validation_lines(v: dict[str, Any]) -> list[str]:
+    cal, new, hold, ana, ceil = v["calibration"], v["new_archs"], v["holdout"], v["holdout_analytical_only"], v["noise_ceiling"]
     return [
         "## Predicted vs. measured on this CPU (batch 1, 1 thread)",
         "",
-        f"Space: the quick start's `mbv3` (width 0.5, 1x32x32). Calibration: {diag['lut_ops_measured']} ops timed alone into the lookup table "
-        f"plus 40 whole networks for scale and offset ({calib_s:.0f} s). Validation: {report['n']} *new* architectures (another seed), each built as "
-        "the standalone network an export produces and timed in interleaved rounds, each round normalised by its own median to cancel the machine's speed phases (`nas/cost/calibrate.py`). Plot: `cost_model_validation.png`.",
+        f"Space: the quick start's `mbv3` (width 0.5, 1x32x32). Calibration: {cal['lut_ops_measured']} ops timed alone into the lookup table "
+        f"plus {cal['archs']} whole networks for scale and offset ({cal['seconds']:.0f} s). Validation: {new['n']} *new* architectures (another seed), each built as "
+        f"the standalone network an export produces and timed in interleaved rounds, each round normalised by its own median to cancel the machine's speed phases (`nas/cost/calibrate.py`). Plot: `{PLOT}`.",
         "",
         "| model | evaluated on | Kendall tau | MAPE | within +/-10% |",
         "| --- | --- | ---: | ---: | ---: |",
-        f"| lookup table + analytical fallback (shipped) | {report['n']} new architectures | **{report['kendall_tau']:.3f}** | **{100 * report['mape']:.1f}%** | **{100 * report['within_10pct']:.0f}%** |",
-        f"| lookup table + analytical fallback | {diag['n_holdout']} held-out calibration networks | {diag['kendall_tau']:.3f} | {100 * diag['mape']:.1f}% | {100 * diag['within_10pct']:.0f}% |",
-        f"| analytical only (compute, memory, op count) | {diag['n_holdout']} held-out calibration networks | {a['kendall_tau']:.3f} | {100 * a['mape']:.1f}% | {100 * a['within_10pct']:.0f}% |",
-        f"| *measurement vs. the same {report['n']} networks measured again (noise ceiling)* | {report['n']} new architectures | *{ceiling_tau:.3f}* | *{100 * ceiling_diff:.1f}%* | |",
+        f"| lookup table + analytical fallback (shipped) | {new['n']} new architectures | **{new['kendall_tau']:.3f}** | **{100 * new['mape']:.1f}%** | **{100 * new['within_10pct']:.0f}%** |",
+        f"| lookup table + analytical fallback | {hold['n']} held-out calibration networks | {hold['kendall_tau']:.3f} | {100 * hold['mape']:.1f}% | {100 * hold['within_10pct']:.0f}% |",
+        f"| analytical only (compute, memory, op count) | {ana['n']} held-out calibration networks | {ana['kendall_tau']:.3f} | {100 * ana['mape']:.1f}% | {100 * ana['within_10pct']:.0f}% |",
+        f"| *measurement vs. the same {new['n']} networks measured again (noise ceiling)* | {new['n']} new architectures | *{ceil['kendall_tau']:.3f}* | *{100 * ceil['mean_abs_rel_diff']:.1f}%* | |",
         "",
         "The last row is the machine's own repeatability: no predictor can be shown to rank better than measurement agrees with itself. "
         "On this shared 2-core VM CPU speed changes in phases, which bounds both.",

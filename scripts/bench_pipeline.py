@@ -3,7 +3,9 @@
     python scripts/bench_pipeline.py [--out results/pipeline.md] [-- extra nas settings]
 
 Runs in a fresh run directory with an empty profile cache, so the cost-model
-calibration a first-time user pays is included in the wall time.
+calibration a first-time user pays is included in the wall time. The figures go
+to results/data/pipeline.json and the report is rendered from that file alone
+(`render`, also called by scripts/make_results.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from nas.machine import machine_markdown
-from nas.rundir import atomic_write_text
+from _results import data_path, machine_block, provenance, save_raw, write_markdown
+
+NAME = "pipeline"
+MARKDOWN = "pipeline.md"
+EXPORT_KEYS = ("arch_id", "trial", "params", "macs", "val_accuracy", "test_accuracy", "latency_pred_ms", "latency_measured_ms", "latency_error_pct")
 
 
 def main() -> None:
@@ -26,9 +32,18 @@ def main() -> None:
     ap.add_argument("--out", default="results/pipeline.md")
     ap.add_argument("settings", nargs="*", help="extra nas settings, e.g. --trials=20")
     args = ap.parse_args()
+    raw = {**provenance(NAME, {"nas_settings": args.settings}), **measure(args.settings)}
+    save_raw(data_path(args.out, NAME), raw)
+    out = Path(args.out)
+    render(raw, out.parent, md_name=out.name)
+    print(out.read_text())
+
+
+def measure(settings: list[str]) -> dict[str, Any]:
+    """`nas run` in a fresh directory and profile cache: its wall time, summary, export and Pareto front."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache"), "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
-        cmd = [sys.executable, "-m", "nas.cli", "run", "--run-dir", str(Path(tmp) / "run"), "--json", "--quiet", *args.settings]
+        cmd = [sys.executable, "-m", "nas.cli", "run", "--run-dir", str(Path(tmp) / "run"), "--json", "--quiet", *settings]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t0
@@ -37,38 +52,53 @@ def main() -> None:
         summary = json.loads(res.stdout.strip().splitlines()[-1])
         meta = json.loads((Path(tmp) / "run" / "export" / "meta.json").read_text())
         pareto = json.loads((Path(tmp) / "run" / "search" / "pareto.json").read_text())
-    shown = "nas run " + " ".join(args.settings) if args.settings else "nas run"
+    return {
+        "wall_seconds": wall,
+        "train": {"epoch_seconds": summary["train"]["epoch_seconds"]},
+        "search": {k: summary["search"][k] for k in ("trials", "search_seconds", "pareto_size")},
+        "export": {
+            **{k: meta[k] for k in EXPORT_KEYS},
+            "latency_repeats": meta["latency_setup"]["repeats"],
+            "supernet_vs_extracted_max_abs_diff": meta["verification"]["supernet_vs_extracted_max_abs_diff"],
+        },
+        "pareto_front": [{k: r[k] for k in ("trial", "arch_id", "accuracy", "latency_ms")} for r in pareto["front"]],
+    }
+
+
+def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
+    """pipeline.md from the data alone (no figure)."""
+    settings, meta, search = raw["settings"]["nas_settings"], raw["export"], raw["search"]
+    shown = "nas run " + " ".join(settings) if settings else "nas run"
     lines = [
         "# Quick start: `nas run` on digits",
         "",
         f"Command: `{shown}` (defaults: `mbv3` width 0.5, 8 supernet epochs with the sandwich rule, 40 NSGA-II trials, "
         "cpu latency profile calibrated on first use). Reproduce with `python scripts/bench_pipeline.py`.",
         "",
-        machine_markdown(),
+        machine_block(raw["machine"]),
         "| figure | value |",
         "| --- | --- |",
-        f"| wall time, whole command (process start to exit, calibration included) | {wall:.1f} s |",
-        f"| supernet training, last epoch | {summary['train']['epoch_seconds']:.1f} s/epoch |",
-        f"| search ({summary['search']['trials']} trials, evaluation included) | {summary['search']['search_seconds']:.1f} s |",
-        f"| Pareto front size | {summary['search']['pareto_size']} |",
+        f"| wall time, whole command (process start to exit, calibration included) | {raw['wall_seconds']:.1f} s |",
+        f"| supernet training, last epoch | {raw['train']['epoch_seconds']:.1f} s/epoch |",
+        f"| search ({search['trials']} trials, evaluation included) | {search['search_seconds']:.1f} s |",
+        f"| Pareto front size | {search['pareto_size']} |",
         f"| exported architecture | `{meta['arch_id']}` (trial {meta['trial']}) |",
         f"| params / MACs | {meta['params']:,} / {meta['macs']:,} |",
         f"| val accuracy (inherited weights, BN recalibrated) | {meta['val_accuracy']:.4f} |",
         f"| test accuracy | {meta['test_accuracy']:.4f} |",
         f"| latency predicted (cpu profile, batch 1, 1 thread) | {meta['latency_pred_ms']:.3f} ms |",
-        f"| latency measured (fastest of >= {meta['latency_setup']['repeats']} runs spread over >= 1.5 s) | {meta['latency_measured_ms']:.3f} ms |",
+        f"| latency measured (fastest of >= {meta['latency_repeats']} runs spread over >= 1.5 s) | {meta['latency_measured_ms']:.3f} ms |",
         f"| prediction error | {meta['latency_error_pct']:+.1f} % |",
-        f"| supernet vs extracted, max abs diff | {meta['verification']['supernet_vs_extracted_max_abs_diff']:.2e} |",
+        f"| supernet vs extracted, max abs diff | {meta['supernet_vs_extracted_max_abs_diff']:.2e} |",
         "",
         "Pareto front (validation accuracy vs. predicted latency):",
         "",
         "| trial | arch id | val acc | predicted ms |",
         "| --- | --- | --- | --- |",
-        *[f"| {r['trial']} | `{r['arch_id']}` | {r['accuracy']:.4f} | {r['latency_ms']:.3f} |" for r in pareto["front"]],
+        *[f"| {r['trial']} | `{r['arch_id']}` | {r['accuracy']:.4f} | {r['latency_ms']:.3f} |" for r in raw["pareto_front"]],
         "",
     ]
-    atomic_write_text(args.out, "\n".join(lines))
-    print("\n".join(lines))
+    return [write_markdown(out_dir / md_name, lines)]
 
 
 if __name__ == "__main__":

@@ -4,25 +4,29 @@
 
 Both are timed interleaved in rounds (fastest step over rounds spread across
 time, as the latency benchmark does: this shared VM alternates speed phases),
-for the smallest, median (by MACs) and largest architecture.
+for the smallest, median (by MACs) and largest architecture. The times go to
+results/data/supernet_overhead.json and the report is rendered from that file
+alone (`render`, also called by scripts/make_results.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from nas.machine import machine_markdown
-from nas.ranking import arch_macs, stratified_archs
-from nas.rundir import atomic_write_text
-from search_spaces import create_space
+from _results import data_path, machine_block, provenance, save_raw, write_markdown
+
+NAME = "supernet_overhead"
+MARKDOWN = "supernet_overhead.md"
 
 
-def step_time(models: list, x: torch.Tensor, y: torch.Tensor, rounds: int, min_seconds: float) -> list[float]:
+def step_time(models: list, x, y, rounds: int, min_seconds: float) -> list[float]:
+    import torch.nn.functional as F
+
     def one(m) -> float:
         t0 = time.perf_counter()
         F.cross_entropy(m(x), y).backward()
@@ -53,6 +57,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--out", default="results/supernet_overhead.md")
     args = ap.parse_args()
+    settings = {k: getattr(args, k) for k in ("space", "width_mult", "resolution", "batch", "threads", "rounds")}
+    raw = {**provenance(NAME, settings), **measure(args)}
+    save_raw(data_path(args.out, NAME), raw)
+    out = Path(args.out)
+    render(raw, out.parent, md_name=out.name)
+    print(out.read_text())
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Fastest training step through the supernet and extracted, per architecture (milliseconds)."""
+    import torch
+
+    from nas.ranking import arch_macs, stratified_archs
+    from search_spaces import create_space
+
     torch.set_num_threads(args.threads)
     space = create_space(args.space, num_classes=10, in_channels=1, resolution=args.resolution, width_mult=args.width_mult)
     torch.manual_seed(0)
@@ -67,25 +86,33 @@ def main() -> None:
         supernet.set_active(spec)
         static = supernet.extract(spec)
         t_super, t_static = step_time([supernet, static], x, y, args.rounds, min_seconds=3.0)
-        rows.append((label, arch.id, int(arch_macs(space, [arch])[0]), t_super * 1e3, t_static * 1e3, t_super / t_static))
+        rows.append({"architecture": label, "arch_id": arch.id, "macs": int(arch_macs(space, [arch])[0]), "supernet_ms": t_super * 1e3, "extracted_ms": t_static * 1e3})
         print(rows[-1])
+    return {"input_shape": list(space.input_shape), "rows": rows}
+
+
+def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
+    """supernet_overhead.md from the data alone (no figure); the ratio is supernet / extracted time."""
+    s = raw["settings"]
     lines = [
         "# Supernet overhead: subnetwork through the supernet vs. extracted",
         "",
-        f"Forward + backward of one training batch ({args.batch} x {tuple(space.input_shape)}), space `{args.space}` width {args.width_mult}, "
-        f"{args.threads} threads, fastest of >= {args.rounds} interleaved rounds over >= 3 s. "
-        f"Reproduce: `python scripts/bench_supernet_overhead.py --space {args.space} --width-mult {args.width_mult} --batch {args.batch} --threads {args.threads}`.",
+        f"Forward + backward of one training batch ({s['batch']} x {tuple(raw['input_shape'])}), space `{s['space']}` width {s['width_mult']}, "
+        f"{s['threads']} threads, fastest of >= {s['rounds']} interleaved rounds over >= 3 s. "
+        f"Reproduce: `python scripts/bench_supernet_overhead.py --space {s['space']} --width-mult {s['width_mult']} --batch {s['batch']} --threads {s['threads']}`.",
         "",
-        machine_markdown(),
+        machine_block(raw["machine"]),
         "| architecture | arch id | MACs / image | supernet ms | extracted ms | ratio |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
-        *[f"| {r[0]} | `{r[1]}` | {r[2]:,} | {r[3]:.2f} | {r[4]:.2f} | **{r[5]:.3f}** |" for r in rows],
+        *[
+            f"| {r['architecture']} | `{r['arch_id']}` | {r['macs']:,} | {r['supernet_ms']:.2f} | {r['extracted_ms']:.2f} | **{r['supernet_ms'] / r['extracted_ms']:.3f}** |"
+            for r in raw["rows"]
+        ],
         "",
         "Target (issue 3): ratio <= 1.10 for the median architecture on CPU.",
         "",
     ]
-    atomic_write_text(args.out, "\n".join(lines))
-    print("\n".join(lines))
+    return [write_markdown(out_dir / md_name, lines)]
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 Runs the real training step (`nas.train.Trainer.train_step`, sandwich rule) on
 synthetic 3x32x32 batches already on the device, so it measures the model and
 the step, not the disk. On a GPU it compares fp32, bf16 autocast, channels-last
-and torch.compile; on a CPU only the options that apply there.
+and torch.compile; on a CPU only the options that apply there. The figures go to
+results/data/train_throughput.json and the report is rendered from that file
+alone (`render`, also called by scripts/make_results.py).
 """
 
 from __future__ import annotations
@@ -13,22 +15,27 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
-import torch
+from _results import data_path, machine_block, provenance, save_raw, write_markdown
 
-from nas.context import open_run
-from nas.machine import machine_markdown
-from nas.rundir import atomic_write_text
-from nas.train import SupernetPlan, Trainer
+NAME = "train_throughput"
+MARKDOWN = "train_throughput.md"
 
 
 def measure(settings: list[str], device: str, batch: int, steps: int, warmup: int) -> float:
+    """Images per second of the training step under ``settings`` (one image counted once per step)."""
+    import torch
+
+    from nas.context import open_run
+    from nas.train import SupernetPlan, Trainer
+    from search_spaces import create_space
+
     with tempfile.TemporaryDirectory() as tmp:
         overrides = ["space.name=mbv3", "data.name=digits", "data.resolution=32", f"device={device}", "trackers=jsonl", f"data.batch_size={batch}", *settings]
         with open_run(tmp, overrides=overrides, progress=False, quiet=True) as ctx:
             # CIFAR-sized supernet (3 channels, 10 classes) on synthetic device-resident batches
-            from search_spaces import create_space
-
             ctx.space = create_space("mbv3", num_classes=10, in_channels=3, resolution=32, width_mult=ctx.cfg.space.width_mult)
             trainer = Trainer(ctx, ctx.space.build_supernet(), SupernetPlan(ctx), None, seed=0)
             x = torch.randn(batch, 3, 32, 32, device=ctx.device)
@@ -46,6 +53,8 @@ def measure(settings: list[str], device: str, batch: int, steps: int, warmup: in
 
 
 def main() -> None:
+    import torch
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, default=None)
@@ -65,26 +74,39 @@ def main() -> None:
     rows = []
     for name, settings in variants.items():
         ips = measure(settings, device, batch, steps, warmup=3 if not cuda else 10)
-        rows.append((name, ips))
+        rows.append({"variant": name, "images_per_second": ips})
         print(name, f"{ips:.0f} images/s", flush=True)
-    dev_name = torch.cuda.get_device_name() if cuda else "CPU"
+    raw = {
+        **provenance(NAME, {"device": device, "batch": batch, "steps": steps}),
+        "cuda": cuda,
+        "device_name": torch.cuda.get_device_name() if cuda else "CPU",
+        "rows": rows,
+    }
+    save_raw(data_path(args.out, NAME), raw)
+    out = Path(args.out)
+    render(raw, out.parent, md_name=out.name)
+    print(out.read_text())
+
+
+def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
+    """train_throughput.md from the data alone (no figure)."""
+    s = raw["settings"]
     lines = [
         "# Supernet training throughput (CIFAR-10-sized input)",
         "",
-        f"`mbv3` width 0.5 supernet, 3x32x32 input, sandwich rule (4 subnetworks per step), batch {batch}, {steps} timed steps, device: **{dev_name}**. "
+        f"`mbv3` width 0.5 supernet, 3x32x32 input, sandwich rule (4 subnetworks per step), batch {s['batch']}, {s['steps']} timed steps, device: **{raw['device_name']}**. "
         "An image counts once per step (the 4 subnetworks per step are included in its cost). "
-        f"Reproduce: `python scripts/bench_train_throughput.py --device {device}`.",
+        f"Reproduce: `python scripts/bench_train_throughput.py --device {s['device']}`.",
         "",
-        machine_markdown(),
+        machine_block(raw["machine"]),
         "| variant | images/s |",
         "| --- | ---: |",
-        *[f"| {n} | {v:,.0f} |" for n, v in rows],
+        *[f"| {r['variant']} | {r['images_per_second']:,.0f} |" for r in raw["rows"]],
         "",
     ]
-    if not cuda:
+    if not raw["cuda"]:
         lines += ["No GPU was available for this measurement; on a CUDA machine the same command also measures bf16, channels-last and torch.compile.", ""]
-    atomic_write_text(args.out, "\n".join(lines))
-    print("\n".join(lines))
+    return [write_markdown(out_dir / md_name, lines)]
 
 
 if __name__ == "__main__":
