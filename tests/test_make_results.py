@@ -37,3 +37,36 @@ def test_changed_data_changes_the_table_and_check_names_it(tmp_path: Path) -> No
     after = (results / "supernet_overhead.md").read_text()
     assert "123.45" in after and after != before
     assert _make("--check", "--only", "supernet_overhead", "--results-dir", str(results)).returncode == 0
+
+
+def test_check_names_a_hand_edited_table_and_an_orphan(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results", results)
+    table = results / "mixtures.md"
+    table.write_text(table.read_text().replace("| 4 | **", "| 4 | **0.999 ± 0.000** (edited) | **", 1))
+    (results / "orphan.md").write_text("# A table with no data behind it\n")
+    checked = _make("--check", "--results-dir", str(results))
+    assert checked.returncode == 1
+    assert "mixtures.md: differs" in checked.stderr and "orphan.md: no data" in checked.stderr
+    assert "ranking.md" not in checked.stderr  # only the files that differ are named
+
+
+def test_full_render_writes_tables_and_plots(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "data", results / "data")
+    assert _make("--only", "controllers", "--results-dir", str(results)).returncode == 0
+    assert (results / "controllers.md").read_text() == (ROOT / "results" / "controllers.md").read_text()
+    assert (results / "controllers.png").stat().st_size > 10_000
+
+
+def test_machine_block_is_nas_machine_markdown(monkeypatch) -> None:
+    """The recorded-machine lines keep nas.machine's format, so a re-render reads like a fresh report."""
+    import nas.machine
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from _results import machine_block
+
+    info = {"date": "2000-01-01 00:00 UTC", "platform": "p", "processor": "cpu", "logical_cores": "3",
+            **{k: f"{k}-v" for k in ("python", "torch", "torchvision", "numpy", "numba", "optuna", "timm")}}
+    monkeypatch.setattr(nas.machine, "machine_info", lambda: dict(info))
+    assert machine_block(info) == nas.machine.machine_markdown()
