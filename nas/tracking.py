@@ -167,6 +167,12 @@ class JsonlTracker:
         _check_reserved(values)
         self._write({"time": time.time(), "kind": "summary", "step": None, **values})
 
+    def log_hparams(self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]) -> None:
+        self._write({"time": time.time(), "kind": "hparams", "step": None, "name": name, "hparams": dict(hparams), "metrics": dict(metrics)})
+
+    def log_artifact(self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None) -> None:
+        self._write({"time": time.time(), "kind": "artifact", "step": None, "name": name, "path": str(path), "type": type, "metadata": dict(metadata or {})})
+
     def close(self) -> None:
         with self._lock:
             if self._file.closed:
@@ -267,6 +273,10 @@ class TensorBoardTracker:
     def summary(self, values: Mapping[str, Any]) -> None:
         self._writer.add_text("summary", markdown_table(["key", "value"], sorted(values.items())))
 
+    def log_hparams(self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]) -> None:
+        """One session of TensorBoard's HParams tab, written as the sub-run ``tensorboard/<name>``."""
+        self._writer.add_hparams(dict(hparams), dict(metrics), run_name=name)
+
     def close(self) -> None:
         self._writer.close()
 
@@ -351,6 +361,12 @@ def _wandb_settings(wandb: Any) -> Any:
     if fields is not None:
         wanted = {k: v for k, v in wanted.items() if k in fields}
     return wandb.Settings(**wanted)
+
+
+def _artifact_name(name: str) -> str:
+    """wandb artifact names allow only letters, digits, '-', '_' and '.'."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "-" for c in name).strip("-.")
+    return cleaned or "artifact"
 
 
 class WandbTracker:
@@ -447,6 +463,18 @@ class WandbTracker:
             return
         self.run.summary.update(dict(values))
 
+    def log_artifact(self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None) -> None:
+        """A file or directory as a versioned wandb artifact (offline runs keep it for ``wandb sync``)."""
+        if self.run is None:
+            return
+        artifact = self._wandb.Artifact(_artifact_name(name), type=type, metadata=dict(metadata or {}))
+        p = Path(path)
+        if p.is_dir():
+            artifact.add_dir(str(p))
+        else:
+            artifact.add_file(str(p))
+        self.run.log_artifact(artifact)
+
     def close(self) -> None:
         run, self.run = self.run, None
         if run is not None:
@@ -501,6 +529,20 @@ class Trackers:
     def summary(self, values: Mapping[str, Any]) -> None:
         for t in self.trackers:
             self._call(t, "summary", values)
+
+    # Optional methods: only the trackers that have them get these (a tracker needs only the Tracker protocol).
+
+    def log_hparams(self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]) -> None:
+        """One hyper-parameter session (e.g. an architecture's choices with its accuracy and latency)."""
+        for t in self.trackers:
+            if hasattr(t, "log_hparams"):
+                self._call(t, "log_hparams", name, hparams, metrics)
+
+    def log_artifact(self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None) -> None:
+        """A file or directory worth keeping with the run (e.g. the exported model)."""
+        for t in self.trackers:
+            if hasattr(t, "log_artifact"):
+                self._call(t, "log_artifact", name, path, type, metadata)
 
     def close(self) -> None:
         """Close every tracker; a JSONL close error is re-raised after the others are closed."""
