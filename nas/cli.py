@@ -1,4 +1,4 @@
-"""``nas`` command line: train, search, export, run (all three), finetune, rank, spaces, latency.
+"""``nas`` command line: train, search, export, run (all three), finetune, report, rank, spaces, latency.
 
 Any setting of :class:`nas.config.NASConfig` can be given as ``--section.key=value``
 (e.g. ``--train.epochs=3``); common ones have short aliases (``--epochs``,
@@ -59,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--epochs", type=int, default=None, help="training epochs (default: the run's train.epochs)")
     fin.add_argument("--format", default=None,
                      help="formats to write besides torch (model.pt, always written), as for nas export: e.g. onnx,torchscript or all")
+    # --- report (nas/report.py owns its options) ---
+    rep = sub.add_parser("report", help="figures and a self-contained HTML/Markdown report of a run directory",
+                         description="Pareto front, supernet training curves, ranking scatter and controller any-time curve as PNG files plus report.html / report.md; "
+                                     "the same figures and the Pareto table go to the run's trackers. Set --trackers=... to choose them.")
+    rep.add_argument("dir", nargs="?", metavar="DIR", help="run directory (or use --run-dir)")
+    _common(rep)
+    rep.add_argument("--out", default=None, help="output directory (default: DIR/report)")
+    rep.add_argument("--no-trackers", action="store_true",
+                     help="only write the files: send nothing to the run's trackers and take no lock (works while a run is in progress)")
+    rep.add_argument("--resend", action="store_true", help="send to the trackers even if they already received a report of the same content")
     rank = sub.add_parser("rank", help="ranking report: supernet accuracy vs. standalone training of K architectures")
     _common(rank)
     rank.add_argument("--archs", type=int, default=20, help="number of architectures, stratified by size (default 20)")
@@ -162,6 +172,10 @@ def _dispatch(args: argparse.Namespace, overrides: list[str]) -> int:
         from nas.finetune import cmd_finetune
 
         return cmd_finetune(args, base, overrides)
+    if args.command == "report":
+        from nas.report import cmd_report
+
+        return cmd_report(args, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else None
     t0 = time.perf_counter()
     summary: dict[str, Any] = pipeline.run_command(args.command, run_dir, base, overrides, quiet=args.quiet)
