@@ -95,6 +95,9 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
                 summary["export_dir"] = str(ctx.run_dir / "export")
                 summary["formats"] = {f: r["ok"] for f, r in meta["formats"].items()}
                 ctx.say("formats: " + ", ".join(f"{f} {'ok' if r['ok'] else 'FAILED'}" + (f" (max diff {r['max_abs_diff']:.2g})" if "max_abs_diff" in r else "") for f, r in meta["formats"].items()))
+                from nas.report import report_after_run
+
+                report_after_run(ctx)  # figures + report.html in <run>/report/ and to the trackers (a failure only warns)
                 failed = failed_formats(meta)
                 if failed:
                     raise ExportError(f"export format(s) failed: {'; '.join(f'{f}: {e}' for f, e in failed.items())} (the other formats are in {ctx.run_dir / 'export'}; see meta.json)")
