@@ -14,6 +14,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +29,29 @@ PathLike = str | os.PathLike[str]
 
 class RunDirError(Exception):
     """A run directory (or a file in it) is missing, unreadable or in use."""
+
+
+class WriteError(RunDirError, OSError):
+    """An atomic write failed (disk full, read-only, no permission): one line naming the file; still an ``OSError``.
+
+    Keeps the original ``errno`` so callers can tell ENOSPC apart, and says that the
+    previous version of the file is intact, which is what a user needs to know.
+    """
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        OSError.__init__(self, cause.errno, cause.strerror)
+        what = "disk full" if cause.errno in (errno.ENOSPC, errno.EDQUOT) else "cannot write"
+        reason = cause.strerror or str(cause)
+        self.path = path
+        self.message = (
+            f"{what} while writing {path} ({reason}); its previous version is intact: "
+            "free some space and re-run the same command to resume"
+            if what == "disk full"
+            else f"{what} {path} ({reason}); its previous version is intact"
+        )
+
+    def __str__(self) -> str:
+        return self.message
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -61,30 +85,71 @@ def _open_temp(directory: Path, name: str) -> tuple[int, Path]:
             continue
 
 
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # what _open_temp creates
+
+
+def remove_stale_temp_files(run_dir: PathLike) -> list[Path]:
+    """Delete the temp files of atomic writes a killed process left in ``run_dir``; returns them.
+
+    Only safe while holding the run directory's exclusive lock: then no other
+    process of this engine is writing there.
+    """
+    removed = []
+    for p in Path(run_dir).rglob(".*.tmp"):
+        if _TEMP_NAME.match(p.name) and p.is_file():
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Write via ``write(file)`` into a temp file, then rename it over ``path``.
 
     Readers (and a resumed run) see either the old file or the complete new one,
     never a truncated one: if anything fails (serialisation error, disk full,
-    interrupt) the temp file is removed and the previous file stays intact.
+    interrupt) the temp file is removed and the previous file stays intact. An
+    ``OSError`` comes back as :class:`WriteError`, whose one-line message names the file.
     """
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)  # e.g. <run>/checkpoints on the first save
-    fd, tmp = _open_temp(directory, target.name)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)  # e.g. <run>/checkpoints on the first save
+        fd, tmp = _open_temp(directory, target.name)
+    except WriteError:
+        raise
+    except OSError as exc:
+        raise WriteError(target, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
+        cause = _os_error_in(exc)
+        if cause is not None and not isinstance(exc, WriteError):
+            raise WriteError(target, cause) from exc
         raise
     _fsync_dir(directory)
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``exc``: ``torch.save`` reports a failed write as a RuntimeError caused by it."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, OSError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
