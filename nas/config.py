@@ -7,6 +7,7 @@ Every key is checked: an unknown key or a value of the wrong type is a
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -247,6 +251,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         raise ConfigError(f"config key {key!r} expects true/false, got {value!r}")
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; users mean the number
     if typ is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if typ is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
