@@ -217,6 +217,7 @@ class Trainer:
         self.ema = {n: p.detach().clone() for n, p in self._named_params} if t.ema_decay else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.pos = Position()
+        self._saved_at: tuple[int, int] | None = None  # (epochs done, steps into the next) of the last checkpoint
 
     # --- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -250,11 +251,34 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.aug_gen.set_state(state["augment_rng"])
         self.pos = Position(**state["position"])
+        self._saved_at = (self.pos.epoch, self.pos.step_in_epoch)
 
     def save(self) -> None:
+        """Checkpoint atomically; weights that are no longer finite are refused, so the last checkpoint stays a good one."""
+        if self.ckpt is not None:  # every rank checks (the weights are identical), so none is left waiting at the barrier
+            finite = torch.stack([torch.isfinite(p).all() for _, p in self._named_params]).all().item()  # one device sync
+            if not finite:
+                bad = next(n for n, p in self._named_params if not torch.isfinite(p).all())
+                raise FloatingPointError(f"weights became non-finite ({bad}) by {self._where(done=True)}; last good checkpoint: {self._last_good()} (lower --train.lr or set train.grad_clip)")
         if self.ckpt is not None and self.dist.is_main:
             atomic_torch_save(self.state_dict(), self.ckpt)
+            self._saved_at = (self.pos.epoch, self.pos.step_in_epoch)
         barrier(self.dist)
+
+    def _where(self, done: bool = False) -> str:
+        """``epoch E step S`` (1-based) of the step being trained, or of the last finished one (``done``)."""
+        epoch, step = self.pos.epoch + 1, self.pos.step_in_epoch + (0 if done else 1)
+        if done and step == 0:  # just after an epoch ended
+            epoch, step = self.pos.epoch, self.steps_per_epoch
+        return f"epoch {epoch} step {step}/{self.steps_per_epoch}"
+
+    def _last_good(self) -> str:
+        """The checkpoint a user can go back to, with the position it holds."""
+        if self.ckpt is None or self._saved_at is None or not self.ckpt.exists():
+            return "none (no checkpoint was written yet)"
+        epoch, step = self._saved_at
+        at = f"after epoch {epoch}" if step == 0 else f"epoch {epoch + 1} step {step}/{self.steps_per_epoch}"
+        return f"{self.ckpt} ({at})"
 
     # --- one optimizer step ----------------------------------------------------------------------
     def _autocast(self) -> Any:
@@ -300,11 +324,7 @@ class Trainer:
                 if self._routed:  # mixtures learn which weight set each configuration goes to
                     self.model.route_update(x, y, self.loss_fn, step)
         if not math.isfinite(total):
-            last = self.ckpt if self.ckpt is not None and self.ckpt.exists() else "none"
-            raise FloatingPointError(
-                f"loss became {total} at epoch {self.pos.epoch + 1} step {step}; last good checkpoint: {last} "
-                "(lower --train.lr or set train.grad_clip)"
-            )
+            raise FloatingPointError(f"loss became {total} at {self._where()}; last good checkpoint: {self._last_good()} (lower --train.lr or set train.grad_clip)")
         if self.dist.world_size > 1:
             allreduce_gradients(self.model.parameters(), self.dist)
         if t.grad_clip:
@@ -323,10 +343,13 @@ class Trainer:
         torch._foreach_lerp_([self.ema[n] for n, _ in trained], [p.detach() for _, p in trained], 1 - self.cfg.ema_decay)
 
     # --- the loop ------------------------------------------------------------------------------
-    def fit(self) -> dict[str, Any]:
+    def fit(self, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train to ``train.epochs``; ``resume_state`` is the checkpoint already loaded (and checked) by the caller."""
         t, ctx = self.cfg, self.ctx
-        if self.ckpt is not None and self.ckpt.exists():
-            self.load_state_dict(load_checkpoint(self.ckpt, ctx.fingerprint()))
+        if resume_state is None and self.ckpt is not None and self.ckpt.exists():
+            resume_state = load_checkpoint(self.ckpt, ctx.fingerprint())
+        if resume_state is not None:
+            self.load_state_dict(resume_state)
             if self.pos.epoch >= t.epochs:
                 ctx.say(f"already trained ({self.pos.epoch} epochs) in {self.ckpt}")
                 return self.pos.history[-1] if self.pos.history else {}
@@ -367,8 +390,11 @@ class Trainer:
         return self.pos.history[-1]
 
 
-def train_supernet(ctx: RunContext, dist: DistInfo = SINGLE) -> dict[str, Any]:
-    """Train (or resume training) the run's supernet; returns the last epoch's metrics."""
+def train_supernet(ctx: RunContext, dist: DistInfo = SINGLE, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or resume training) the run's supernet; returns the last epoch's metrics.
+
+    ``resume_state``: the run's checkpoint, when the caller has already loaded it to check it.
+    """
     torch.manual_seed(ctx.cfg.seed)  # the initial weights are part of what the seed reproduces
     net = ctx.build_supernet()
     if ctx.cfg.space.supernet == "single_path":
@@ -378,7 +404,7 @@ def train_supernet(ctx: RunContext, dist: DistInfo = SINGLE) -> dict[str, Any]:
     else:
         plan = SupernetPlan(ctx)
     trainer = Trainer(ctx, net, plan, checkpoint_path(ctx.run_dir), seed=ctx.cfg.seed, dist=dist)
-    return trainer.fit()
+    return trainer.fit(resume_state)
 
 
 def evaluate_arch(ctx: RunContext, net: nn.Module, arch: Any, split: str = "val") -> float:
