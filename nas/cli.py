@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors as exc:
         if os.environ.get("NAS_DEBUG"):
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        msg = " ".join(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).split())  # always one line
         print(f"nas: error: {msg}  (NAS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 

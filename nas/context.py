@@ -7,11 +7,12 @@ config whose data or space differ from the ones the directory was started with.
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import yaml
@@ -22,7 +23,7 @@ from nas.config import ConfigError, NASConfig, build_config, load_yaml, parse_ov
 from nas.data import DataBundle, load_data, make_loader
 from nas.devices import resolve_device
 from nas.distributed import DistInfo
-from nas.rundir import RunLock, atomic_write_text, prepare_run_dir
+from nas.rundir import LOCK_NAME, RunLock, atomic_write_text, prepare_run_dir, remove_stale_temp_files
 from nas.tracking import Trackers, make_trackers
 from search_spaces import SearchSpace, create_space
 
@@ -159,6 +160,17 @@ def validate_config(cfg: NASConfig) -> None:
             raise ConfigError(f"search.controller_options: controller {cfg.search.controller!r} has no option {', '.join(map(repr, unknown))}; its options: {own or 'none'}")
     if cfg.space.supernet == "single_path" and cfg.search.latency_budget_ms is None:
         raise ConfigError("--supernet single_path trains towards a latency target: give --latency-budget-ms")
+    try:
+        resolve_device(cfg.device)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (device)") from None
+    if cfg.export.formats is not None:
+        from nas.export_formats import FORMAT_ALIASES, FORMATS
+
+        known = set(FORMATS) | set(FORMAT_ALIASES) | {"all"}
+        unknown = [f for f in cfg.export.formats if str(f).strip().lower() not in known]
+        if unknown:
+            raise ConfigError(f"unknown export format {unknown[0]!r} (export.formats / --format); known: {', '.join(FORMATS)} (or all)")
 
 
 def _check_sampler_options(cfg: NASConfig, space: SearchSpace) -> None:
@@ -195,35 +207,75 @@ def open_run(
     quiet: bool = False,
     dist: DistInfo | None = None,
     search_only: bool = False,
+    preflight: Callable[[RunContext], None] | None = None,
 ) -> RunContext:
-    """Lock ``run_dir``, resolve and save the config, load data and build the space.
+    """Lock ``run_dir``, resolve and check the config, load data and build the space, then save the config.
 
+    Nothing in the run directory is written until every check has passed (config,
+    lock, data, space, sampler options and the command's own ``preflight``, which
+    sees the context before the config is saved): a refused command leaves the
+    directory as it was, and one that did not exist is not left behind.
     Under torchrun only rank 0 locks the directory, writes the config and tracks;
     the other ranks read the same settings and stay silent. A search-only command
     on a shared storage (``search.storage``) takes the lock shared: several search
     workers may use the directory at once, a training run may not.
     """
     dist = dist or DistInfo(rank=0, world_size=1, local_rank=0, is_main=True)
-    run_dir = prepare_run_dir(Path(run_dir))
+    run_dir = Path(run_dir).expanduser().resolve()
+    missing = _missing_ancestors(run_dir)
     stack = ExitStack()
     try:
         cfg = resolve_config(run_dir, base, overrides)
         validate_config(cfg)
         if dist.is_main:
-            stack.enter_context(RunLock(run_dir, shared=search_only and cfg.search.storage is not None))
-        if dist.is_main:
-            atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            run_dir = prepare_run_dir(run_dir)
+            lock = stack.enter_context(RunLock(run_dir, shared=search_only and cfg.search.storage is not None))
+            if not lock.shared:  # a killed run's half-written temp files; nobody else can be writing now
+                remove_stale_temp_files(run_dir)
         device = resolve_device(cfg.device)
         if device.type == "cuda" and dist.world_size > 1:
             device = torch.device("cuda", dist.local_rank)
         data = load_config_data(cfg)
         space = build_space(cfg, data)
         _check_sampler_options(cfg, space)
+        ctx = RunContext(cfg, run_dir, device, data, space, Trackers([]), progress=progress, quiet=quiet if dist.is_main else True, _stack=stack)
+        if preflight is not None:
+            preflight(ctx)
         if dist.is_main:
-            trackers = stack.enter_context(make_trackers(run_dir, cfg.trackers, config=cfg.to_dict(), wandb_mode=cfg.wandb_mode))
-        else:
-            trackers, quiet = Trackers([]), True
+            text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            saved = run_dir / CONFIG_FILE
+            if not saved.exists() or saved.read_text(encoding="utf-8") != text:  # unchanged settings: file untouched
+                atomic_write_text(saved, text)
+            ctx.trackers = stack.enter_context(make_trackers(run_dir, cfg.trackers, config=cfg.to_dict(), wandb_mode=cfg.wandb_mode))
     except BaseException:
         stack.close()
+        if dist.is_main:
+            _remove_if_untouched(missing)
         raise
-    return RunContext(cfg, run_dir, device, data, space, trackers, progress=progress, quiet=quiet, _stack=stack)
+    return ctx
+
+
+def _missing_ancestors(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first (what a refused command must not leave behind)."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def _remove_if_untouched(created: list[Path]) -> None:
+    """Remove directories this command created, if they hold nothing but the lock file."""
+    for d in created:
+        try:
+            entries = os.listdir(d)
+        except OSError:
+            continue
+        if entries not in ([], [LOCK_NAME]):
+            return
+        try:
+            if entries:
+                (d / LOCK_NAME).unlink()
+            d.rmdir()
+        except OSError:
+            return

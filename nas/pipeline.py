@@ -11,21 +11,26 @@ from pathlib import Path
 import numpy as np
 from typing import Any, Mapping, Sequence
 
+from nas.config import ConfigError
 from nas.context import RunContext, build_space, open_run, resolve_config
 from nas.controllers import create_controller
 from nas.cost import CostModel, DeviceProfile, ProfileError, default_profile_path, load_or_calibrate, predict_many, space_signature
 from nas.distributed import cleanup, init_distributed
 from nas.export import ExportError, choose_trial, export_arch, failed_formats
 from nas.export_formats import resolve_formats
-from nas.rundir import atomic_write_json, default_run_dir
+from nas.rundir import atomic_write_json, default_run_dir, read_json
 from nas.search import format_front, run_search
-from nas.train import load_supernet, train_supernet
+from nas.train import checkpoint_path, load_checkpoint, load_supernet, train_supernet
+from search_spaces import InvalidArchitectureError
 
 PROFILE_IN_RUN = "cost_profile.json"
 
 
-def cost_model_for_run(ctx: RunContext) -> CostModel:
-    """The run's latency predictor, pinned in the run directory so a resumed search predicts the same numbers."""
+def cost_model_for_run(ctx: RunContext, pin: bool = True) -> CostModel:
+    """The run's latency predictor, pinned in the run directory so a resumed search predicts the same numbers.
+
+    ``pin=False`` only builds it (a command's checks run before anything is written).
+    """
     pinned = ctx.run_dir / PROFILE_IN_RUN
     if ctx.cfg.search.profile:
         model = CostModel(ctx.space, DeviceProfile.load(ctx.cfg.search.profile))
@@ -34,16 +39,72 @@ def cost_model_for_run(ctx: RunContext) -> CostModel:
     else:
         ctx.say("calibrating the cpu latency model on this machine (cached for later runs)...")
         model = load_or_calibrate(ctx.space, device="cpu", n_archs=ctx.cfg.search.calibration_archs, seed=ctx.cfg.seed, progress=ctx.progress)
-    if not pinned.exists():
+    if pin and not pinned.exists():
         model.profile.save(pinned)
     return model
 
 
-def _device_model(ctx: RunContext, device: str, primary: bool) -> CostModel:
+def _device_model(ctx: RunContext, device: str, primary: bool, pin: bool = True) -> CostModel:
     """The cpu profile pinned in the run (calibrated once, only when a search uses it), else the named profile."""
     if device == "cpu":
-        return cost_model_for_run(ctx)
+        return cost_model_for_run(ctx, pin=pin)
     return _profile_for(ctx.space, device, ctx.cfg.search.profile if primary else None, None, ctx.progress)
+
+
+def check_budget(budget: float | None, cost: CostModel, space: Any) -> None:
+    """A budget below the smallest architecture's predicted latency can never be met: refuse it before any work."""
+    if budget is None:
+        return
+    floor = float(cost.predict([space.smallest()])[0])
+    if budget < floor:
+        raise ConfigError(
+            f"latency budget {budget:g} ms (search.latency_budget_ms) is below the smallest architecture's predicted latency "
+            f"of {floor:.3f} ms on {cost.profile.name}: no architecture can meet it; give at least {floor:.3f} ms"
+        )
+
+
+def _export_row(ctx: RunContext) -> dict[str, Any]:
+    """The trial ``nas export`` will write, its architecture checked against the space (no study: nothing to export)."""
+    scfg = ctx.cfg.search
+    if scfg.storage is None and not (ctx.run_dir / "study.db").exists():
+        raise ExportError("the search has no finished trials; run `nas search` first")
+    row = choose_trial(_search_history(ctx), ctx.cfg.export.trial, scfg.latency_budget_ms)
+    try:
+        ctx.space.arch(row["arch"])
+    except InvalidArchitectureError as exc:
+        raise InvalidArchitectureError(f"trial {row['trial']}'s architecture does not belong to space {ctx.space.name!r}: {exc}") from None
+    return row
+
+
+def _preflight(command: str, ctx: RunContext) -> dict[str, Any]:
+    """Every check a command can make before it writes anything: formats, checkpoint, devices, budget, trial.
+
+    Runs inside :func:`open_run` before the config is saved, so a refused command
+    leaves the run directory exactly as it was. Returns what it built, for reuse.
+    """
+    out: dict[str, Any] = {}
+    if command in ("export", "run"):  # an unknown format, or one that cannot represent this space
+        out["formats"] = resolve_formats(ctx.cfg.export.formats, ctx.space)
+    ckpt = checkpoint_path(ctx.run_dir)
+    if command in ("train", "run") and ckpt.exists():  # corrupt or foreign: refused, never overwritten
+        out["resume_state"] = load_checkpoint(ckpt, ctx.fingerprint())
+    if command in ("search", "export"):
+        out["supernet"] = load_supernet(ctx)
+    if command in ("search", "export", "run"):
+        devices = ctx.cfg.search.devices
+        out["costs"] = [_device_model(ctx, d, primary=i == 0, pin=False) for i, d in enumerate(devices)]
+    if command in ("search", "run"):
+        check_budget(ctx.cfg.search.latency_budget_ms, out["costs"][0], ctx.space)
+    if command == "export":
+        out["row"] = _export_row(ctx)
+    return out
+
+
+def _pin_profiles(ctx: RunContext, costs: list[CostModel]) -> None:
+    """Pin the cpu profile the checks used into the run directory (once the command is accepted)."""
+    pinned = ctx.run_dir / PROFILE_IN_RUN
+    if "cpu" in ctx.cfg.search.devices and not pinned.exists():
+        costs[ctx.cfg.search.devices.index("cpu")].profile.save(pinned)
 
 
 def _search_history(ctx: RunContext) -> list[dict[str, Any]]:
@@ -63,20 +124,23 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
     if dist.world_size > 1 and run_dir is None:
         raise ValueError("under torchrun give --run-dir: every rank must use the same run directory")
     run_dir = run_dir or default_run_dir(command)
-    with open_run(run_dir, base, overrides, progress=not quiet, quiet=quiet, dist=dist, search_only=command == "search") as ctx:
+    checked: dict[str, Any] = {}
+    with open_run(run_dir, base, overrides, progress=not quiet, quiet=quiet, dist=dist, search_only=command == "search",
+                  preflight=lambda c: checked.update(_preflight(command, c))) as ctx:
         ctx.say(f"run directory: {ctx.run_dir}")
-        # an unknown export format, or one that cannot represent this space, is refused before any work
-        formats = resolve_formats(ctx.cfg.export.formats, ctx.space) if command in ("export", "run") else []
+        formats = checked.get("formats", [])
         summary: dict[str, Any] = {"command": command, "run_dir": str(ctx.run_dir)}
         if command in ("train", "run"):
             if dist.world_size > 1 and ctx.cfg.data.batch_size % dist.world_size:
                 raise ValueError(f"data.batch_size={ctx.cfg.data.batch_size} is the global batch; it must be divisible by the {dist.world_size} processes")
-            summary["train"] = train_supernet(ctx, dist)
+            summary["train"] = train_supernet(ctx, dist, resume_state=checked.pop("resume_state", None))
             summary["world_size"] = dist.world_size
         if command in ("search", "export", "run"):
-            supernet = load_supernet(ctx)
+            supernet = checked.pop("supernet", None)
+            supernet = supernet if supernet is not None else load_supernet(ctx)
             devices = ctx.cfg.search.devices
-            costs = [_device_model(ctx, d, primary=i == 0) for i, d in enumerate(devices)]
+            costs = checked["costs"]
+            _pin_profiles(ctx, costs)
             if command in ("search", "run"):
                 result = run_search(ctx, supernet, costs)
                 table = format_front(result["pareto"], result["latency_budget_ms"], devices)
@@ -84,7 +148,7 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
                     print(table, file=table_stream or sys.stdout, flush=True)
                 summary["search"] = {"trials": result["trials"], "pareto_size": len(result["pareto"]), "search_seconds": round(result["search_seconds"], 2)}
             if command in ("export", "run"):
-                row = choose_trial(_search_history(ctx), ctx.cfg.export.trial, ctx.cfg.search.latency_budget_ms)
+                row = checked["row"] if command == "export" else choose_trial(_search_history(ctx), ctx.cfg.export.trial, ctx.cfg.search.latency_budget_ms)
                 meta = export_arch(ctx, supernet, costs, row, formats=formats)
                 ctx.trackers.summary({k: meta[k] for k in ("test_accuracy", "val_accuracy", "latency_pred_ms", "latency_measured_ms", "params", "macs")})
                 ctx.say(
@@ -169,6 +233,15 @@ def _profile_for(space: Any, device: str, explicit: str | None, run_dir: Path | 
     return CostModel(space, DeviceProfile.load(path))
 
 
+def _read_arch(space: Any, path: str) -> Any:
+    """An architecture JSON file checked against ``space``; every problem is one line naming the file."""
+    data = read_json(path)
+    try:
+        return space.arch(data)
+    except InvalidArchitectureError as exc:
+        raise InvalidArchitectureError(f"{path} is not an architecture of space {space.name!r}: {exc}") from None
+
+
 def cmd_latency(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> int:
     """``nas latency calibrate|predict|validate|measure|specs``."""
     from nas.cost import list_specs
@@ -204,7 +277,7 @@ def cmd_latency(args: argparse.Namespace, base: Mapping[str, Any] | None, overri
         print(json.dumps(out) if args.json else json.dumps(out, indent=2))
         return 0
     if args.latency_command == "predict":
-        arch = space.arch(json.loads(Path(args.arch).read_text()))
+        arch = _read_arch(space, args.arch)
         devices = [args.device, *([d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else [])]
         models = [_profile_for(space, d, args.profile if i == 0 else None, run_dir, progress) for i, d in enumerate(devices)]
         ms = predict_many(models, [arch])[0]
