@@ -29,7 +29,7 @@ from scipy import stats
 from nas.config import NASConfig
 from nas.context import RunContext, build_space, load_config_data
 from nas.devices import resolve_device
-from nas.rundir import atomic_write_json
+from nas.rundir import atomic_write_bytes, atomic_write_json
 from nas.tracking import Trackers
 from nas.train import FixedPlan, Trainer, evaluate_arch, load_supernet
 from search_spaces import Arch, SearchSpace
@@ -229,28 +229,11 @@ def run_ranking(ctx: RunContext, k: int, epochs: int, seeds: int = 1, workers: i
 
 
 def plot_ranking(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    """Write ``nas rank``'s scatter plot (the same figure ``nas report`` shows) atomically."""
+    import io
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from nas.report_figures import ranking_figure
 
-    rows = report["rows"]
-    x = [100 * r["supernet_val_acc"] for r in rows]
-    y = [100 * r["standalone_mean"] for r in rows]
-    spread = [100 * (max(r["standalone_val_acc"]) - min(r["standalone_val_acc"])) / 2 for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=120)
-    ax.errorbar(x, y, yerr=spread, fmt="o", ms=4, capsize=2, label=f"{len(rows)} architectures (bars: seed range)")
-    title = f"{report['sampler']}{' + distill' if report['distill'] else ''}: Kendall tau {report['kendall_tau']:.2f}"
-    if "seed_to_seed_kendall_tau" in report:
-        title += f" (seed-to-seed {report['seed_to_seed_kendall_tau']:.2f})"
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("supernet (inherited weights) val accuracy [%]")
-    ax.set_ylabel(f"standalone ({report['standalone_epochs']} epochs) val accuracy [%]")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    ranking_figure(report).savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())

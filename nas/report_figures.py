@@ -164,14 +164,14 @@ def training_figure(epochs: Sequence[Row], finetune: Mapping[str, Sequence[Row]]
 
 
 def ranking_figure(report: Mapping[str, Any]) -> Figure:
-    """Supernet vs. standalone accuracy of ``nas rank``'s architectures (as :func:`nas.ranking.plot_ranking` draws it)."""
+    """Supernet vs. standalone accuracy of ``nas rank``'s architectures (``nas rank`` writes it as ``ranking.png``)."""
     rows = report["rows"]
     fig = Figure(figsize=(5.6, 4.6), dpi=DPI)
     ax = fig.add_subplot()
     x = [_pct(r["supernet_val_acc"]) for r in rows]
     y = [_pct(r["standalone_mean"]) for r in rows]
     spread = [_pct(max(r["standalone_val_acc"]) - min(r["standalone_val_acc"])) / 2 for r in rows]
-    ax.errorbar(x, y, yerr=spread, fmt="o", ms=4, capsize=2, label=f"{len(rows)} architectures (bars: seed range)")
+    ax.errorbar(x, y, yerr=spread, fmt="o", ms=4, capsize=2, label=f"{len(rows)} architectures" + (" (bars: seed range)" if any(len(r["standalone_val_acc"]) > 1 for r in rows) else ""))
     title = f"{report['sampler']}{' + distill' if report.get('distill') else ''}: Kendall tau {report['kendall_tau']:.2f}"
     if "seed_to_seed_kendall_tau" in report:
         title += f" (seed-to-seed {report['seed_to_seed_kendall_tau']:.2f})"

@@ -36,22 +36,12 @@ import numpy as np
 
 from _nas import nas  # scripts/ is on sys.path when a script runs
 from _results import DATA_DIR, data_path, machine_block, provenance, save_raw, write_markdown
+from nas.report_figures import hypervolume
 
 NAME = "controllers"
 MARKDOWN = "controllers.md"
 WORKERS_DATA = "distributed_search.json"  # bench_distributed_search's data, next to this one
 SETTINGS = ("root", "trials", "seeds", "controllers", "population", "epochs", "train_limit", "val_limit", "bn_recal_batches", "eval_images", "gradient_epochs", "gradient_steps")
-
-
-def hypervolume(points: list[tuple[float, float]], acc_ref: float, lat_ref: float) -> float:
-    """Area dominated by (accuracy up, latency down) points inside the reference box (2-D sweep)."""
-    pts = sorted((lat, acc) for acc, lat in points if lat <= lat_ref and acc > acc_ref)
-    area, best = 0.0, acc_ref
-    for i, (lat, acc) in enumerate(pts):
-        best = max(best, acc)
-        nxt = pts[i + 1][0] if i + 1 < len(pts) else lat_ref
-        area += (nxt - lat) * (best - acc_ref)
-    return area
 
 
 def main() -> None:
