@@ -12,8 +12,11 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +71,22 @@ def snapshot(root: Path) -> dict[str, str]:
 def nas_subprocess(args: list[str], factory: pytest.TempPathFactory, **kwargs: Any) -> subprocess.Popen:
     """`python -m nas.cli ARGS` as a real process (for SIGKILL and lock tests)."""
     return subprocess.Popen([sys.executable, "-m", "nas.cli", *args], env=env(factory), **kwargs)
+
+
+def sigkill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float, poll: float = 0.01) -> int | None:
+    """SIGKILL ``proc`` the moment ``ready()`` holds (or at ``timeout``) and return its exit code.
+
+    ``-signal.SIGKILL`` means it was killed; anything else means it ended on its own first,
+    which a fault test should report, since then it tested nothing.
+    """
+    deadline = time.time() + timeout
+    try:
+        while proc.poll() is None and time.time() < deadline and not ready():
+            time.sleep(poll)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -29,7 +29,7 @@ import yaml
 from nas.cli import main
 from nas.rundir import remove_stale_temp_files
 from nas.train import checkpoint_path
-from nas_runs import EPOCHS, SETTINGS, TRIALS, finished_run, nas_subprocess
+from nas_runs import EPOCHS, SETTINGS, TRIALS, finished_run, nas_subprocess, sigkill_when
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -50,16 +50,7 @@ def _kill_when(args: list[str], ready: Callable[[], bool], factory: pytest.TempP
     """Start `nas ARGS`, SIGKILL it the moment ``ready()`` holds; fail if it ends on its own first."""
     with log.open("w") as err:
         proc = nas_subprocess(args, factory, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + timeout
-        try:
-            while proc.poll() is None and time.time() < deadline and not ready():
-                time.sleep(0.01)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        sigkill_when(proc, ready, timeout)
     assert proc.returncode == -signal.SIGKILL, f"`nas {' '.join(args[:1])}` ended before the kill (rc {proc.returncode}): {log.read_text()[-2000:]}"
 
 

@@ -10,13 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from nas.cli import main
+from nas_runs import sigkill_when
 from nas.context import build_space, load_config_data, resolve_config
 from nas.evaluation import accuracy
 from nas.finetune import FinetuneTrackers, initial_network
@@ -149,15 +149,7 @@ def test_resume_after_sigkill_is_bit_identical(exported, tmp_path):
     ref_proc = subprocess.Popen(cmd(ref), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     proc = subprocess.Popen(cmd(victim), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = victim / "finetune" / "inherited" / "checkpoint.pt"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and not ckpt.exists():
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigkill_when(proc, ckpt.exists, timeout=120, poll=0.02)
     assert proc.returncode == -signal.SIGKILL and ckpt.exists()
     assert not (victim / "finetune" / "inherited" / "result.json").exists()
     assert 1 <= torch.load(ckpt, weights_only=False)["epoch"] < 4

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from nas.cli import main
+from nas_runs import sigkill_when
 
 TINY = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl,tensorboard", "--search.calibration_archs=8", "--export.latency_repeats=5"]
 
@@ -204,15 +205,7 @@ def test_training_killed_with_sigkill_resumes_from_last_epoch(tmp_path):
     cmd = [sys.executable, "-m", "nas.cli", "train", "--run-dir", str(run_dir), "--epochs=4", *TINY]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = run_dir / "checkpoints" / "supernet_last.pt"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and proc.poll() is None and not ckpt.exists():
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigkill_when(proc, ckpt.exists, timeout=240, poll=0.2)
     assert proc.returncode == -signal.SIGKILL and ckpt.exists()
     epochs_done = torch.load(ckpt, weights_only=False)["epoch"]
     assert 1 <= epochs_done < 4
