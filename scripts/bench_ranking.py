@@ -28,7 +28,7 @@ from nas.rundir import atomic_write_text
 
 NAME = "ranking"
 MARKDOWN = "ranking.md"
-SETTINGS = ("root", "recipes", "archs", "seeds", "train_limit", "val_limit", "width_mult", "stem_stride", "supernet_epochs", "standalone_epochs", "bn_recal_batches", "no_channels_last", "note")
+SETTINGS = ("root", "recipes", "archs", "seeds", "train_limit", "val_limit", "width_mult", "stem_stride", "supernet_epochs", "standalone_epochs", "bn_recal_batches", "no_channels_last", "set", "note")
 
 RECIPES = {
     "sandwich": ["--train.sampler=sandwich"],
@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--standalone-epochs", type=int, default=6)
     ap.add_argument("--bn-recal-batches", type=int, default=40, help="BN recalibration batches before every evaluation (more = less evaluation noise)")
     ap.add_argument("--no-channels-last", action="store_true", help="NCHW instead of channels-last (channels-last trains about 2.8x faster on CPU here)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another nas setting for every supernet and standalone training, e.g. --set train.lr=0.05 (repeatable)")
     ap.add_argument("--out", default="results/ranking.md")
     ap.add_argument("--note", default="", help="context to print under the figures (e.g. what else ran on the machine)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the run directories' ranking.json, running nothing")
@@ -63,6 +64,7 @@ def main() -> None:
         "--data=fashion_mnist", f"--train-limit={args.train_limit}", f"--data.val_limit={args.val_limit}",
         f"--width-mult={args.width_mult}", f"--space.options={{stem_stride: {args.stem_stride}}}", f"--epochs={args.supernet_epochs}", f"--train.bn_recal_batches={args.bn_recal_batches}",
         f"--train.channels_last={str(not args.no_channels_last).lower()}", "--trackers=jsonl", "--quiet",
+        *(f"--{kv}" for kv in args.set),
     ]
     reports, seconds = {}, {}
     started = time.perf_counter()
@@ -121,7 +123,7 @@ def spread_sentence(report: dict) -> str:
 
 def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
     """ranking.md and one scatter plot per recipe, from the data alone."""
-    args = argparse.Namespace(**raw["settings"])
+    args = argparse.Namespace(**{"set": [], **raw["settings"]})
     reports, wall_seconds = raw["reports"], raw["wall_seconds"]
     if wall_seconds is None and all("bench_seconds" in r for r in reports.values()):  # --report-only: the recorded phases
         wall_seconds = sum(sum(r["bench_seconds"].values()) for r in reports.values())
@@ -134,12 +136,13 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         f"K = {k} `mbv3` architectures (width {args.width_mult}, stem stride {args.stem_stride}, 28x28 input), one from each of K equal-width log-MACs strata "
         "between the space's smallest and largest network; "
         f"supernet trained {args.supernet_epochs} epochs "
-        f"on {args.train_limit} training images; ground truth = each architecture trained alone with the same recipe for {args.standalone_epochs} epochs, "
+        f"on {args.train_limit} training images{' with ' + ', '.join(f'`{kv}`' for kv in args.set) if args.set else ''}; ground truth = each architecture trained alone with the same recipe for {args.standalone_epochs} epochs, "
         f"{args.seeds} seeds, accuracy on {min(args.val_limit, 6000)} validation images (Fashion-MNIST's validation split is the 6,000 training images "
         "held out, 10%; `--val-limit` caps it). Reproduce: "
         f"`python scripts/bench_ranking.py --recipes {args.recipes} --archs {args.archs} --seeds {args.seeds} --train-limit {args.train_limit} "
         f"--val-limit {args.val_limit} --width-mult {args.width_mult} --stem-stride {args.stem_stride} --supernet-epochs {args.supernet_epochs} "
-        f"--standalone-epochs {args.standalone_epochs} --bn-recal-batches {args.bn_recal_batches}{' --no-channels-last' if args.no_channels_last else ''}`"
+        f"--standalone-epochs {args.standalone_epochs} --bn-recal-batches {args.bn_recal_batches}{' --no-channels-last' if args.no_channels_last else ''}"
+        + "".join(f" --set {kv}" for kv in args.set) + "`"
         + (f" (wall time of this run: {wall_seconds / 60:.0f} min on 2 cores; per recipe: "
            + ", ".join(f"{n} supernet {r['bench_seconds']['supernet'] / 60:.0f} min + ranking {r['bench_seconds']['rank'] / 60:.0f} min" for n, r in reports.items() if "bench_seconds" in r)
            + ")." if wall_seconds else "."),

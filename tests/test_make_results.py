@@ -70,3 +70,17 @@ def test_machine_block_is_nas_machine_markdown(monkeypatch) -> None:
             **{k: f"{k}-v" for k in ("python", "torch", "torchvision", "numpy", "numba", "optuna", "timm")}}
     monkeypatch.setattr(nas.machine, "machine_info", lambda: dict(info))
     assert machine_block(info) == nas.machine.machine_markdown()
+
+
+def test_ranking_report_names_extra_settings_in_its_reproduce_command(tmp_path: Path) -> None:
+    """A ranking run made with --set KEY=VALUE must say so, or its command would not reproduce it."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_ranking
+
+    raw = json.loads((ROOT / "results" / "data" / "ranking.json").read_text())
+    plain = bench_ranking.render(raw, tmp_path, md_name="plain.md", figures=False)[0].read_text()
+    assert "--set" not in plain  # data written before the option existed still renders
+    raw["settings"]["set"] = ["train.lr=0.05", "train.label_smoothing=0.0"]
+    text = bench_ranking.render(raw, tmp_path, md_name="set.md", figures=False)[0].read_text()
+    assert "--set train.lr=0.05 --set train.label_smoothing=0.0`" in text
+    assert "with `train.lr=0.05`, `train.label_smoothing=0.0`" in text
