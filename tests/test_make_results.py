@@ -63,7 +63,7 @@ def test_machine_block_is_nas_machine_markdown(monkeypatch) -> None:
     """The recorded-machine lines keep nas.machine's format, so a re-render reads like a fresh report."""
     import nas.machine
 
-    sys.path.insert(0, str(ROOT / "scripts"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     from _results import machine_block
 
     info = {"date": "2000-01-01 00:00 UTC", "platform": "p", "processor": "cpu", "logical_cores": "3",
@@ -72,9 +72,9 @@ def test_machine_block_is_nas_machine_markdown(monkeypatch) -> None:
     assert machine_block(info) == nas.machine.machine_markdown()
 
 
-def test_ranking_report_names_extra_settings_in_its_reproduce_command(tmp_path: Path) -> None:
+def test_ranking_report_names_extra_settings_in_its_reproduce_command(tmp_path: Path, monkeypatch) -> None:
     """A ranking run made with --set KEY=VALUE must say so, or its command would not reproduce it."""
-    sys.path.insert(0, str(ROOT / "scripts"))
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     import bench_ranking
 
     raw = json.loads((ROOT / "results" / "data" / "ranking.json").read_text())
