@@ -10,7 +10,7 @@ __all__ = ["load_subnet"]
 def __getattr__(name: str) -> Any:
     # lazy: `import nas.<module>` stays free of torch/search-space imports it does not need
     if name == "load_subnet":
-        from nas.export_formats import load_subnet
+        from nas.export.formats import load_subnet
 
         return load_subnet
     raise AttributeError(f"module 'nas' has no attribute {name!r}")

@@ -20,7 +20,6 @@ import gzip
 import os
 import pickle
 import shutil
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,9 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision.datasets import CIFAR10, CIFAR100, FashionMNIST, ImageFolder
 from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms.functional import pil_to_tensor
+
+from nas.run.files import atomic_write_stream, cache_home
+from search_spaces.registry import Registry
 
 
 class DataError(Exception):
@@ -57,7 +59,32 @@ class DataBundle:
     resolution: int  # square side length of every image tensor the datasets return
 
 
-DATASETS: tuple[str, ...] = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
+@dataclass(frozen=True)
+class LoadRequest:
+    """What :func:`load_data` asks of one data set's loader (arguments already checked)."""
+
+    data_dir: str | None
+    resolution: int
+    seed: int
+    limits: "Limits"
+    val_fraction: float
+    download: bool
+
+
+Loader = Callable[[LoadRequest], DataBundle]
+
+DATASETS: Registry[Loader] = Registry("data set", normalize=lambda name: name.strip().lower().replace("-", "_"))
+"""Data set name -> loader; ``Fashion-MNIST``-style spellings are accepted. Each loader has a ``default_resolution``."""
+
+
+def register_dataset(name: str, default_resolution: int) -> Callable[[Loader], Loader]:
+    """Register a loader under ``name``; ``default_resolution`` is the image side used when none is asked for."""
+
+    def deco(loader: Loader) -> Loader:
+        loader.default_resolution = default_resolution  # type: ignore[attr-defined]
+        return DATASETS.add(name, loader)
+
+    return deco
 
 SYSTEM_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the four ``.gz`` idx files."""
@@ -96,9 +123,6 @@ _CIFAR10_STATS = _Stats((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 _CIFAR100_STATS = _Stats((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 _IMAGENET_STATS = _Stats((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
-_DEFAULT_RESOLUTION = {"digits": 32, "fashion_mnist": 28, "cifar10": 32, "cifar100": 32, "imagefolder": 64}
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -133,16 +157,40 @@ def load_data(
     - ``download``: fetch fashion_mnist / cifar with torchvision when missing
       (needs a network); off by default so nothing is fetched unasked.
     """
-    key = _canonical_name(name)
+    loader = DATASETS.get(name, setting="data.name")
     _check_args(resolution, train_limit, val_fraction)
-    res = resolution if resolution is not None else _DEFAULT_RESOLUTION[key]
-    if key == "digits":
-        return _load_digits(res, seed, Limits(train_limit, val_limit))
-    if key == "fashion_mnist":
-        return _load_fashion_mnist(data_dir, res, seed, Limits(train_limit, val_limit), val_fraction, download)
-    if key in ("cifar10", "cifar100"):
-        return _load_cifar(key, data_dir, res, seed, Limits(train_limit, val_limit), val_fraction, download)
-    return _load_imagefolder(data_dir, res, seed, Limits(train_limit, val_limit), val_fraction)
+    res = resolution if resolution is not None else loader.default_resolution  # type: ignore[attr-defined]
+    return loader(LoadRequest(data_dir, res, seed, Limits(train_limit, val_limit), val_fraction, download))
+
+
+@register_dataset("digits", default_resolution=32)
+def _digits(r: LoadRequest) -> DataBundle:
+    """scikit-learn's 8x8 handwritten digits (embedded: no files needed), upsampled; fixed 70/15/15 split."""
+    return _load_digits(r.resolution, r.seed, r.limits)
+
+
+@register_dataset("fashion_mnist", default_resolution=28)
+def _fashion_mnist(r: LoadRequest) -> DataBundle:
+    """Fashion-MNIST idx files (Debian's dataset-fashion-mnist, or --data-dir)."""
+    return _load_fashion_mnist(r.data_dir, r.resolution, r.seed, r.limits, r.val_fraction, r.download)
+
+
+@register_dataset("cifar10", default_resolution=32)
+def _cifar10(r: LoadRequest) -> DataBundle:
+    """CIFAR-10 in torchvision's python layout (--data-dir)."""
+    return _load_cifar("cifar10", r.data_dir, r.resolution, r.seed, r.limits, r.val_fraction, r.download)
+
+
+@register_dataset("cifar100", default_resolution=32)
+def _cifar100(r: LoadRequest) -> DataBundle:
+    """CIFAR-100 in torchvision's python layout (--data-dir)."""
+    return _load_cifar("cifar100", r.data_dir, r.resolution, r.seed, r.limits, r.val_fraction, r.download)
+
+
+@register_dataset("imagefolder", default_resolution=64)
+def _imagefolder(r: LoadRequest) -> DataBundle:
+    """DIR/train/<class>/<image> (optionally val/ and test/), resized."""
+    return _load_imagefolder(r.data_dir, r.resolution, r.seed, r.limits, r.val_fraction)
 
 
 def make_loader(
@@ -172,14 +220,6 @@ def make_loader(
 
 
 # --------------------------------------------------------------------------- argument checks
-
-
-def _canonical_name(name: str) -> str:
-    """Accept ``Fashion-MNIST``-style spellings; reject unknown names listing the known ones."""
-    key = str(name).strip().lower().replace("-", "_")
-    if key not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return key
 
 
 def _check_args(resolution: int | None, train_limit: int | None, val_fraction: float) -> None:
@@ -394,16 +434,9 @@ def _find_idx_sources(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _cache_home() -> Path:
-    """``$XDG_CACHE_HOME/nas-engine`` (an unset or relative value means ``~/.cache``, per the XDG spec)."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "nas-engine"
-
-
 def _fashion_cache_root() -> Path:
     """Where staged (uncompressed) Fashion-MNIST copies live, in torchvision's layout."""
-    return _cache_home() / "fashion_mnist"
+    return cache_home() / "fashion_mnist"
 
 
 def _stage_fashion(sources: dict[str, Path]) -> Path:
@@ -450,24 +483,21 @@ def _copy_decompressed(src: Path, out: IO[bytes]) -> None:
 
 
 def _atomic_write(dest: Path, fill: Callable[[IO[bytes]], Any], src: Path) -> None:
-    """Write via a temp file in the same folder + ``os.replace``: readers see all of it or none."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
+    """Write ``dest`` atomically from ``fill``; a bad source or a failed write is a :class:`DataError` naming both files."""
+
+    def checked_fill(out: IO[bytes]) -> None:
+        try:
             fill(out)
-        os.replace(tmp_name, dest)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise DataError(f"{src} is not a valid gzip file ({exc}); re-install or re-download it") from exc
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise DataError(f"{src} is not a valid gzip file ({exc}); re-install or re-download it") from None
+
+    try:
+        atomic_write_stream(dest, checked_fill)
     except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
         raise DataError(
             f"could not copy {src} into the cache as {dest} ({exc}); "
             "check free space and permissions, or set XDG_CACHE_HOME to a writable folder"
         ) from exc
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _check_idx_file(path: Path, magic: int, origin: Path | None) -> None:

@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from itertools import islice
 
+from typing import Any
+
 import torch
 from torch import nn
+
+from nas.run.context import RunContext
 
 
 @torch.no_grad()
@@ -50,3 +54,10 @@ def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     if total == 0:
         raise ValueError("cannot measure accuracy on an empty data set")
     return correct / total
+
+
+def evaluate_arch(ctx: RunContext, net: nn.Module, arch: Any, split: str = "val") -> float:
+    """Accuracy of ``arch`` with inherited weights, after BN recalibration on training batches."""
+    net.set_active(ctx.space.to_spec(arch))
+    recalibrate_bn(net, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device)
+    return accuracy(net, ctx.loader(split, shuffle=False), ctx.device)

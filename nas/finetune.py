@@ -1,11 +1,11 @@
-"""``nas finetune``: train the exported subnetwork on its own, from its inherited weights or from scratch.
+"""Fine-tuning (``nas finetune``): train the exported subnetwork on its own, from its inherited weights or from scratch.
 
 The search picks an architecture by its accuracy with weights shared with every
 other subnetwork; the network a user deploys is usually trained further alone.
 This command takes ``<run>/export/`` (``arch.json``, ``model.pt``), builds the
 plain network (no supernet), and trains it with the run's data and ``train.*``
-recipe through the same :class:`nas.train.Trainer` and
-:class:`nas.train.FixedPlan` that ``nas rank`` uses for standalone training, so
+recipe through the same :class:`nas.training.trainer.Trainer` and
+:class:`nas.training.plans.FixedPlan` that ``nas rank`` uses for standalone training, so
 checkpoints, exact resume, AMP, EMA and the tracking backends are the run's own.
 
 ``--init inherited`` starts from the exported weights (and their batch-norm
@@ -25,43 +25,37 @@ they never mix with the supernet's ``epoch`` curves.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 import yaml
 from torch import nn
 
-from nas.config import ConfigError, NASConfig, build_config, load_yaml, parse_override, set_key
-from nas.context import CONFIG_FILE, RunContext, build_space, load_config_data, resolve_config, validate_config
-from nas.devices import resolve_device
 from nas.evaluation import accuracy, recalibrate_bn
-from nas.export import ExportError, failed_formats
-from nas.export_formats import SPACE_FILE, ExportJob, load_subnet, resolve_formats, write_formats
-from nas.rundir import RunDirError, RunLock, atomic_write_json, atomic_write_text, read_json
-from nas.tracking import Trackers, make_trackers
-from nas.train import FixedPlan, Trainer
+from nas.export.exporter import ExportError, failed_formats
+from nas.export.formats import SPACE_FILE, ExportJob, load_subnet, resolve_formats, write_formats
+from nas.run.config import RECIPE, RUNTIME, ConfigError, NASConfig, build_config, flatten, keys_with, load_yaml, parse_override, set_key
+from nas.run.context import CONFIG_FILE, RunContext, build_space, load_config_data, resolve_config, resolve_device
+from nas.run.files import RunDirError, RunLock, atomic_write_json, atomic_write_text, read_json
+from nas.run.tracking import Trackers, make_trackers
+from nas.training.checkpoint import apply_ema
+from nas.training.plans import FixedPlan
+from nas.training.trainer import Trainer
 
 INITS = ("inherited", "scratch")
 FINETUNE_DIR = "finetune"
 CHECKPOINT_FILE = "checkpoint.pt"
 RESULT_FILE = "result.json"
 EXPORT_FILES = ("arch.json", "model.pt", SPACE_FILE, "meta.json")
-
-# Settings of the run that fine-tuning may change: where and how it runs, not what it trains on.
-_FREE_RUN_KEYS = ("device", "trackers", "wandb_mode", "wandb_project", "data.workers", "data.data_dir", "data.download", "data.batch_size")
-# train.* keys that do not shape a standalone training (supernet sampling, distillation, the single-path
-# latency term) or that only change when checkpoints are written and how BN is re-estimated for evaluation.
-_NOT_RECIPE = ("sampler", "num_random", "sampler_options", "distill", "distill_temperature", "distill_alpha", "latency_weight", "checkpoint_every_steps", "bn_recal_batches")
-
 
 class FinetuneTrackers(Trackers):
     """The run's trackers with every event kind under ``prefix/`` (e.g. ``finetune/scratch/epoch``).
@@ -122,23 +116,20 @@ def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and k in ("data", "space", "train", "search", "export"):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def recipe(cfg: NASConfig) -> dict[str, Any]:
-    """What shapes a fine-tuning (``train.*`` that a standalone network uses, and the batch size); changing it needs a new folder."""
-    t = {f"train.{k}": v for k, v in cfg.to_dict()["train"].items() if k not in _NOT_RECIPE}
-    return {**t, "data.batch_size": cfg.data.batch_size}
+    """What shapes a fine-tuning (the settings with the ``recipe`` role); changing it needs a new folder."""
+    flat = flatten(cfg)
+    return {k: flat[k] for k in keys_with(RECIPE)}
 
 
-def resolve_finetune_config(run_dir: Path, out_dir: Path, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> tuple[NASConfig, dict[str, Any] | None]:
+def _may_change(key: str) -> bool:
+    """Settings of the run fine-tuning may set: any ``train.*``, the recipe, and where and how it runs."""
+    return key.startswith("train.") or key in keys_with(RECIPE) or key in keys_with(RUNTIME)
+
+
+def resolve_finetune_config(
+    run_dir: Path, out_dir: Path, base: Mapping[str, Any] | None, overrides: Sequence[str], validate: Callable[[NASConfig], None] | None = None
+) -> tuple[NASConfig, dict[str, Any] | None]:
     """The run's config <- this folder's saved recipe <- ``--config`` <- ``key=value``; and the saved record (or None).
 
     Refuses settings that would train something else than the run's network on the
@@ -161,14 +152,15 @@ def resolve_finetune_config(run_dir: Path, out_dir: Path, base: Mapping[str, Any
         set_key(cfg, str(k), v)
     for item in overrides:
         set_key(cfg, *parse_override(item))
-    before, after = _flat(run_cfg.to_dict()), _flat(cfg.to_dict())
-    foreign = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k) and not k.startswith("train.") and k not in _FREE_RUN_KEYS)
+    before, after = flatten(run_cfg), flatten(cfg)
+    foreign = sorted(k for k in before if before[k] != after[k] and not _may_change(k))
     if foreign:
         raise ConfigError(
             f"nas finetune trains {run_dir}'s exported network on the run's data: it cannot change {', '.join(foreign)} "
             f"(only train.* settings, --epochs, data.batch_size, device and trackers)"
         )
-    validate_config(cfg)
+    if validate is not None:
+        validate(cfg)
     if saved is not None:
         old, new = recipe(build_config({})) | saved["recipe"], recipe(cfg)
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -241,8 +233,11 @@ def run_finetune(
     formats: Sequence[str] = ("torch",),
     progress: bool = True,
     quiet: bool = False,
+    validate: Callable[[NASConfig], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune (or resume, or just report) the run's exported network; returns ``result.json``'s content.
+
+    ``validate`` checks the resolved settings before anything is written (the command's checks).
 
     ``formats`` are written besides ``torch`` (always written: ``nas.load_subnet``
     reads it); ``["all"]`` means every format that applies to the space. A finished
@@ -254,7 +249,7 @@ def run_finetune(
     out_dir = finetune_dir(run_dir, init)
     with ExitStack() as stack:
         stack.enter_context(RunLock(run_dir))  # a second process gets "another process (pid N) is using run directory ..."
-        cfg, saved = resolve_finetune_config(run_dir, out_dir, base, overrides)
+        cfg, saved = resolve_finetune_config(run_dir, out_dir, base, overrides, validate)
         exported = torch.load(export_dir / "model.pt", map_location="cpu", weights_only=True)
         arch_id = json.loads((export_dir / "meta.json").read_text()).get("arch_id")
         source = {"init": init, "export": str(export_dir), "arch_id": arch_id, "weights_sha256": weights_digest(exported)}
@@ -288,9 +283,7 @@ def run_finetune(
         trainer.fit()
         model = trainer.model
         if trainer.ema is not None:  # the recipe keeps averaged weights: they are the result (BN re-estimated for them)
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    p.copy_(trainer.ema[name])
+            apply_ema(model, trainer.ema)
             recalibrate_bn(model, ctx.loader("train", shuffle=True, epoch=-1), cfg.train.bn_recal_batches, device)
         after = _accuracies(model, ctx)
         history = trainer.pos.history
@@ -336,34 +329,4 @@ def run_finetune(
         return result
 
 
-def _formats_arg(value: str | None) -> list[str]:
-    if value is None:
-        return []
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def cmd_finetune(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> int:
-    """``nas finetune --run-dir DIR [--init inherited|scratch] [--epochs N] [--format ...] [--train.key=value ...]``."""
-    if not args.run_dir:
-        raise ValueError("nas finetune needs --run-dir of a run with an export (`nas export --run-dir DIR`)")
-    extra = [f"train.epochs={args.epochs}"] if getattr(args, "epochs", None) is not None else []
-    t0 = time.perf_counter()
-    result = run_finetune(
-        Path(args.run_dir), getattr(args, "init", "inherited"), base, [*overrides, *extra], formats=_formats_arg(getattr(args, "format", None)),
-        progress=not args.quiet, quiet=args.quiet,
-    )
-    summary = {k: v for k, v in result.items() if k not in ("history", "recipe")}
-    summary.update(command="finetune", run_dir=str(Path(args.run_dir).expanduser().resolve()), already_done=result.get("already_done", False), wall_seconds=round(time.perf_counter() - t0, 2))
-    if args.json:
-        print(json.dumps(summary, sort_keys=True))
-    else:
-        print(
-            f"fine-tuned {result['arch_id']} ({result['init']}, {result['epochs']} epochs, {result['seconds']:.1f}s): "
-            f"val acc {result['val_accuracy_before']:.4f} -> {result['val_accuracy_after']:.4f}, "
-            f"test acc {result['test_accuracy_before']:.4f} -> {result['test_accuracy_after']:.4f}\n"
-            f"model: {result['model_dir']}  (nas.load_subnet(\"{result['model_dir']}\"); result.json there)"
-        )
-    return 0
-
-
-__all__ = ["INITS", "FinetuneTrackers", "finetune_dir", "initial_network", "recipe", "require_export", "resolve_finetune_config", "run_finetune", "cmd_finetune"]
+__all__ = ["INITS", "FinetuneTrackers", "finetune_dir", "initial_network", "recipe", "require_export", "resolve_finetune_config", "run_finetune"]

@@ -26,13 +26,20 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from nas.config import NASConfig
-from nas.context import RunContext, build_space, load_config_data
-from nas.devices import resolve_device
-from nas.rundir import atomic_write_bytes, atomic_write_json
-from nas.tracking import Trackers
-from nas.train import FixedPlan, Trainer, evaluate_arch, load_supernet
+from nas.evaluation import evaluate_arch
+from nas.report.figures import ranking_figure
+from nas.run.config import SUPERNET, NASConfig, build_config, keys_with
+from nas.run.context import RunContext, build_space, load_config_data, resolve_device
+from nas.run.files import atomic_write_bytes, atomic_write_json
+from nas.run.tracking import Trackers
+from nas.training.checkpoint import load_supernet
+from nas.training.plans import FixedPlan
+from nas.training.trainer import Trainer
 from search_spaces import Arch, SearchSpace
+
+STANDALONE_OVERRIDES = {"checkpoint_every_steps": 0, "ema_decay": None}
+"""``train.*`` settings a standalone training sets itself (besides ``epochs``, given per report): no mid-epoch
+checkpoints (none are kept), no weight averaging (the ground truth is the network as trained)."""
 
 
 def arch_macs(space: SearchSpace, archs: list[Arch]) -> np.ndarray:
@@ -103,11 +110,9 @@ def _standalone_worker(cfg_dict: dict[str, Any], arch_json: str, seed: int, epoc
     """Train one architecture alone (in its own process) and return its accuracies."""
     import torch
 
-    from nas.config import build_config
-
     torch.set_num_threads(threads)
     cfg = build_config(cfg_dict)
-    cfg.train = replace(cfg.train, epochs=epochs, checkpoint_every_steps=0, ema_decay=None)
+    cfg.train = replace(cfg.train, epochs=epochs, **STANDALONE_OVERRIDES)
     cfg.seed = seed
     data = load_config_data(cfg)
     space = build_space(cfg, data)
@@ -119,12 +124,6 @@ def _standalone_worker(cfg_dict: dict[str, Any], arch_json: str, seed: int, epoc
     return {"arch_id": arch.id, "seed": seed, "epochs": epochs, "val_acc": result["val_acc"], "seconds": time.perf_counter() - t0}
 
 
-# Settings that only concern how a supernet is trained; the standalone recipe ignores them.
-_SUPERNET_ONLY = (
-    "sampler", "num_random", "sampler_options", "distill", "distill_temperature", "distill_alpha", "ema_decay", "epochs", "checkpoint_every_steps", "latency_weight",
-)
-
-
 def standalone_recipe_id(cfg: NASConfig) -> str:
     """Short hash of everything that shapes a standalone training (data, space, recipe).
 
@@ -132,8 +131,9 @@ def standalone_recipe_id(cfg: NASConfig) -> str:
     hands a result trained with a different recipe to another report.
     """
     d = cfg.to_dict()
-    space = {k: v for k, v in d["space"].items() if k not in ("supernet", "supernet_options")}  # a standalone network has no supernet kind
-    recipe = {"data": d["data"], "space": space, "train": {k: v for k, v in d["train"].items() if k not in _SUPERNET_ONLY}}
+    ignored = set(keys_with(SUPERNET)) | {f"train.{k}" for k in ("epochs", *STANDALONE_OVERRIDES)}  # epochs: in the file name
+    space = {k: v for k, v in d["space"].items() if f"space.{k}" not in ignored}  # a standalone network has no supernet kind
+    recipe = {"data": d["data"], "space": space, "train": {k: v for k, v in d["train"].items() if f"train.{k}" not in ignored}}
     return hashlib.sha1(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -231,8 +231,6 @@ def run_ranking(ctx: RunContext, k: int, epochs: int, seeds: int = 1, workers: i
 def plot_ranking(report: dict[str, Any], path: Path) -> None:
     """Write ``nas rank``'s scatter plot (the same figure ``nas report`` shows) atomically."""
     import io
-
-    from nas.report_figures import ranking_figure
 
     buf = io.BytesIO()
     ranking_figure(report).savefig(buf, format="png")

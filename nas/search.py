@@ -13,41 +13,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torch import nn
 from tqdm.auto import tqdm
 
-from nas.context import RunContext
 from nas.controllers import Controller, Objectives, create_controller
 from nas.controllers.optuna_controller import describe_storage, open_storage
 from nas.cost import CostModel, predict_many
-from nas.rundir import atomic_write_json, atomic_write_text
-from nas.train import evaluate_arch
-from search_spaces import Arch
+from nas.evaluation import evaluate_arch
+from nas.pareto import pareto_front
+from nas.run.context import RunContext
+from nas.run.files import atomic_write_json, atomic_write_text
+from nas.trials import TrialRow
+from supernets.base import Supernet
 
 
-def _costs(row: dict[str, Any]) -> tuple[float, ...]:
-    """What is minimised: minus accuracy, then latency on every device."""
-    return (-row["accuracy"], row["latency_ms"], *row.get("extra_latencies_ms", ()))
-
-
-def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Feasible rows not dominated in (accuracy up, latency on every device down), sorted by latency."""
-    feas = [r for r in rows if r["feasible"]]
-    front = [r for r in feas if not any(_dominates(_costs(o), _costs(r)) for o in feas)]
-    # one row per distinct architecture
-    seen, unique = set(), []
-    for r in sorted(front, key=lambda r: (r["latency_ms"], -r["accuracy"], r["trial"])):
-        if r["arch_id"] not in seen:
-            seen.add(r["arch_id"])
-            unique.append(r)
-    return unique
-
-
-def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
-
-
-def run_search(ctx: RunContext, supernet: nn.Module, costs: list[CostModel]) -> dict[str, Any]:
+def run_search(ctx: RunContext, supernet: Supernet, costs: list[CostModel]) -> dict[str, Any]:
     """``costs[0]`` is the device the budget applies to; further models add latency objectives."""
     scfg = ctx.cfg.search
     budget = scfg.latency_budget_ms
@@ -64,7 +43,7 @@ def run_search(ctx: RunContext, supernet: nn.Module, costs: list[CostModel]) -> 
         storage=open_storage(scfg.storage, heartbeat_s=scfg.heartbeat_s) if scfg.storage else None, study_name=scfg.study,
     )
     learn_s = 0.0
-    if getattr(controller, "needs_supernet", False):  # gradient controllers (darts, gdas) learn on the supernet first
+    if controller.needs_supernet:  # gradient controllers (darts, gdas) learn on the supernet first
         t_learn = time.perf_counter()
         state = controller.prepare(
             supernet,
@@ -82,25 +61,18 @@ def run_search(ctx: RunContext, supernet: nn.Module, costs: list[CostModel]) -> 
         result["search_seconds"] += learn_s  # a gradient controller's learning phase is part of its search
         return result
     finally:
-        if hasattr(controller, "close"):
-            controller.close()  # stops a shared storage's heartbeat thread
+        controller.close()  # stops a shared storage's heartbeat thread
 
 
-def _next_arch(controller: Controller, trials: int) -> Arch | None:
-    """What to evaluate next, or None once the search (over every worker sharing its study) has ``trials`` results."""
-    if hasattr(controller, "ask_within"):  # Optuna controllers: exact budget shared by all workers
-        return controller.ask_within(trials)
-    return None if controller.n_finished() >= trials else controller.ask(1)[0]
-
-
-def _search_loop(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], controller: Controller) -> dict[str, Any]:
+def _search_loop(ctx: RunContext, supernet: Supernet, costs: list[CostModel], controller: Controller) -> dict[str, Any]:
     scfg = ctx.cfg.search
     budget = scfg.latency_budget_ms
-    shared = getattr(controller, "shared", False)  # other workers add trials to the same study
+    shared = controller.shared  # other workers add trials to the same study
     cache = {r["arch_id"]: r["accuracy"] for r in controller.history()}
     done = controller.n_finished()
-    if done == 0 and hasattr(supernet, "read_spec"):  # single-path: the thresholds' choice is evaluated first
-        chosen = ctx.space.arch_from_spec(supernet.read_spec())
+    chosen_spec = supernet.read_spec()
+    if done == 0 and chosen_spec is not None:  # single-path: the thresholds' choice is evaluated first
+        chosen = ctx.space.arch_from_spec(chosen_spec)
         controller.enqueue(chosen)
         ctx.say(f"single-path thresholds chose {chosen.id}; it is the search's first trial")
     if shared:
@@ -109,7 +81,7 @@ def _search_loop(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], c
         ctx.say(f"resuming search: {done}/{scfg.trials} trials already finished")
     t0 = time.perf_counter()
     bar = tqdm(total=scfg.trials, initial=done, desc="search", leave=False, disable=None if ctx.progress else True)
-    while (arch := _next_arch(controller, scfg.trials)) is not None:
+    while (arch := controller.ask_within(scfg.trials)) is not None:
         latency, *extra = (float(v) for v in predict_many(costs, [arch])[0])  # one encoding for every device
         if arch.id not in cache and shared:  # another worker may have evaluated it meanwhile
             cache.update((r["arch_id"], r["accuracy"]) for r in controller.history())
@@ -129,7 +101,7 @@ def _search_loop(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], c
     return {"trials": len(rows), "pareto": front, "search_seconds": time.perf_counter() - t0, "latency_budget_ms": budget, "devices": list(scfg.devices)}
 
 
-def _write_outputs(run_dir: Path, rows: list[dict[str, Any]], front: list[dict[str, Any]], budget: float | None, devices: list[str]) -> None:
+def _write_outputs(run_dir: Path, rows: list[TrialRow], front: list[TrialRow], budget: float | None, devices: list[str]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["trial", "arch_id", "val_accuracy", *(f"latency_pred_ms_{d}" for d in devices), "feasible"])

@@ -10,14 +10,37 @@ data without the git-ignored run directories.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 DATA_DIR = "data"  # under the results directory
+
+
+def machine_info() -> dict[str, str]:
+    """Where a figure was measured: platform, processor, cores and package versions, recorded next to every number."""
+    from nas.cost.calibrate import processor_name
+
+    versions = {}
+    for pkg in ("torch", "torchvision", "numpy", "numba", "optuna", "timm"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "platform": platform.platform(),
+        "processor": processor_name(),
+        "logical_cores": str(os.cpu_count()),
+        "python": sys.version.split()[0],
+        **versions,
+    }
 
 
 def data_path(out: str | Path, name: str) -> Path:
@@ -37,8 +60,6 @@ def provenance(name: str, settings: Mapping[str, Any], measured_in: Sequence[Pat
     then when the newest of them was written (when the figures were measured),
     not when they were collected; ``collected`` says the latter.
     """
-    from nas.machine import machine_info
-
     machine = machine_info()
     raw = {"benchmark": name, "script": f"scripts/bench_{name}.py", "command": command_line(), "settings": dict(settings), "machine": machine}
     if measured_in:
@@ -49,7 +70,7 @@ def provenance(name: str, settings: Mapping[str, Any], measured_in: Sequence[Pat
 
 def save_raw(path: str | Path, raw: Mapping[str, Any]) -> None:
     """Write the measured data atomically (a crash never leaves half a data file to render from)."""
-    from nas.rundir import atomic_write_json
+    from nas.run.files import atomic_write_json
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, dict(raw))
@@ -60,14 +81,14 @@ def load_raw(path: str | Path) -> dict[str, Any]:
 
 
 def machine_block(info: Mapping[str, str]) -> str:
-    """nas.machine.machine_markdown's lines for a recorded machine_info() dict: a re-render names the measuring machine, not this one."""
+    """The machine lines of a report, for a recorded :func:`machine_info` dict: a re-render names the measuring machine, not this one."""
     versions = ", ".join(f"{k} {info[k]}" for k in ("python", "torch", "torchvision", "numpy", "numba", "optuna", "timm"))
     return f"- date: {info['date']}\n- machine: {info['platform']}; {info['processor']}; {info['logical_cores']} logical cores\n- versions: {versions}\n"
 
 
 def write_markdown(path: Path, lines: list[str]) -> Path:
     """Write a report's lines atomically; returns the path for the caller's list of outputs."""
-    from nas.rundir import atomic_write_text
+    from nas.run.files import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "\n".join(lines))

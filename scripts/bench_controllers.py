@@ -36,7 +36,7 @@ import numpy as np
 
 from _nas import nas  # scripts/ is on sys.path when a script runs
 from _results import DATA_DIR, data_path, machine_block, provenance, save_raw, write_markdown
-from nas.report_figures import hypervolume
+from nas.pareto import hypervolume
 
 NAME = "controllers"
 MARKDOWN = "controllers.md"
@@ -101,10 +101,10 @@ def _runs_dir(args: argparse.Namespace, n_val: int) -> tuple[str, Path]:
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     """The data of the finished runs under --root, read without opening (or writing to) the run directories."""
-    from nas.config import load_yaml
-    from nas.context import build_space, load_config_data, resolve_config
+    from nas.run.config import load_yaml
+    from nas.run.context import build_space, load_config_data, resolve_config
     from nas.cost import CostModel, DeviceProfile
-    from nas.pipeline import PROFILE_IN_RUN
+    from nas.cost.store import PROFILE_IN_RUN
 
     supernet_dir = Path(args.root) / "supernet"
     cfg = resolve_config(None, load_yaml(supernet_dir / "config.yaml"), [*_common(args), f"--train.bn_recal_batches={args.bn_recal_batches}"])
@@ -135,11 +135,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from torch.utils.data import Subset
 
-    from nas.context import open_run
+    from nas.run.context import open_run
     from nas.controllers import Objectives, create_controller
-    from nas.pipeline import cost_model_for_run
-    from nas.rundir import atomic_write_json
-    from nas.train import evaluate_arch, load_supernet
+    from nas.cost.store import run_cost_model
+    from nas.run.files import atomic_write_json
+    from nas.evaluation import evaluate_arch
+    from nas.training.checkpoint import load_supernet
 
     root = Path(args.root)
     supernet_dir = root / "supernet"
@@ -152,7 +153,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             ctx.data = dataclasses.replace(ctx.data, val=Subset(ctx.data.val, range(min(args.eval_images, len(ctx.data.val)))))
         tag, runs_dir = _runs_dir(args, len(ctx.data.val))
         supernet = load_supernet(ctx)
-        cost = cost_model_for_run(ctx)
+        cost = run_cost_model(ctx)
         latency = _budget(space, cost)
         budget = latency["budget_ms"]
         cache_path = root / f"eval_cache_{tag}.json"

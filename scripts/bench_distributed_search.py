@@ -30,9 +30,9 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from nas.machine import machine_info
-from nas.pg_server import PostgresServer
-from nas.rundir import atomic_write_json
+from _results import machine_info
+from nas.testing.pg_server import PostgresServer
+from nas.run.files import atomic_write_json
 
 NAME = "distributed_search"  # results/data/<NAME>.json: an input of bench_controllers' report, no markdown of its own
 

@@ -55,8 +55,8 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> None:
     """Calibrate afresh, run the budgeted quick start and measure its Pareto architectures into --run-dir."""
-    from nas.config import build_config
-    from nas.context import build_space
+    from nas.run.config import build_config
+    from nas.run.context import build_space
     from nas.cost import load_or_calibrate
 
     space = build_space(build_config())

@@ -62,9 +62,10 @@ def _ks(args: argparse.Namespace) -> list[int]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or find) every supernet and the ground truth; their data."""
-    from nas.context import open_run
-    from nas.rundir import atomic_write_json
-    from nas.train import evaluate_arch, load_supernet
+    from nas.run.context import open_run
+    from nas.run.files import atomic_write_json
+    from nas.evaluation import evaluate_arch
+    from nas.training.checkpoint import load_supernet
 
     root = Path(args.root)
     common = [
@@ -104,8 +105,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     """The data of the finished runs under --root, read without opening (or writing to) any run directory."""
-    from nas.config import load_yaml
-    from nas.context import build_space, load_config_data, resolve_config
+    from nas.run.config import load_yaml
+    from nas.run.context import build_space, load_config_data, resolve_config
 
     root = Path(args.root)
     files = [root / f"k{k}_seed{seed}" / "mixture_eval.json" for k in _ks(args) for seed in range(args.seeds)]

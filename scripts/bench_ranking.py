@@ -24,7 +24,7 @@ import numpy as np
 
 from _nas import nas  # scripts/ is on sys.path when a script runs
 from _results import data_path, machine_block, provenance, save_raw, write_markdown
-from nas.rundir import atomic_write_text
+from nas.run.files import atomic_write_text
 
 NAME = "ranking"
 MARKDOWN = "ranking.md"

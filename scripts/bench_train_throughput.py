@@ -2,7 +2,7 @@
 
     python scripts/bench_train_throughput.py [--device auto] [--batch 256] [--steps 20] [--out results/train_throughput.md]
 
-Runs the real training step (`nas.train.Trainer.train_step`, sandwich rule) on
+Runs the real training step (`nas.training.trainer.Trainer.train_step`, sandwich rule) on
 synthetic 3x32x32 batches already on the device, so it measures the model and
 the step, not the disk. On a GPU it compares fp32, bf16 autocast, channels-last
 and torch.compile; on a CPU only the options that apply there. The figures go to
@@ -28,8 +28,9 @@ def measure(settings: list[str], device: str, batch: int, steps: int, warmup: in
     """Images per second of the training step under ``settings`` (one image counted once per step)."""
     import torch
 
-    from nas.context import open_run
-    from nas.train import SupernetPlan, Trainer
+    from nas.run.context import open_run
+    from nas.training.plans import SupernetPlan
+    from nas.training.trainer import Trainer
     from search_spaces import create_space
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,6 +36,7 @@ class SearchSpace(ABC):
     """
 
     name: str = "?"
+    cfg: Any = None  # the network configuration (widths, activations, ...) when the space has one; part of its identity
 
     def __init__(self, choices: Mapping[str, Sequence[Any]]):
         self.choices: dict[str, tuple[Any, ...]] = {k: tuple(v) for k, v in choices.items()}
@@ -145,6 +146,14 @@ class SearchSpace(ABC):
     def input_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of one input image."""
 
+    def arch_from_spec(self, spec: Any) -> Arch:
+        """The architecture whose :meth:`to_spec` is ``spec`` (the inverse; a single-path supernet's choice is a spec).
+
+        Spaces whose supernets can choose an architecture themselves implement it;
+        the default says the space has none.
+        """
+        raise NotImplementedError(f"search space {self.name!r} ({type(self).__name__}) cannot turn a supernet spec back into an architecture")
+
     def build_static(self, arch: Mapping[str, Any], supernet: nn.Module | None = None) -> nn.Module:
         """Standalone network for ``arch``: with ``supernet``'s weights, else freshly initialised."""
         spec = self.to_spec(self.arch(arch))
@@ -165,13 +174,15 @@ class SearchSpace(ABC):
         return [[f"op {o}" for o in range(shape[1])] for _ in range(shape[0])]
 
     def build_standalone(self, arch: Mapping[str, Any], seed: int = 0) -> nn.Module:
-        """A network for ``arch`` with fresh weights of its own shapes, for training from scratch."""
-        import torch
+        """A network for ``arch`` with fresh weights of its own shapes, for training from scratch.
 
+        Seeded by ``seed`` alone; the caller's global torch RNG is left as it was.
+        """
         from supernets.init import init_weights
 
-        torch.manual_seed(seed)
-        return init_weights(self.build_static(arch))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return init_weights(self.build_static(arch))
 
     # --- probabilities over architectures (differentiable cost) -----------------------------
     def op_probabilities(self, probs: Mapping[str, torch.Tensor], validate: bool = True) -> torch.Tensor:

@@ -13,30 +13,22 @@ from typing import Any, Callable
 from torch import nn
 
 from search_spaces.base import SearchSpace
+from search_spaces.registry import Registry
 
-_KINDS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_supernet_kind(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _KINDS:
-            raise ValueError(f"supernet kind {name!r} registered twice")
-        _KINDS[name] = factory
-        return factory
-
-    return deco
+SUPERNET_KINDS: Registry[Callable[..., nn.Module]] = Registry("supernet kind")
+register_supernet_kind = SUPERNET_KINDS.register
 
 
 def list_supernet_kinds() -> dict[str, str]:
-    return {n: (f.__doc__ or "").strip().splitlines()[0] if f.__doc__ else "" for n, f in sorted(_KINDS.items())}
+    """Kind name -> one-line description."""
+    return SUPERNET_KINDS.describe()
 
 
 def build_supernet(space: SearchSpace, kind: str = "entangled", seed: int = 0, **options: Any) -> nn.Module:
     """A fresh supernet of ``kind`` for ``space``; unknown kinds and options are named in the error."""
-    if kind not in _KINDS:
-        raise ValueError(f"unknown supernet kind {kind!r}; available: {sorted(_KINDS)}")
+    factory = SUPERNET_KINDS.get(kind, setting="space.supernet")
     try:
-        return _KINDS[kind](space, seed=seed, **options)
+        return factory(space, seed=seed, **options)
     except TypeError as exc:
         raise ValueError(f"supernet kind {kind!r} got options it does not take ({exc}); options given: {sorted(options)}") from exc
 
@@ -50,7 +42,7 @@ def entangled(space: SearchSpace, seed: int = 0) -> nn.Module:
 @register_supernet_kind("balanced_mixture")
 def balanced_mixture(space: SearchSpace, seed: int = 0, k: int = 2, probe_every: int | None = None, reassign_every: int = 50, max_configurations: int = 10_000) -> nn.Module:
     """K weight sets, each configuration routed to one by a learned, balanced assignment (Balanced Mixture of SuperNets)."""
-    from supernets.mixture import BalancedMixture
+    from supernets.balanced_mixture import BalancedMixture
 
     n = space.num_architectures()
     if n > max_configurations:

@@ -21,7 +21,7 @@ from search_spaces.arch import Arch
 from search_spaces.base import CostTable, SearchSpace
 from search_spaces.registry import register_space
 from supernets.blocks import make_divisible
-from supernets.pool_resnet import BasicBlock, PoolResNetConfig, PoolResNetSupernet, PoolSpec
+from supernets.resnet_pool import BasicBlock, PoolResNetConfig, PoolResNetSupernet, PoolSpec
 from supernets.profiling import FEATURES, forward_features
 
 KEY = "downsample_at"

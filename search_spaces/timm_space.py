@@ -27,6 +27,7 @@ from torch import nn
 
 from search_spaces.arch import Arch
 from search_spaces.mbv3 import MBV3Space
+from search_spaces.registry import SPACES
 from supernets.extract import slice_like
 from supernets.mbnet import MBSupernet
 
@@ -82,6 +83,7 @@ def describe_timm_model(model: nn.Module, name: str) -> dict[str, Any]:
     }
 
 
+@SPACES.register_prefix("timm:", shown_as="timm:<model name>")
 def timm_space(model_name: str, num_classes: int = 10, in_channels: int = 3, resolution: int = 224, width_mult: float = 1.0, checkpoint: str | None = None) -> MBV3Space:
     """Build the space around ``model_name`` (created with random weights: nothing is downloaded)."""
     try:

@@ -2,6 +2,6 @@
 
 from supernets.extract import copy_sliced_state, slice_like
 from supernets.mbnet import MBNet, MBNetConfig, MBSpec, MBSupernet, StageConfig
-from supernets.pool_resnet import PoolResNet, PoolResNetConfig, PoolResNetSupernet
+from supernets.resnet_pool import PoolResNet, PoolResNetConfig, PoolResNetSupernet
 
 __all__ = ["MBNet", "MBNetConfig", "MBSpec", "MBSupernet", "PoolResNet", "PoolResNetConfig", "PoolResNetSupernet", "StageConfig", "copy_sliced_state", "slice_like"]

@@ -20,7 +20,7 @@ from torch import nn
 from supernets.blocks import ConvBNAct, ElasticInvertedResidual, InvertedResidual, activation, static_mbconv
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticBatchNorm2d
-from supernets.base import ActiveSpecMixin
+from supernets.base import Supernet
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class MBNet(nn.Module):
         return _head_forward(self, x)
 
 
-class MBSupernet(ActiveSpecMixin, nn.Module):
+class MBSupernet(Supernet, nn.Module):
     """Weight-entangled supernet over depths, kernels and expand ratios."""
 
     def __init__(self, cfg: MBNetConfig):

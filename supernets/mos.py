@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from supernets.base import ActiveSpecMixin
+from supernets.base import Supernet
 from torch.func import functional_call
 
 
@@ -41,7 +41,7 @@ def spec_features(spec: Any, template: Any) -> list[float]:
     return [0.0, 0.0] if spec is None else [1.0, float(spec)]
 
 
-class MixtureOfSupernets(ActiveSpecMixin, nn.Module):
+class MixtureOfSupernets(Supernet, nn.Module):
     """Architecture-routed expert weights around one supernet structure."""
 
     def __init__(self, factory: Callable[[], nn.Module], k: int = 2, hidden: int = 32, seed: int = 0):
@@ -55,9 +55,10 @@ class MixtureOfSupernets(ActiveSpecMixin, nn.Module):
         names = [n for n, _ in base.named_parameters()]
         self._names = names
         experts = []
-        for _ in range(k):  # independently initialised experts, like K supernets
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-            experts.append(dict(factory().named_parameters()))
+        for _ in range(k):  # independently initialised experts, like K supernets; the caller's RNG is left as it was
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                experts.append(dict(factory().named_parameters()))
         # one ParameterList per expert, each tensor in its own shape (so memory-format and device moves apply as usual)
         self.experts = nn.ModuleList(nn.ParameterList(nn.Parameter(e[n].detach()) for n in names) for e in experts)
         for n in names:  # the structure keeps its buffers (BN statistics) but no parameters of its own

@@ -100,7 +100,7 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     In training mode the running statistics of the active prefix are updated in
     place (the slice is a view), exactly as a static BN of that width would.
 
-    With ``sync = True`` (set by ``nas.distributed.enable_sync_bn``), training
+    With ``sync = True`` (set by ``nas.training.distributed.enable_sync_bn``), training
     mode and an initialised process group of more than one rank, the batch
     statistics are those of the global batch (all ranks' shards together), so
     data-parallel training normalises exactly as one process on the whole batch

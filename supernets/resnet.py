@@ -17,8 +17,8 @@ from torch import nn
 
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticBatchNorm2d, ElasticConv2d
-from supernets.pool_resnet import BasicBlock
-from supernets.base import ActiveSpecMixin
+from supernets.resnet_pool import BasicBlock
+from supernets.base import Supernet
 
 ResNetSpec = tuple[tuple[int, int], ...]  # (depth, width in channels) per stage
 
@@ -97,7 +97,7 @@ class _ElasticBlock(nn.Module):
     forward = BasicBlock.forward
 
 
-class ResNetSupernet(ActiveSpecMixin, nn.Module):
+class ResNetSupernet(Supernet, nn.Module):
     """Every depth/width combination in one set of max-size weights."""
 
     def __init__(self, cfg: ResNetConfig):

@@ -19,7 +19,7 @@ from torch import nn
 
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticConv2d, ElasticLinear
-from supernets.base import ActiveSpecMixin
+from supernets.base import Supernet
 
 ViTSpec = tuple[int, tuple[tuple[int, float], ...]]  # (embed_dim, ((heads, mlp_ratio) per layer))
 
@@ -134,7 +134,7 @@ class ViT(nn.Module):
         return _classify(self, self.blocks(_tokens(self, x, self.spec[0])))
 
 
-class ViTSupernet(ActiveSpecMixin, nn.Module):
+class ViTSupernet(Supernet, nn.Module):
     """Every ViT of the space in one set of max-size weights."""
 
     def __init__(self, cfg: ViTConfig):

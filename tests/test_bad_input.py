@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-from nas import rundir
+from nas.run import files as rundir
 from nas.cli import main
-from nas.context import build_space, resolve_config
+from nas.run.context import build_space, resolve_config
 from nas.cost import CostModel, DeviceProfile
-from nas.train import checkpoint_path
+from nas.training.checkpoint import checkpoint_path
 from nas_runs import SETTINGS, TRIALS, finished_run, snapshot
 
 TINY = ["--space=tiny", "--data.resolution=16", "--data.train_limit=128", "--data.val_limit=64", "--trackers=jsonl", "--quiet"]
@@ -130,7 +130,7 @@ def test_malformed_or_unknown_config(trained: Path, tmp_path: Path, capsys: pyte
 
 def test_yaml_numbers_without_a_dot_are_numbers(tmp_path: Path) -> None:
     """YAML 1.1 reads `1e-3` as a string; a learning rate written that way must still be a float, not an error."""
-    from nas.config import build_config, load_yaml
+    from nas.run.config import build_config, load_yaml
 
     (tmp_path / "cfg.yaml").write_text("train:\n  lr: 1e-3\n")
     assert build_config(load_yaml(tmp_path / "cfg.yaml"), ["train.weight_decay=5E-5"]).train.lr == 1e-3

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-import nas.cost.model as cost_model_mod
+import nas.cost.store as cost_store_mod
 from nas.cost import (
     FORMAT_VERSION,
     CostModel,
@@ -18,8 +18,8 @@ from nas.cost import (
     default_profile_path,
     load_or_calibrate,
     measure_latency_ms,
-    predict_numba,
     predict_reference,
+    predict_table_numba,
     space_signature,
 )
 from nas.cost.kernel import PARALLEL_MIN_BATCH
@@ -45,6 +45,8 @@ def _profile(space, coef=(1e-6, 2e-6, 1e-7, 0.01), intercept=0.25, **overrides) 
 
 
 # --- kernel ------------------------------------------------------------------------------------
+# The engine's kernel gathers from the [S, O] latency table a CostModel folds its profile into;
+# the reference computes the linear model one architecture, slot and feature at a time.
 @pytest.mark.parametrize("batch", [0, 1, 1000, PARALLEL_MIN_BATCH + 7])  # the last one takes the parallel kernel
 def test_kernel_matches_reference(batch):
     rng = np.random.default_rng(batch)
@@ -52,7 +54,7 @@ def test_kernel_matches_reference(batch):
     features = rng.random((S, O, F)) * 10.0 ** rng.integers(0, 8, size=F)
     coef, intercept = rng.random(F) * 1e-6, float(rng.random())
     op_ids = rng.integers(0, O, size=(batch, S)).astype(np.int32)
-    got = predict_numba(op_ids, features, coef, intercept)
+    got = predict_table_numba(op_ids, features @ coef, intercept)
     want = predict_reference(op_ids, features, coef, intercept)
     assert got.shape == (batch,) and got.dtype == np.float64
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
@@ -62,7 +64,7 @@ def test_kernel_accepts_other_int_dtypes_and_layouts():
     rng = np.random.default_rng(1)
     features, coef = rng.random((5, 3, 2)), rng.random(2)
     op_ids = rng.integers(0, 3, size=(5, 8)).T  # int64, non-contiguous
-    np.testing.assert_allclose(predict_numba(op_ids, features, coef, 0.0), predict_reference(op_ids, features, coef, 0.0), rtol=1e-12)
+    np.testing.assert_allclose(predict_table_numba(op_ids, features @ coef, 0.0), predict_reference(op_ids, features, coef, 0.0), rtol=1e-12)
 
 
 @pytest.mark.parametrize("bad,dtype", [(-1, np.int32), (3, np.int32), (2**31 - 1, np.int32), (-1, np.int64), (2**32 + 1, np.int64), (3, np.uint8)])
@@ -70,18 +72,20 @@ def test_kernel_rejects_out_of_range_op_ids(bad, dtype):
     op_ids = np.zeros((4, 5), dtype=dtype)
     op_ids[2, 3] = bad
     with pytest.raises(ValueError, match=rf"op id {bad} at architecture 2, slot 3 is out of range.*valid ids 0\.\.2"):
-        predict_numba(op_ids, np.ones((5, 3, 2)), np.ones(2), 0.0)
+        predict_table_numba(op_ids, np.ones((5, 3)), 0.0)
     with pytest.raises(ValueError, match="out of range"):
         predict_reference(op_ids, np.ones((5, 3, 2)), np.ones(2), 0.0)
 
 
 def test_kernel_rejects_bad_shapes_and_dtypes():
     with pytest.raises(TypeError, match="op_ids must be integers"):
-        predict_numba(np.zeros((2, 5)), np.ones((5, 3, 2)), np.ones(2), 0.0)
+        predict_table_numba(np.zeros((2, 5)), np.ones((5, 3)), 0.0)
     with pytest.raises(ValueError, match=r"op_ids must have shape \[B, 5\]"):
-        predict_numba(np.zeros((2, 4), dtype=np.int32), np.ones((5, 3, 2)), np.ones(2), 0.0)
-    with pytest.raises(ValueError, match="one coefficient per feature"):
-        predict_numba(np.zeros((2, 5), dtype=np.int32), np.ones((5, 3, 2)), np.ones(3), 0.0)
+        predict_table_numba(np.zeros((2, 4), dtype=np.int32), np.ones((5, 3)), 0.0)
+    with pytest.raises(ValueError, match=r"latency table must be a finite \[S, O\] array"):
+        predict_table_numba(np.zeros((2, 5), dtype=np.int32), np.ones((5, 3, 2)), 0.0)
+    with pytest.raises(ValueError, match=r"latency table must be a finite \[S, O\] array"):
+        predict_table_numba(np.zeros((2, 5), dtype=np.int32), np.full((5, 3), np.nan), 0.0)
 
 
 # --- cost model --------------------------------------------------------------------------------
@@ -207,7 +211,7 @@ def test_load_or_calibrate_caches(space, monkeypatch, tmp_path):
     def no_calibration(*args, **kwargs):
         raise AssertionError("should have used the cached profile")
 
-    monkeypatch.setattr(cost_model_mod, "calibrate", no_calibration)
+    monkeypatch.setattr(cost_store_mod, "calibrate", no_calibration)
     again = load_or_calibrate(space, device="testcpu", threads=1)
     assert again.profile.to_dict() == model.profile.to_dict()
     with pytest.raises(AssertionError, match="cached profile"):
@@ -217,7 +221,7 @@ def test_load_or_calibrate_caches(space, monkeypatch, tmp_path):
 
     path.write_text("{broken")
     calls = []
-    monkeypatch.setattr(cost_model_mod, "calibrate", lambda sp, **kw: calls.append(kw) or (model.profile, {}))
+    monkeypatch.setattr(cost_store_mod, "calibrate", lambda sp, **kw: calls.append(kw) or (model.profile, {}))
     with pytest.warns(UserWarning, match="not valid JSON"):
         load_or_calibrate(space, device="testcpu")
     assert calls == [{"device_name": "testcpu"}] and DeviceProfile.load(path).to_dict() == model.profile.to_dict()

@@ -19,6 +19,7 @@ from sklearn.datasets import load_digits
 
 import nas.data as data_mod
 from nas.data import DATASETS, DataBundle, DataError, load_data, make_loader
+from search_spaces import UnknownNameError
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
@@ -120,8 +121,8 @@ def _write_pngs(folder: Path, classes: dict[str, int], size: tuple[int, int] = (
 # --------------------------------------------------------------------------- digits
 
 
-def test_datasets_constant_lists_every_loader() -> None:
-    assert DATASETS == ("digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
+def test_datasets_registry_lists_every_loader() -> None:
+    assert DATASETS.names() == sorted(("digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder"))
 
 
 def test_digits_shapes_classes_and_split_sizes() -> None:
@@ -479,7 +480,7 @@ def test_imagefolder_corrupt_image_named(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_lists_known_ones() -> None:
-    with pytest.raises(DataError, match=r"unknown dataset 'mnist2'; choose one of: digits, fashion_mnist"):
+    with pytest.raises(UnknownNameError, match=r"unknown data set 'mnist2' \(data.name\); available: cifar10, cifar100, digits, fashion_mnist, imagefolder"):
         load_data("mnist2")
 
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from nas.distributed import (
+from nas.training.distributed import (
     DistInfo,
     allreduce_gradients,
     barrier,

@@ -23,7 +23,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.cli import main
-from nas.pg_server import PostgresServer, PostgresUnavailable
+from nas.testing.pg_server import PostgresServer, PostgresUnavailable
 
 TINY = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl", "--train-limit=256", "--data.val_limit=128"]
 FAST_EVAL = ["--train.bn_recal_batches=2"]  # not part of the trained supernet's identity: free to set per search
@@ -160,7 +160,7 @@ def test_racing_asks_never_exceed_the_budget(postgres, trained):
     """A worker that asked while the last trials were being taken gets a surplus trial: pruned, then it waits for the others."""
     from nas.controllers import create_controller
     from nas.controllers.base import Objectives
-    from nas.context import build_space, resolve_config
+    from nas.run.context import build_space, resolve_config
     from nas.controllers.optuna_controller import open_storage
 
     run_dir, _ = trained

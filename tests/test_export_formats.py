@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import dataclasses
 import json
 import re
 import shutil
@@ -15,8 +16,8 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.config import ConfigError
-from nas.export_formats import FORMATS, resolve_formats
+from nas.run.config import ConfigError
+from nas.export.formats import format_names, resolve_formats
 from search_spaces import create_space
 
 FAST = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl", "--search.calibration_archs=8", "--export.latency_repeats=5", "--train.bn_recal_batches=2"]
@@ -42,7 +43,7 @@ def run(tmp_path_factory):
 def test_every_format_is_written_and_verified(run):
     run_dir, summary, _, _ = run
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
-    assert set(meta["formats"]) == set(FORMATS) and summary["formats"] == {f: True for f in FORMATS}
+    assert set(meta["formats"]) == set(format_names()) and summary["formats"] == {f: True for f in format_names()}
     for fmt, res in meta["formats"].items():
         assert res["ok"] is True and "error" not in res, (fmt, res)
         assert 0 <= res["max_abs_diff"] <= res["tolerance"] <= 1e-3, (fmt, res)
@@ -137,7 +138,7 @@ def test_timm_space_exports_as_the_original_timm_model():
     """For a timm:<model> space, the model's own architecture maps onto timm's own model: same names, same outputs."""
     import timm
 
-    from nas.timm_export import timm_model_spec, timm_state_dict
+    from nas.export.timm_format import timm_model_spec, timm_state_dict
     from search_spaces.timm_space import load_timm_checkpoint
 
     torch.manual_seed(0)
@@ -166,7 +167,7 @@ def test_timm_space_exports_as_the_original_timm_model():
 
 
 def test_default_formats_follow_the_space_and_inapplicable_ones_are_refused():
-    assert resolve_formats(None, create_space("tiny")) == list(FORMATS)
+    assert resolve_formats(None, create_space("tiny")) == format_names()
     assert resolve_formats(None, create_space("resnet20_pool")) == ["torch", "torchscript", "torch_export", "onnx"]
     assert resolve_formats(["onnx", "torch.export"], create_space("tiny")) == ["torch_export", "onnx"]
     with pytest.raises(ConfigError, match="stem has stride 1; timm's MobileNetV3 stem is fixed at stride 2"):
@@ -177,7 +178,7 @@ def test_default_formats_follow_the_space_and_inapplicable_ones_are_refused():
 @pytest.mark.parametrize(
     "settings, message",
     [
-        (["--format=onnx,bogus"], "unknown export format 'bogus' (export.formats / --format); known: torch, torchscript, torch_export, onnx, timm"),
+        (["--format=onnx,bogus"], "unknown export format 'bogus' (export.formats / --format); available: onnx, timm, torch, torch_export, torchscript"),
         (["--space=resnet20_pool", "--format=timm"], "export format 'timm' does not apply to space 'resnet20_pool'"),
     ],
 )
@@ -190,7 +191,7 @@ def test_bad_format_is_one_line_before_any_work(tmp_path, capsys, settings, mess
 
 
 def test_a_failing_format_is_recorded_and_the_others_kept(run, tmp_path, capsys, monkeypatch):
-    import nas.export_formats as formats
+    import nas.export.formats as formats
 
     run_dir, _, _, _ = run
     work = tmp_path / "work"
@@ -199,7 +200,8 @@ def test_a_failing_format_is_recorded_and_the_others_kept(run, tmp_path, capsys,
     def broken(job):
         raise RuntimeError("simulated exporter crash\nsecond line")
 
-    monkeypatch.setitem(formats._WRITERS, "onnx", broken)
+    onnx = formats.EXPORT_FORMATS.get("onnx")
+    monkeypatch.setitem(formats.EXPORT_FORMATS._members, "onnx", dataclasses.replace(onnx, start=formats._now(broken)))
     assert main(["export", "--run-dir", str(work), "--quiet", "--format=torch,onnx"]) == 2
     err = capsys.readouterr().err
     assert "export format(s) failed: onnx: RuntimeError: simulated exporter crash second line" in err

@@ -27,8 +27,8 @@ import torch
 import yaml
 
 from nas.cli import main
-from nas.rundir import remove_stale_temp_files
-from nas.train import checkpoint_path
+from nas.run.files import remove_stale_temp_files
+from nas.training.checkpoint import checkpoint_path
 from nas_runs import EPOCHS, SETTINGS, TRIALS, finished_run, nas_subprocess, sigkill_when
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -17,11 +17,11 @@ import torch
 
 from nas.cli import main
 from nas_runs import sigkill_when
-from nas.context import build_space, load_config_data, resolve_config
+from nas.run.context import build_space, load_config_data, resolve_config
 from nas.evaluation import accuracy
 from nas.finetune import FinetuneTrackers, initial_network
-from nas.rundir import RunLock
-from nas.tracking import Trackers
+from nas.run.files import RunLock
+from nas.run.tracking import Trackers
 
 # tiny digits at 16 px, 384 training images; a spec latency profile, so no calibration
 RUN = ["--space=tiny", "--data.resolution=16", "--data.train_limit=384", "--trackers=jsonl", "--train.bn_recal_batches=2", "--epochs=2",

@@ -59,19 +59,6 @@ def test_full_render_writes_tables_and_plots(tmp_path: Path) -> None:
     assert (results / "controllers.png").stat().st_size > 10_000
 
 
-def test_machine_block_is_nas_machine_markdown(monkeypatch) -> None:
-    """The recorded-machine lines keep nas.machine's format, so a re-render reads like a fresh report."""
-    import nas.machine
-
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    from _results import machine_block
-
-    info = {"date": "2000-01-01 00:00 UTC", "platform": "p", "processor": "cpu", "logical_cores": "3",
-            **{k: f"{k}-v" for k in ("python", "torch", "torchvision", "numpy", "numba", "optuna", "timm")}}
-    monkeypatch.setattr(nas.machine, "machine_info", lambda: dict(info))
-    assert machine_block(info) == nas.machine.machine_markdown()
-
-
 def test_ranking_report_names_extra_settings_in_its_reproduce_command(tmp_path: Path, monkeypatch) -> None:
     """A ranking run made with --set KEY=VALUE must say so, or its command would not reproduce it."""
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nas.cli import main
-from nas.config import build_config
+from nas.run.config import build_config
 from nas.ranking import arch_macs, ranking_metrics, standalone_recipe_id, stratified_archs
 from search_spaces import create_space
 

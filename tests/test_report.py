@@ -26,9 +26,10 @@ import pytest
 from PIL import Image
 
 from nas.cli import main
-from nas.report import FIGURES, load_run, write_report
-from nas.report_figures import anytime_curves, anytime_figure, hypervolume, pareto_figure, ranking_figure, training_figure
-from nas.rundir import RunLock
+from nas.report.builder import FIGURES, load_run, write_report
+from nas.pareto import anytime_curves, hypervolume
+from nas.report.figures import anytime_figure, pareto_figure, ranking_figure, training_figure
+from nas.run.files import RunLock
 
 FAST = [
     "--space=tiny", "--data.resolution=16", "--train-limit=512", "--data.val_limit=128", "--train.bn_recal_batches=2",
@@ -62,8 +63,8 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def run(isolated: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`nas run` on tiny digits with every tracker, a budget halfway between the smallest and largest network."""
-    from nas.config import build_config
-    from nas.context import build_space
+    from nas.run.config import build_config
+    from nas.run.context import build_space
     from nas.cost import CostModel, spec_profile
 
     run_dir = tmp_path_factory.mktemp("report_run")

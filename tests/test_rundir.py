@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas import rundir
-from nas.rundir import (
+from nas.run import files as rundir
+from nas.run.files import (
     RunDirError,
     RunLock,
     atomic_torch_save,
@@ -138,7 +138,7 @@ def test_read_json_errors_name_the_file(tmp_path: Path) -> None:
 _HOLDER = textwrap.dedent(
     """
     import sys, time
-    from nas.rundir import RunLock
+    from nas.run.files import RunLock
     with RunLock(sys.argv[1]):
         print("locked", flush=True)
         if sys.argv[2] == "wait":
@@ -149,7 +149,7 @@ _HOLDER = textwrap.dedent(
 _TRY = textwrap.dedent(
     """
     import sys
-    from nas.rundir import RunDirError, RunLock
+    from nas.run.files import RunDirError, RunLock
     try:
         with RunLock(sys.argv[1]):
             print("acquired", flush=True)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
-from nas.sampling import SAMPLING_RULES, _fair_values, choice_counts, dimension_groups, get_rule, sorted_ladder
+from nas.training.sampling import SAMPLING_RULES, _fair_values, choice_counts, dimension_groups, get_rule, sorted_ladder
 from search_spaces import Arch, create_space
 
 TOTAL = 1000  # total_steps used throughout

@@ -14,7 +14,7 @@ from torch import nn
 from nas.cli import main
 from search_spaces import build_supernet, create_space, list_supernet_kinds
 from search_spaces.arch import InvalidArchitectureError
-from supernets.mixture import BalancedMixture, balanced_assignment
+from supernets.balanced_mixture import BalancedMixture, balanced_assignment
 from supernets.mos import MixtureOfSupernets
 
 KIND_CASES = [

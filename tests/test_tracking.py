@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from nas import tracking
-from nas.rundir import RunDirError
-from nas.tracking import (
+from nas.run import tracking
+from nas.run.files import RunDirError
+from nas.run.tracking import (
     JsonlTracker,
     TensorBoardTracker,
     Tracker,
@@ -160,7 +160,7 @@ def test_jsonl_survives_sigkill(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
         import sys, time
-        from nas.tracking import JsonlTracker
+        from nas.run.tracking import JsonlTracker
         t = JsonlTracker(sys.argv[1])
         for i in range(50):
             t.log("train", i, {"loss": 1.0 / (i + 1)})
@@ -382,10 +382,10 @@ def test_make_trackers(tmp_path: Path) -> None:
 
 
 def test_make_trackers_skips_a_tracker_that_cannot_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_tensorboard(run_dir: Path) -> None:
+    def no_tensorboard(self: Any, run_dir: Path, **_: Any) -> None:
         raise ImportError("No module named 'tensorboard'")
 
-    monkeypatch.setattr(tracking, "TensorBoardTracker", no_tensorboard)
+    monkeypatch.setattr(tracking.TensorBoardTracker, "__init__", no_tensorboard)
     with pytest.warns(TrackingWarning, match="tensorboard tracker disabled"):
         trackers = make_trackers(tmp_path, ["tensorboard"])
     assert [type(t) for t in trackers] == [JsonlTracker]

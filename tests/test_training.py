@@ -10,9 +10,11 @@ import time
 import pytest
 import torch
 
-from nas.augment import augment_batch
-from nas.context import open_run
-from nas.train import Trainer, SupernetPlan, checkpoint_path, distillation_loss, load_supernet, train_supernet
+from nas.training.augment import augment_batch
+from nas.run.context import open_run
+from nas.training.checkpoint import checkpoint_path, load_supernet
+from nas.training.plans import SupernetPlan
+from nas.training.trainer import Trainer, distillation_loss, train_supernet
 
 TINY = ["space.name=tiny", "data.resolution=16", "trackers=jsonl", "data.train_limit=512"]
 
@@ -114,10 +116,13 @@ def test_augment_shifts_and_flips_deterministically():
 
 
 def test_unknown_sampler_option_fails_before_training(tmp_path):
-    from nas.config import ConfigError
+    from nas.commands.checks import check_sampler_options, validate_config
+    from nas.run.config import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown option"):
-        _ctx(tmp_path, "train.sampler=sandwich", "train.sampler_options={bogus: 1}")
+    with pytest.raises(ConfigError, match="unknown option"):  # what every training command checks before it writes anything
+        open_run(tmp_path, overrides=[*TINY, "train.sampler=sandwich", "train.sampler_options={bogus: 1}"], progress=False, quiet=True,
+                 validate=validate_config, preflight=check_sampler_options)
+    assert not tmp_path.joinpath("config.yaml").exists()
 
 
 def test_two_process_gloo_training_equals_one_process(tmp_path):

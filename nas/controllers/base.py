@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+import torch
+from torch import nn
+
+from nas.trials import TrialRow
 from search_spaces import Arch, SearchSpace
+from search_spaces.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,20 @@ class Objectives:
 
 
 class Controller(ABC):
-    """Ask/tell search strategy. Implementations must be seeded and resumable."""
+    """Ask/tell search strategy. Implementations must be seeded and resumable.
+
+    Required: :meth:`ask`, :meth:`tell`, :meth:`n_finished`, :meth:`history`.
+    Optional hooks, with defaults that suit a controller working on its own:
+    :attr:`needs_supernet` / :meth:`prepare` (learn on the supernet before asking),
+    :meth:`ask_within` (an exact trial budget), :attr:`shared` (other workers add
+    trials), :meth:`enqueue` and :meth:`close`.
+    """
+
+    needs_supernet: bool = False
+    """Whether :meth:`prepare` must run on the trained supernet before the first ask (gradient controllers)."""
+
+    shared: bool = False
+    """Whether other processes add trials to the same search (a shared study): results may appear between asks."""
 
     def __init__(self, space: SearchSpace, seed: int, latency_budget_ms: float | None, n_devices: int = 1):
         self.space, self.seed, self.latency_budget_ms, self.n_devices = space, seed, latency_budget_ms, n_devices
@@ -46,32 +64,51 @@ class Controller(ABC):
         """Make ``arch`` the next architecture :meth:`ask` returns (e.g. a single-path read-off)."""
         raise NotImplementedError(f"controller {type(self).__name__} cannot take a given architecture")
 
+    def prepare(
+        self,
+        supernet: nn.Module,
+        train_batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+        val_batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+        cost: Any,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        """Learn on the supernet before the first ask (only called when :attr:`needs_supernet`).
+
+        ``train_batches(epoch)`` / ``val_batches(round)`` give seeded loaders, ``cost`` is
+        the budget device's :class:`~nas.cost.CostModel`. Returns what was learned, with
+        ``argmax_arch`` (the architecture it would pick) and ``argmax_latency_ms``.
+        """
+        raise NotImplementedError(f"controller {type(self).__name__} does not learn on the supernet (needs_supernet is False)")
+
+    def ask_within(self, trials: int) -> Arch | None:
+        """The next architecture to evaluate, or None once the search holds ``trials`` finished results.
+
+        Controllers on a shared study count every worker's trials; the default counts its own.
+        """
+        return None if self.n_finished() >= trials else self.ask(1)[0]
+
+    def close(self) -> None:
+        """Release what the controller holds (threads, connections); the default holds nothing."""
+
     @abstractmethod
     def n_finished(self) -> int:
         """Evaluations already told (including those of a resumed run)."""
 
     @abstractmethod
-    def history(self) -> list[dict[str, Any]]:
-        """Finished evaluations: ``{"trial", "arch", "arch_id", "accuracy", "latency_ms", "extra_latencies_ms", "feasible"}`` each."""
+    def history(self) -> list[TrialRow]:
+        """Finished evaluations, one :class:`~nas.trials.TrialRow` each."""
 
 
-_CONTROLLERS: dict[str, Callable[..., Controller]] = {}
-
-
-def register_controller(name: str) -> Callable[[Callable[..., Controller]], Callable[..., Controller]]:
-    def deco(factory: Callable[..., Controller]) -> Callable[..., Controller]:
-        _CONTROLLERS[name] = factory
-        return factory
-
-    return deco
+CONTROLLERS: Registry[Callable[..., Controller]] = Registry("controller")
+register_controller = CONTROLLERS.register
 
 
 def create_controller(name: str, options: Mapping[str, Any] | None = None, **kwargs: Any) -> Controller:
     """``kwargs`` are what every controller takes; ``options`` the named controller's own settings
     (``--search.controller_options``), checked against its factory's signature."""
-    if name not in _CONTROLLERS:
-        raise KeyError(f"unknown controller {name!r}; available: {sorted(_CONTROLLERS)}")
-    factory = _CONTROLLERS[name]
+    factory = CONTROLLERS.get(name, setting="search.controller")
     options = dict(options or {})
     if options:
         own = controller_options(name)
@@ -86,9 +123,9 @@ _COMMON = {"space", "seed", "latency_budget_ms", "run_dir", "population", "stora
 
 def controller_options(name: str) -> dict[str, Any]:
     """The controller's own settings and their defaults (what ``--search.controller_options`` may set)."""
-    params = inspect.signature(_CONTROLLERS[name]).parameters
+    params = inspect.signature(CONTROLLERS.get(name, setting="search.controller")).parameters
     return {k: p.default for k, p in params.items() if k not in _COMMON and p.kind is p.POSITIONAL_OR_KEYWORD}
 
 
 def list_controllers() -> list[str]:
-    return sorted(_CONTROLLERS)
+    return CONTROLLERS.names()

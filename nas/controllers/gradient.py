@@ -48,7 +48,7 @@ from nas.controllers.optuna_controller import OptunaController, _storage_and_nam
 from nas.controllers.space_sampler import SpaceSampler
 from nas.cost.expected import expected_latency
 from nas.cost.model import CostModel
-from nas.rundir import atomic_write_json
+from nas.run.files import atomic_write_json
 from search_spaces import Arch, SearchSpace
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -130,7 +130,10 @@ class GradientController(OptunaController):
             if state.get("identity") == self._identity():
                 self._set_probs(state["probabilities"])
                 return state
-        state = self._search(supernet, train_batches, val_batches, cost, torch.device(device), channels_last, progress)
+        dev = torch.device(device)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # seeded here, the caller's RNG untouched
+            torch.manual_seed(self.seed)
+            state = self._search(supernet, train_batches, val_batches, cost, dev, channels_last, progress)
         atomic_write_json(self.state_path, state)
         self._set_probs(state["probabilities"])
         return state
@@ -140,7 +143,6 @@ class GradientController(OptunaController):
 
     def _search(self, supernet: nn.Module, train_batches: Callable[[int], Batches], val_batches: Callable[[int], Batches], cost: CostModel, device: torch.device, channels_last: bool, progress: bool) -> dict[str, Any]:
         s = self.settings
-        torch.manual_seed(self.seed)
         net = copy.deepcopy(supernet).to(device).train()
         if channels_last:
             net = net.to(memory_format=torch.channels_last)

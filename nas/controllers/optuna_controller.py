@@ -14,7 +14,6 @@ completed trials, summed over all workers, at exactly the search's budget.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -28,11 +27,10 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from nas.controllers.seeding import seed_per_trial
 from nas.controllers.base import Controller, Objectives, register_controller
+from nas.controllers.seeding import seed_per_trial
+from nas.trials import TrialRow, row_from_study_trial
 from search_spaces import Arch, SearchSpace
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 RETRIES = 2  # times a trial whose worker died is re-queued with the same architecture
 GRACE_HEARTBEATS = 3  # a running trial is stale after this many heartbeat intervals without one
@@ -281,21 +279,8 @@ class OptunaController(Controller):
     def n_finished(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
-    def history(self) -> list[dict[str, Any]]:
-        rows = []
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            rows.append(
-                {
-                    "trial": t.number,
-                    "arch": json.loads(t.user_attrs["arch"]),
-                    "arch_id": t.user_attrs["arch_id"],
-                    "accuracy": t.values[0],
-                    "latency_ms": t.values[1],
-                    "extra_latencies_ms": list(t.values[2:]),
-                    "feasible": t.user_attrs.get("constraint", 0.0) <= 0,
-                }
-            )
-        return rows
+    def history(self) -> list[TrialRow]:
+        return [row_from_study_trial(t) for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
 
 
 def _storage_and_name(run_dir: Any, storage: str | BaseStorage | None, study_name: str | None) -> tuple[str | BaseStorage, str]:

@@ -22,7 +22,7 @@ from scipy.optimize import nnls
 from scipy.stats import kendalltau
 from torch import nn
 
-from nas.cost.profile import DeviceProfile
+from nas.cost.profile import DeviceProfile, space_signature
 from search_spaces.arch import Arch
 from search_spaces.base import SearchSpace
 
@@ -205,7 +205,6 @@ def calibrate(
     diagnostics describe exactly that profile. Smallest and largest are always
     in the training part. Predictions are for one forward pass at ``batch``.
     """
-    from nas.cost.model import space_signature  # model imports this module
 
     if n_archs < 3:
         raise ValueError(f"n_archs must be >= 3 to fit and check a profile, got {n_archs}")

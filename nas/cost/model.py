@@ -7,36 +7,14 @@ kernel on the space's lowering of architectures to op ids.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nas.cost.calibrate import calibrate
 from nas.cost.kernel import predict_table_numba
-from nas.cost.profile import RECALIBRATE_HINT, DeviceProfile, ProfileError, default_profile_path
+from nas.cost.profile import RECALIBRATE_HINT, DeviceProfile, ProfileError, space_signature
 from search_spaces.base import SearchSpace
-
-
-def space_signature(space: SearchSpace) -> str:
-    """``<name>-<C>x<H>x<W>-<hash>``: identifies the configuration a profile's coefficients apply to.
-
-    The hash covers the choices, the network config (widths, activations, ...)
-    and the cost table itself, so any change that rescales features or changes
-    what runs gives a different signature.
-    """
-    ct = space.cost_table()
-    h = hashlib.sha256()
-    h.update(json.dumps({"choices": {k: list(v) for k, v in space.choices.items()}, "config": repr(getattr(space, "cfg", None))}, sort_keys=True).encode())
-    h.update(json.dumps([list(ct.feature_names), list(ct.slot_names), list(ct.features.shape)]).encode())
-    h.update(np.ascontiguousarray(ct.features, dtype="<f8").tobytes())
-    shape = "x".join(str(d) for d in space.input_shape)
-    return f"{space.name}-{shape}-{h.hexdigest()[:16]}"
 
 
 class CostModel:
@@ -76,28 +54,6 @@ class CostModel:
     def latency_table(self) -> np.ndarray:
         """Latency (ms) of op ``o`` at slot ``s``, ``[S, O]``, without the intercept; padded ops are 0."""
         return self._table.copy()
-
-
-def load_or_calibrate(space: SearchSpace, device: str = "cpu", path: str | os.PathLike[str] | None = None, recalibrate: bool = False, **calib_kwargs: Any) -> CostModel:
-    """Cost model from the cached profile when it is valid for ``space``; else calibrate and cache it.
-
-    A cached profile measured with other ``threads``/``batch`` than requested is
-    not what was asked for, so it is recalibrated too.
-    """
-    path = Path(path) if path is not None else default_profile_path(device, space_signature(space))
-    if not recalibrate and path.exists():
-        try:
-            profile = DeviceProfile.load(path)
-            model = CostModel(space, profile)
-            stale = [k for k in ("threads", "batch") if k in calib_kwargs and profile.meta.get(k) != calib_kwargs[k]]
-            if not stale:
-                return model
-            warnings.warn(f"cached profile {path} was measured with other {stale}; recalibrating", stacklevel=2)
-        except ProfileError as exc:
-            warnings.warn(f"ignoring cached profile: {exc}; recalibrating", stacklevel=2)
-    profile, _ = calibrate(space, device_name=device, **calib_kwargs)
-    profile.save(path)
-    return CostModel(space, profile)
 
 
 def predict_many(models: Sequence[CostModel], archs: Sequence[Mapping[str, Any]]) -> np.ndarray:

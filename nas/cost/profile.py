@@ -12,12 +12,14 @@ import hashlib
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from nas.rundir import atomic_write_text
+import numpy as np
+
+from nas.run.files import atomic_write_text
+from search_spaces.base import SearchSpace
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: analytical coefficients only (no lookup table)
@@ -157,12 +159,20 @@ class DeviceProfile:
         return cls.from_json(text, source=f"device profile {path}")
 
 
-def default_profile_path(device: str, signature: str) -> Path:
-    """``$XDG_CACHE_HOME/nas-engine/profiles/<device>-<hash of signature>.json`` (default ``~/.cache``)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    safe_device = re.sub(r"[^A-Za-z0-9_.-]+", "_", device).strip("._") or "device"
-    digest = hashlib.sha256(signature.encode()).hexdigest()[:16]
-    return Path(cache) / "nas-engine" / "profiles" / f"{safe_device}-{digest}.json"
+def space_signature(space: SearchSpace) -> str:
+    """``<name>-<C>x<H>x<W>-<hash>``: identifies the configuration a profile's coefficients apply to.
+
+    The hash covers the choices, the network config (widths, activations, ...)
+    and the cost table itself, so any change that rescales features or changes
+    what runs gives a different signature.
+    """
+    ct = space.cost_table()
+    h = hashlib.sha256()
+    h.update(json.dumps({"choices": {k: list(v) for k, v in space.choices.items()}, "config": repr(space.cfg)}, sort_keys=True).encode())
+    h.update(json.dumps([list(ct.feature_names), list(ct.slot_names), list(ct.features.shape)]).encode())
+    h.update(np.ascontiguousarray(ct.features, dtype="<f8").tobytes())
+    shape = "x".join(str(d) for d in space.input_shape)
+    return f"{space.name}-{shape}-{h.hexdigest()[:16]}"
 
 
 def _json_safe(value: Any) -> Any:

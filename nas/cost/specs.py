@@ -36,7 +36,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from nas.cost.profile import DeviceProfile
+from nas.cost.profile import DeviceProfile, space_signature
 from search_spaces.base import SearchSpace
 
 SPECS_FORMAT_VERSION = 1
@@ -163,7 +163,6 @@ def spec_profile(spec: DeviceSpec | str, space: SearchSpace) -> DeviceProfile:
     ``spec`` is a :class:`DeviceSpec` or the name of a shipped one. Raises
     ``ValueError`` if the space's cost table has a feature the spec cannot price.
     """
-    from nas.cost.model import space_signature  # model imports the kernel; keep this module light to import
 
     if isinstance(spec, str):
         spec = get_spec(spec)

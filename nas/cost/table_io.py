@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from nas.cost.calibrate import fit_nnls
-from nas.cost.model import space_signature
-from nas.cost.profile import DeviceProfile, ProfileError
-from nas.rundir import atomic_write_text
+from nas.cost.profile import DeviceProfile, ProfileError, space_signature
+from nas.run.files import atomic_write_text
 from search_spaces import SearchSpace
 
 COLUMNS = ("slot", "op", "description", "latency_ms")

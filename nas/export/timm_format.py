@@ -24,12 +24,22 @@ with timm and torch alone.
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from nas.export.formats import FORMAT_TOLERANCE, ExportFormat, ExportJob, register_format
+from nas.run.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from supernets.blocks import mid_channels, se_channels
 from supernets.mbnet import MBNet, MBNetConfig, MBSpec
 
@@ -246,3 +256,61 @@ print(json.dumps({
 
 
 __all__ = ["LOADER", "LOADER_FILE", "SPEC_FILE", "TimmExportError", "VERIFY_SCRIPT", "WEIGHTS_FILE", "timm_arch_def", "timm_incompatibility", "timm_model_spec", "timm_state_dict"]
+
+
+def _start_timm(job: ExportJob) -> Callable[[], dict[str, Any]]:
+    """Write the timm files and start their check in a separate interpreter; returns a function that waits for it."""
+    spec = timm_model_spec(job.space, job.net, job.spec)
+    buf = io.BytesIO()
+    torch.save(timm_state_dict(job.net), buf)
+    atomic_write_bytes(job.out_dir / WEIGHTS_FILE, buf.getvalue())
+    atomic_write_text(job.out_dir / LOADER_FILE, LOADER)
+    atomic_write_json(job.out_dir / SPEC_FILE, spec)
+    tmp = tempfile.TemporaryDirectory(prefix="nas-timm-check-")
+    batch = Path(tmp.name) / "batch.pt"
+    torch.save({"x": job.x, "y": job.y, "logits": job.logits}, batch)
+    # cwd is the temporary folder: nothing of this project is on the child's import path unless installed
+    cmd = [sys.executable, "-c", VERIFY_SCRIPT, str((job.out_dir / LOADER_FILE).resolve()), str(job.out_dir.resolve()), str(batch)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.Popen(cmd, cwd=tmp.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def finish() -> dict[str, Any]:
+        try:
+            stdout, stderr = proc.communicate(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            tmp.cleanup()
+        if proc.returncode != 0:
+            last = (stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"building the timm model in a separate python failed: {last}")
+        res = json.loads(stdout.strip().splitlines()[-1])
+        tol = FORMAT_TOLERANCE * max(1.0, job.logits.abs().max().item())
+        problems = []
+        if not res["max_abs_diff"] <= tol:
+            problems.append(f"max abs difference {res['max_abs_diff']:.3g} > tolerance {tol:.3g}")
+        if res["accuracy"] != res["accuracy_ours"]:
+            problems.append(f"validation-batch accuracy {res['accuracy']:.4f} in timm vs {res['accuracy_ours']:.4f} here")
+        if res["project_modules_imported"]:
+            problems.append(f"the check imported {res['project_modules_imported']}")
+        out = {
+            "file": WEIGHTS_FILE,
+            "files": [SPEC_FILE, WEIGHTS_FILE, LOADER_FILE],
+            "load": f"from load_timm import build_timm_model; build_timm_model(EXPORT_DIR)  (timm {spec['timm_version']} + torch only)",
+            "arch_def": spec["arch_def"],
+            "max_abs_diff": res["max_abs_diff"],
+            "tolerance": tol,
+            "val_batch_accuracy": res["accuracy"],
+            "val_batch_accuracy_ours": res["accuracy_ours"],
+            "argmax_agreement": res["argmax_agree"],
+            "separate_process": True,
+            "ok": not problems,
+        }
+        if problems:
+            out["error"] = "verification failed: " + "; ".join(problems)
+        return out
+
+    return finish
+
+
+register_format(ExportFormat("timm", (SPEC_FILE, WEIGHTS_FILE, LOADER_FILE), _start_timm, inapplicable=timm_incompatibility, background=True))

@@ -19,10 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import subprocess
-import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,56 +28,92 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from nas.config import ConfigError
-from nas.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text
+from nas.run.config import ConfigError
+from nas.run.files import atomic_write_bytes, atomic_write_json
+from search_spaces.registry import Registry
 
-FORMATS = ("torch", "torchscript", "torch_export", "onnx", "timm")
-FORMAT_ALIASES = {"torch.export": "torch_export", "pt2": "torch_export", "jit": "torchscript", "state_dict": "torch"}
-FORMAT_FILES = {
-    "torch": ("model.pt", "space.json"),
-    "torchscript": ("model.torchscript.pt",),
-    "torch_export": ("model.pt2",),
-    "onnx": ("model.onnx",),
-    "timm": ("timm_model.json", "model.timm.pth", "load_timm.py"),
-}
 FORMAT_TOLERANCE = 1e-4  # max abs logit difference allowed, relative to the logits' scale when above 1
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
 SPACE_FILE = "space.json"
 
 
+Result = dict[str, Any]  # what a format reports: file, max_abs_diff, tolerance, ok (and error when not)
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One export format: the files it writes, how it is written and checked, and the spaces it applies to.
+
+    ``start(job)`` writes the files and returns a function that finishes the check
+    and returns the :data:`Result`; most formats check before returning, a
+    ``background`` format (timm, checked in a second interpreter) is started first
+    and finished last so its check overlaps the others'. ``inapplicable(space)``
+    returns why the format cannot represent the space's networks (None: it can).
+    """
+
+    name: str
+    files: tuple[str, ...]
+    start: Callable[["ExportJob"], Callable[[], Result]]
+    inapplicable: Callable[[Any], str | None] = lambda space: None
+    aliases: tuple[str, ...] = ()
+    background: bool = False
+
+
+_ALIASES: dict[str, str] = {}
+EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format", normalize=lambda n: _ALIASES.get(n.strip().lower(), n.strip().lower()))
+"""Format name -> :class:`ExportFormat`; registration order is the order files are written and listed."""
+
+
+def register_format(fmt: ExportFormat) -> ExportFormat:
+    """Add ``fmt`` (and its aliases) to :data:`EXPORT_FORMATS`."""
+    EXPORT_FORMATS.add(fmt.name, fmt)
+    _ALIASES.update({a: fmt.name for a in fmt.aliases})
+    return fmt
+
+
+def format_names() -> list[str]:
+    """Every format, in registration order."""
+    return EXPORT_FORMATS.registered()
+
+
+def format_files(name: str) -> tuple[str, ...]:
+    return EXPORT_FORMATS.get(name).files
+
+
 def _inapplicable(space: Any) -> dict[str, str]:
     """Format -> why it does not apply to ``space`` (formats that apply are absent)."""
-    from nas.timm_export import timm_incompatibility
-
-    reason = timm_incompatibility(space)
-    return {"timm": reason} if reason else {}
+    out = {}
+    for name in format_names():
+        reason = EXPORT_FORMATS.get(name).inapplicable(space)
+        if reason:
+            out[name] = reason
+    return out
 
 
 def resolve_formats(requested: list[str] | None, space: Any) -> list[str]:
-    """The formats to write, in :data:`FORMATS` order; ``None`` (or ``all``) = every format that applies to ``space``.
+    """The formats to write, in registration order; ``None`` (or ``all``) = every format that applies to ``space``.
 
     An unknown name, or a format that cannot represent this space's networks, is a
     :class:`ConfigError` (one line) raised before any work.
     """
     skip = _inapplicable(space)
+    order = format_names()
     if requested is None or [str(f).strip().lower() for f in requested] in (["all"], []):
-        return [f for f in FORMATS if f not in skip]
+        return [f for f in order if f not in skip]
     names = []
     for raw in requested:
-        name = FORMAT_ALIASES.get(str(raw).strip().lower(), str(raw).strip().lower())
-        if name not in FORMATS:
-            raise ConfigError(f"unknown export format {raw!r} (export.formats / --format); known: {', '.join(FORMATS)} (or all)")
+        name = EXPORT_FORMATS.canonical(str(raw), setting="export.formats / --format")
         if name in skip:
             raise ConfigError(f"export format {name!r} does not apply to space {space.name!r}: {skip[name]}")
         names.append(name)
-    return [f for f in FORMATS if f in names]
+    return [f for f in order if f in names]
 
 
 # --------------------------------------------------------------------------- load_subnet
 
 
 def space_settings(space: Any, cfg: Any, num_classes: int, in_channels: int, resolution: int) -> dict[str, Any]:
-    """What :func:`load_subnet` needs to rebuild the space: its name and factory options (as ``nas.context.build_space`` passes them)."""
+    """What :func:`load_subnet` needs to rebuild the space: its name and factory options (as ``nas.run.context.build_space`` passes them)."""
     options = {"num_classes": num_classes, "in_channels": in_channels, "resolution": resolution, "width_mult": cfg.space.width_mult}
     options.update(cfg.space.options)
     options.pop("checkpoint", None)  # timm spaces: the checkpoint only initialises the supernet; model.pt holds the weights
@@ -214,69 +246,20 @@ def _write_onnx(job: ExportJob) -> dict[str, Any]:
     }
 
 
-def _start_timm(job: ExportJob) -> Callable[[], dict[str, Any]]:
-    """Write the timm files and start their check in a separate interpreter; returns a function that waits for it."""
-    from nas.timm_export import LOADER, LOADER_FILE, SPEC_FILE, VERIFY_SCRIPT, WEIGHTS_FILE, timm_model_spec, timm_state_dict
+def _now(write: Callable[[ExportJob], Result]) -> Callable[[ExportJob], Callable[[], Result]]:
+    """A format written and checked at once: ``start`` does it all and the finisher returns the result."""
 
-    spec = timm_model_spec(job.space, job.net, job.spec)
-    buf = io.BytesIO()
-    torch.save(timm_state_dict(job.net), buf)
-    atomic_write_bytes(job.out_dir / WEIGHTS_FILE, buf.getvalue())
-    atomic_write_text(job.out_dir / LOADER_FILE, LOADER)
-    atomic_write_json(job.out_dir / SPEC_FILE, spec)
-    tmp = tempfile.TemporaryDirectory(prefix="nas-timm-check-")
-    batch = Path(tmp.name) / "batch.pt"
-    torch.save({"x": job.x, "y": job.y, "logits": job.logits}, batch)
-    # cwd is the temporary folder: nothing of this project is on the child's import path unless installed
-    cmd = [sys.executable, "-c", VERIFY_SCRIPT, str((job.out_dir / LOADER_FILE).resolve()), str(job.out_dir.resolve()), str(batch)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.Popen(cmd, cwd=tmp.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    def start(job: ExportJob) -> Callable[[], Result]:
+        result = write(job)
+        return lambda: result
 
-    def finish() -> dict[str, Any]:
-        try:
-            stdout, stderr = proc.communicate(timeout=600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            tmp.cleanup()
-        if proc.returncode != 0:
-            last = (stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"building the timm model in a separate python failed: {last}")
-        res = json.loads(stdout.strip().splitlines()[-1])
-        tol = FORMAT_TOLERANCE * max(1.0, job.logits.abs().max().item())
-        problems = []
-        if not res["max_abs_diff"] <= tol:
-            problems.append(f"max abs difference {res['max_abs_diff']:.3g} > tolerance {tol:.3g}")
-        if res["accuracy"] != res["accuracy_ours"]:
-            problems.append(f"validation-batch accuracy {res['accuracy']:.4f} in timm vs {res['accuracy_ours']:.4f} here")
-        if res["project_modules_imported"]:
-            problems.append(f"the check imported {res['project_modules_imported']}")
-        out = {
-            "file": WEIGHTS_FILE,
-            "files": [SPEC_FILE, WEIGHTS_FILE, LOADER_FILE],
-            "load": f"from load_timm import build_timm_model; build_timm_model(EXPORT_DIR)  (timm {spec['timm_version']} + torch only)",
-            "arch_def": spec["arch_def"],
-            "max_abs_diff": res["max_abs_diff"],
-            "tolerance": tol,
-            "val_batch_accuracy": res["accuracy"],
-            "val_batch_accuracy_ours": res["accuracy_ours"],
-            "argmax_agreement": res["argmax_agree"],
-            "separate_process": True,
-            "ok": not problems,
-        }
-        if problems:
-            out["error"] = "verification failed: " + "; ".join(problems)
-        return out
-
-    return finish
+    return start
 
 
-_WRITERS: dict[str, Callable[[ExportJob], dict[str, Any]]] = {
-    "torch": _write_torch,
-    "torchscript": _write_torchscript,
-    "torch_export": _write_torch_export,
-    "onnx": _write_onnx,
-}
+register_format(ExportFormat("torch", ("model.pt", SPACE_FILE), _now(_write_torch), aliases=("state_dict",)))
+register_format(ExportFormat("torchscript", ("model.torchscript.pt",), _now(_write_torchscript), aliases=("jit",)))
+register_format(ExportFormat("torch_export", ("model.pt2",), _now(_write_torch_export), aliases=("torch.export", "pt2")))
+register_format(ExportFormat("onnx", ("model.onnx",), _now(_write_onnx)))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -286,38 +269,39 @@ def _one_line(exc: BaseException) -> str:
 
 def write_formats(job: ExportJob, formats: list[str]) -> dict[str, dict[str, Any]]:
     """Write and verify each of ``formats``; a failure is recorded (``ok: false`` and ``error``), never raised."""
-    for fmt in FORMATS:  # files of formats not asked for this time would describe another export: remove them
-        if fmt not in formats:
-            for name in FORMAT_FILES[fmt]:
-                (job.out_dir / name).unlink(missing_ok=True)
+    for name in format_names():  # files of formats not asked for this time would describe another export: remove them
+        if name not in formats:
+            for file in format_files(name):
+                (job.out_dir / file).unlink(missing_ok=True)
     results: dict[str, dict[str, Any]] = {}
-    pending: Callable[[], dict[str, Any]] | None = None
-    timm_started = 0.0
-    if "timm" in formats:  # its check runs in another interpreter while the other formats are written
-        timm_started = time.perf_counter()
-        try:
-            pending = _start_timm(job)
-        except Exception as exc:  # noqa: BLE001 - recorded, the other formats go on
-            results["timm"] = {"ok": False, "error": _one_line(exc)}
-    for fmt in formats:
-        if fmt == "timm":
-            continue
+    finishers: dict[str, tuple[float, Callable[[], Result]]] = {}
+    chosen = [EXPORT_FORMATS.get(name) for name in formats]
+    for fmt in sorted(chosen, key=lambda f: not f.background):  # background checks first, so they overlap the rest
         t0 = time.perf_counter()
         try:
-            results[fmt] = _WRITERS[fmt](job)
-        except Exception as exc:  # noqa: BLE001
-            results[fmt] = {"ok": False, "error": _one_line(exc)}
-        results[fmt]["seconds"] = round(time.perf_counter() - t0, 3)
-    if pending is not None:
-        try:
-            results["timm"] = pending()
-        except Exception as exc:  # noqa: BLE001
-            results["timm"] = {"ok": False, "error": _one_line(exc)}
-        results["timm"]["seconds"] = round(time.perf_counter() - timm_started, 3)
+            finish = fmt.start(job)
+        except Exception as exc:  # noqa: BLE001 - recorded, the other formats go on
+            results[fmt.name] = {"ok": False, "error": _one_line(exc), "seconds": round(time.perf_counter() - t0, 3)}
+            continue
+        if fmt.background:
+            finishers[fmt.name] = (t0, finish)
+        else:
+            results[fmt.name] = _finish(finish, t0)
+    for name, (t0, finish) in finishers.items():
+        results[name] = _finish(finish, t0)
     for res in results.values():
         if not res["ok"] and "error" not in res:
             res["error"] = f"verification failed: max abs difference {res['max_abs_diff']:.3g} > tolerance {res['tolerance']:.3g}"
     return {f: results[f] for f in formats}
 
 
-__all__ = ["FORMATS", "ExportJob", "load_subnet", "resolve_formats", "space_settings", "write_formats"]
+def _finish(finish: Callable[[], Result], t0: float) -> Result:
+    try:
+        res = finish()
+    except Exception as exc:  # noqa: BLE001 - recorded, the other formats go on
+        res = {"ok": False, "error": _one_line(exc)}
+    res["seconds"] = round(time.perf_counter() - t0, 3)
+    return res
+
+
+__all__ = ["EXPORT_FORMATS", "ExportFormat", "ExportJob", "format_files", "format_names", "load_subnet", "register_format", "resolve_formats", "space_settings", "write_formats"]

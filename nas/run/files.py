@@ -1,4 +1,6 @@
-"""The run directory: one folder holds everything a run produces.
+"""Files of a run directory (and of the engine's cache): atomic writes, the lock, JSON reading, the cache home.
+
+One folder holds everything a run produces.
 
 Resolved config, event log, checkpoints, study and exports all live under one
 directory, and re-running a command with the same directory resumes it. That
@@ -141,15 +143,24 @@ def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def _os_error_in(exc: BaseException) -> OSError | None:
-    """The ``OSError`` behind ``exc``: ``torch.save`` reports a failed write as a RuntimeError caused by it."""
+    """The ``OSError`` behind ``exc``: ``torch.save`` reports a failed write as a RuntimeError caused by it.
+
+    An exception raised ``from None`` hides its context on purpose (say, a reader that
+    turned a bad gzip stream into its own error): that context is not followed.
+    """
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         if isinstance(cur, OSError):
             return cur
         seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
+        cur = cur.__cause__ if cur.__cause__ is not None else (None if cur.__suppress_context__ else cur.__context__)
     return None
+
+
+def atomic_write_stream(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` atomically by streaming into the file ``write`` is given (large files: nothing held in memory)."""
+    _atomic_write(path, write)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
@@ -281,6 +292,16 @@ def _read_pid(fd: int) -> int | None:
 
 
 # --------------------------------------------------------------------------- directories
+
+
+def cache_home() -> Path:
+    """``$XDG_CACHE_HOME/nas-engine``; an unset or relative ``XDG_CACHE_HOME`` means ``~/.cache`` (the XDG rule).
+
+    Device profiles and staged data sets live below it; not created here.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "nas-engine"
 
 
 def _now() -> datetime:

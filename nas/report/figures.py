@@ -2,7 +2,7 @@
 
 Each function takes plain data already read from a run directory (trial rows as
 :meth:`nas.controllers.Controller.history` returns them, epoch events, the
-ranking report) and returns a figure that :mod:`nas.report` saves; nothing here
+ranking report) and returns a figure that :mod:`nas.report.builder` saves; nothing here
 reads files, so tests can inspect the figures themselves (labels, units,
 legends). Accuracy is shown in percent and latency in milliseconds throughout.
 """
@@ -16,6 +16,8 @@ from typing import Any
 
 from matplotlib.figure import Figure  # not pyplot: no global state, no window, no backend switch for the caller
 
+from nas.pareto import anytime_curves
+
 DPI = 110
 FEASIBLE_COLOR = "tab:blue"
 INFEASIBLE_COLOR = "tab:red"
@@ -28,45 +30,6 @@ Row = Mapping[str, Any]
 
 def _pct(x: float) -> float:
     return 100.0 * float(x)
-
-
-def hypervolume(points: Sequence[tuple[float, float]], acc_ref: float, lat_ref: float) -> float:
-    """Area dominated by (accuracy up, latency down) points inside the box [acc_ref, .] x [., lat_ref].
-
-    Units are those of the inputs (the report passes accuracy in percent and
-    latency in ms). Points at or outside the reference contribute nothing.
-    """
-    pts = sorted((lat, acc) for acc, lat in points if lat <= lat_ref and acc > acc_ref)
-    area, best = 0.0, acc_ref
-    for i, (lat, acc) in enumerate(pts):
-        best = max(best, acc)
-        nxt = pts[i + 1][0] if i + 1 < len(pts) else lat_ref
-        area += (nxt - lat) * (best - acc_ref)
-    return area
-
-
-def hypervolume_reference(rows: Sequence[Row], budget_ms: float | None) -> tuple[float, float]:
-    """Reference point (accuracy %, latency ms): the lowest accuracy of any trial, and the budget (else the slowest trial)."""
-    acc_ref = min(_pct(r["accuracy"]) for r in rows)
-    lat_ref = float(budget_ms) if budget_ms is not None else max(float(r["latency_ms"]) for r in rows)
-    return acc_ref, lat_ref
-
-
-def anytime_curves(rows: Sequence[Row], budget_ms: float | None) -> dict[str, list[float]]:
-    """Per completed trial (in trial-number order): best feasible accuracy so far (%, NaN before the first) and hypervolume."""
-    ordered = sorted(rows, key=lambda r: r["trial"])
-    acc_ref, lat_ref = hypervolume_reference(ordered, budget_ms)
-    best: list[float] = []
-    hv: list[float] = []
-    feasible_pts: list[tuple[float, float]] = []
-    current = math.nan
-    for r in ordered:
-        if r["feasible"]:
-            feasible_pts.append((_pct(r["accuracy"]), float(r["latency_ms"])))
-            current = _pct(r["accuracy"]) if math.isnan(current) else max(current, _pct(r["accuracy"]))
-        best.append(current)
-        hv.append(hypervolume(feasible_pts, acc_ref, lat_ref))
-    return {"trial": [int(r["trial"]) for r in ordered], "best_feasible_accuracy_pct": best, "hypervolume": hv, "reference": [acc_ref, lat_ref]}
 
 
 def pareto_figure(

@@ -36,14 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from nas.config import NASConfig, load_yaml
-from nas.rundir import RunDirError, RunLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from nas.tracking import EVENTS_NAME, Trackers, TrackingWarning, make_trackers, markdown_table, read_events
+from nas.run.config import NASConfig, load_yaml
+from nas.run.files import RunDirError, RunLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from nas.run.tracking import EVENTS_NAME, JsonlTracker, Trackers, TrackingWarning, markdown_table, read_events, tracker_classes
+from nas.trials import TrialRow, row_from_study_trial, trial_row
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from nas.context import RunContext
+    from nas.run.context import RunContext
 
 REPORT_DIR = "report"
 TRACKED_FILE = "tracked.json"
@@ -75,7 +76,7 @@ class RunRecord:
 
     run_dir: Path
     cfg: NASConfig
-    rows: list[dict[str, Any]] = field(default_factory=list)  # completed trials, as Controller.history() returns them
+    rows: list[TrialRow] = field(default_factory=list)  # completed trials, as Controller.history() returns them
     states: dict[str, int] = field(default_factory=dict)  # trials per Optuna state
     trials_source: str = ""  # where the trials came from, or why there are none
     study_name: str = "search"
@@ -97,8 +98,7 @@ class RunRecord:
             if r["trial"] == self.export_meta.get("trial"):
                 return r
         m = self.export_meta  # the study is gone or elsewhere: what the export recorded
-        return {"trial": m.get("trial"), "arch_id": m.get("arch_id"), "arch": m.get("arch", {}), "accuracy": m.get("search_val_accuracy", m.get("val_accuracy")),
-                "latency_ms": m.get("latency_pred_ms"), "extra_latencies_ms": [], "feasible": True}
+        return trial_row(m.get("trial"), m.get("arch", {}), m.get("arch_id"), m.get("search_val_accuracy", m.get("val_accuracy")), m.get("latency_pred_ms"))
 
 
 def _dedupe_by_step(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,10 +131,7 @@ def _trials_from_study(run_dir: Path, cfg: NASConfig) -> tuple[list[dict[str, An
                 states[t.state.name] = states.get(t.state.name, 0) + 1
                 if t.state != optuna.trial.TrialState.COMPLETE or "arch_id" not in t.user_attrs:
                     continue
-                rows.append({
-                    "trial": t.number, "arch": json.loads(t.user_attrs["arch"]), "arch_id": t.user_attrs["arch_id"], "accuracy": float(t.values[0]),
-                    "latency_ms": float(t.values[1]), "extra_latencies_ms": [float(v) for v in t.values[2:]], "feasible": t.user_attrs.get("constraint", 0.0) <= 0,
-                })
+                rows.append(row_from_study_trial(t))
             return rows, states, f"Optuna study {name!r} in {_safe_url(url)}"
     hist = run_dir / "search" / "history.csv"
     if not hist.exists():
@@ -143,8 +140,7 @@ def _trials_from_study(run_dir: Path, cfg: NASConfig) -> tuple[list[dict[str, An
         reader = csv.DictReader(f)
         lat_cols = [c for c in reader.fieldnames or [] if c.startswith("latency_pred_ms_")]
         rows = [
-            {"trial": int(r["trial"]), "arch": {}, "arch_id": r["arch_id"], "accuracy": float(r["val_accuracy"]), "latency_ms": float(r[lat_cols[0]]),
-             "extra_latencies_ms": [float(r[c]) for c in lat_cols[1:]], "feasible": r["feasible"] == "1"}
+            trial_row(int(r["trial"]), {}, r["arch_id"], float(r["val_accuracy"]), float(r[lat_cols[0]]), [float(r[c]) for c in lat_cols[1:]], r["feasible"] == "1")
             for r in reader
         ]
     return rows, {"COMPLETE": len(rows)}, f"search/history.csv ({why})"
@@ -152,8 +148,8 @@ def _trials_from_study(run_dir: Path, cfg: NASConfig) -> tuple[list[dict[str, An
 
 def load_run(run_dir: str | Path, cfg: NASConfig | None = None) -> RunRecord:
     """Read a run directory; ``cfg`` defaults to its ``config.yaml``."""
-    from nas.context import CONFIG_FILE, resolve_config
-    from nas.search import pareto_front
+    from nas.run.context import CONFIG_FILE, resolve_config
+    from nas.pareto import pareto_front
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / CONFIG_FILE).is_file():
@@ -188,7 +184,7 @@ def load_run(run_dir: str | Path, cfg: NASConfig | None = None) -> RunRecord:
 
 def build_figures(rec: RunRecord) -> dict[str, Figure | str]:
     """Each figure of the report, or why it is not available."""
-    from nas import report_figures as rf
+    from nas.report import figures as rf
 
     controller = rec.cfg.search.controller
     makers: dict[str, tuple[str | None, Any]] = {
@@ -255,7 +251,7 @@ def pareto_table(rec: RunRecord) -> tuple[list[str], list[list[Any]]]:
 
 def numeric_summary(rec: RunRecord) -> dict[str, float | int]:
     """What the report adds to the trackers' run summary (numbers only)."""
-    from nas.report_figures import anytime_curves
+    from nas.pareto import anytime_curves
 
     out: dict[str, float | int] = {"report/trials_complete": len(rec.rows), "report/pareto_size": len(rec.front)}
     if rec.rows:
@@ -480,7 +476,7 @@ def already_tracked(result: ReportResult, trackers: Sequence[str]) -> bool:
 
 def send_to_trackers(result: ReportResult, trackers: Trackers) -> None:
     """Figures, the Pareto table, per-trial scalars, hparams sessions, the exported model and summary values."""
-    from nas.report_figures import anytime_curves
+    from nas.pareto import anytime_curves
 
     rec = result.record
     trackers.log_table("report/pareto_front", result.pareto_columns, result.pareto_rows)
@@ -524,7 +520,7 @@ def report_after_run(ctx: RunContext) -> ReportResult | None:
     """
     try:
         result = write_report(ctx.run_dir, cfg=ctx.cfg)
-        track_report(result, ctx.trackers, _tracker_names(ctx.trackers))
+        track_report(result, ctx.trackers, tracker_names(ctx.trackers))
     except Exception as e:  # noqa: BLE001
         warnings.warn(f"the report could not be written ({type(e).__name__}: {e}); run `nas report {ctx.run_dir}`", TrackingWarning, stacklevel=2)
         return None
@@ -532,54 +528,13 @@ def report_after_run(ctx: RunContext) -> ReportResult | None:
     return result
 
 
-def _tracker_names(trackers: Trackers) -> list[str]:
+def tracker_names(trackers: Trackers) -> list[str]:
     return [type(t).__name__ for t in trackers]
 
 
-def _configured_tracker_names(names: Sequence[str]) -> list[str]:
-    """The class names :func:`nas.tracking.make_trackers` builds for ``names`` (without building them)."""
-    classes = {"jsonl": "JsonlTracker", "tensorboard": "TensorBoardTracker", "wandb": "WandbTracker"}
-    wanted = [n.strip().lower() for n in names if n.strip()]
-    return ["JsonlTracker", *(classes[n] for n in dict.fromkeys(wanted) if n in classes and n != "jsonl")]
+def configured_tracker_names(names: Sequence[str]) -> list[str]:
+    """The class names :func:`nas.run.tracking.make_trackers` builds for ``names`` (without building them)."""
+    return ["JsonlTracker", *(cls.__name__ for cls in tracker_classes(names).values() if cls is not JsonlTracker)]
 
 
-def cmd_report(args: argparse.Namespace, overrides: Sequence[str]) -> int:
-    """``nas report DIR [--out OUT] [--no-trackers] [--resend] [--trackers=...]``."""
-    from nas.context import CONFIG_FILE, resolve_config
-
-    given = [p for p in (args.dir, args.run_dir) if p]
-    if not given:
-        raise ValueError("nas report needs a run directory: nas report DIR")
-    if len(given) == 2 and Path(given[0]).resolve() != Path(given[1]).resolve():
-        raise ValueError(f"two run directories given ({given[0]} and --run-dir {given[1]}); give one")
-    run_dir = Path(given[0]).expanduser().resolve()
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise RunDirError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    base = load_yaml(args.config) if getattr(args, "config", None) else None
-    cfg = resolve_config(run_dir, base, overrides)  # e.g. --trackers=jsonl,tensorboard; settings of the trained supernet cannot change
-    track = not getattr(args, "no_trackers", False)
-    sent = False
-    try:
-        lock = RunLock(run_dir) if track else nullcontext()  # the trackers append to the run's event log
-        with lock:
-            result = write_report(run_dir, getattr(args, "out", None), cfg)
-            if track and (getattr(args, "resend", False) or not already_tracked(result, _configured_tracker_names(cfg.trackers))):
-                with make_trackers(run_dir, cfg.trackers, config=cfg.to_dict(), wandb_mode=cfg.wandb_mode) as trackers:  # wandb starts only when needed
-                    sent = track_report(result, trackers, _tracker_names(trackers), resend=True)
-    except RunDirError as e:
-        if track and "another process" in str(e):
-            raise RunDirError(f"{e} (`nas report DIR --no-trackers` writes the report files without touching the run's trackers)") from None
-        raise
-    figures = {n: (str(f) if isinstance(f, Path) else f"not available: {f}") for n, f in result.figures.items()}
-    if args.json:
-        print(json.dumps({"command": "report", "run_dir": str(run_dir), "out_dir": str(result.out_dir), "html": str(result.html), "markdown": str(result.markdown),
-                          "figures": figures, "pareto_size": len(result.record.front), "sent_to_trackers": sent, "seconds": round(result.seconds, 2)}, sort_keys=True))
-    elif not args.quiet:
-        for n, f in figures.items():
-            print(f"{n:>9}: {f}")
-        print(f"   report: {result.html} (self-contained) and {result.markdown}")
-        print("trackers: " + ("sent" if sent else "skipped (--no-trackers)" if not track else "already have this report (--resend sends it again)"), file=sys.stderr)
-    return 0
-
-
-__all__ = ["FIGURES", "ReportResult", "RunRecord", "build_figures", "cmd_report", "load_run", "pareto_table", "report_after_run", "send_to_trackers", "track_report", "write_report"]
+__all__ = ["FIGURES", "ReportResult", "RunRecord", "build_figures", "configured_tracker_names", "load_run", "pareto_table", "report_after_run", "send_to_trackers", "track_report", "write_report"]

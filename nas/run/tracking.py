@@ -25,9 +25,10 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
-from nas.rundir import RunDirError, atomic_write_text
+from nas.run.files import RunDirError, atomic_write_text
+from search_spaces.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ EVENTS_NAME = "events.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 WANDB_ID_FILE = "wandb_id.txt"
 RESERVED_FIELDS = ("time", "kind", "step")
-KNOWN_TRACKERS = ("jsonl", "tensorboard", "wandb")
 
 WANDB_INIT_TIMEOUT_S = 30.0
 """Longest ``wandb.init`` may block (service start, login, resume lookup) before we give up on wandb."""
@@ -50,24 +50,47 @@ class TrackingWarning(RuntimeWarning):
     """A tracking backend failed; the run goes on without it."""
 
 
-@runtime_checkable
-class Tracker(Protocol):
-    """What every tracking backend implements."""
+class Tracker:
+    """Base of every tracking backend, built as ``cls(run_dir, project=..., config=..., mode=...)`` by :func:`make_trackers`.
+
+    Required: :meth:`log`, :meth:`log_table`, :meth:`log_figure`, :meth:`summary`,
+    :meth:`close`. Hooks with no-op defaults, for backends that have a place for
+    them: :meth:`log_hparams` and :meth:`log_artifact`. ``required`` backends (the
+    JSONL record of truth) let their failures propagate; any other backend's
+    failure becomes a :class:`TrackingWarning`.
+    """
+
+    required: ClassVar[bool] = False
 
     def log(self, kind: str, step: int, values: Mapping[str, Value]) -> None:
         """Record ``values`` of one event of ``kind`` (e.g. "train", "eval") at ``step``."""
+        raise NotImplementedError
 
     def log_table(self, name: str, columns: list[str], rows: list[list]) -> None:
         """Record a table (e.g. the Pareto front of a search)."""
+        raise NotImplementedError
 
     def log_figure(self, name: str, path: str | Path) -> None:
         """Record a figure already saved as a PNG file."""
+        raise NotImplementedError
 
     def summary(self, values: Mapping[str, Any]) -> None:
         """Record final results of the run."""
+        raise NotImplementedError
+
+    def log_hparams(self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]) -> None:
+        """One hyper-parameter session (e.g. an architecture's choices with its accuracy and latency); default: ignored."""
+
+    def log_artifact(self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None) -> None:
+        """A file or directory worth keeping with the run (e.g. the exported model); default: ignored."""
 
     def close(self) -> None:
         """Flush and release the backend."""
+        raise NotImplementedError
+
+
+TRACKERS: Registry[type[Tracker]] = Registry("tracker", normalize=lambda name: name.strip().lower())
+"""Tracker name (``--trackers``) -> backend class."""
 
 
 # --------------------------------------------------------------------------- JSONL
@@ -116,14 +139,17 @@ def _drop_partial_last_line(path: Path) -> None:
         f.truncate(0)
 
 
-class JsonlTracker:
+@TRACKERS.register("jsonl")
+class JsonlTracker(Tracker):
     """Append one JSON object per event to ``<run_dir>/events.jsonl``.
 
     Each line is flushed as soon as it is written, so a killed process loses at
     most the line being written; reopening the same run directory appends.
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    required = True
+
+    def __init__(self, run_dir: str | Path, **_: Any) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / EVENTS_NAME
@@ -241,10 +267,11 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(out)
 
 
-class TensorBoardTracker:
+@TRACKERS.register("tensorboard")
+class TensorBoardTracker(Tracker):
     """Write events to ``<run_dir>/tensorboard/``: numbers as scalars ``kind/key``, the rest as text."""
 
-    def __init__(self, run_dir: str | Path, flush_secs: int = 10) -> None:
+    def __init__(self, run_dir: str | Path, flush_secs: int = 10, **_: Any) -> None:
         from torch.utils.tensorboard import SummaryWriter  # lazy: pulls in tensorboard
 
         self.log_dir = Path(run_dir) / TENSORBOARD_DIR
@@ -369,7 +396,8 @@ def _artifact_name(name: str) -> str:
     return cleaned or "artifact"
 
 
-class WandbTracker:
+@TRACKERS.register("wandb")
+class WandbTracker(Tracker):
     """Send events to Weights & Biases; degrades to a no-op if wandb cannot start.
 
     Events are logged as ``kind/key`` with their own step axis ``kind/step``
@@ -502,7 +530,7 @@ class Trackers:
         return len(self.trackers)
 
     def _call(self, tracker: Tracker, method: str, *args: Any) -> None:
-        if isinstance(tracker, JsonlTracker):
+        if isinstance(tracker, Tracker) and tracker.required:  # the record of truth; every other backend is optional
             getattr(tracker, method)(*args)
             return
         try:
@@ -530,19 +558,15 @@ class Trackers:
         for t in self.trackers:
             self._call(t, "summary", values)
 
-    # Optional methods: only the trackers that have them get these (a tracker needs only the Tracker protocol).
-
     def log_hparams(self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]) -> None:
         """One hyper-parameter session (e.g. an architecture's choices with its accuracy and latency)."""
         for t in self.trackers:
-            if hasattr(t, "log_hparams"):
-                self._call(t, "log_hparams", name, hparams, metrics)
+            self._call(t, "log_hparams", name, hparams, metrics)
 
     def log_artifact(self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None) -> None:
         """A file or directory worth keeping with the run (e.g. the exported model)."""
         for t in self.trackers:
-            if hasattr(t, "log_artifact"):
-                self._call(t, "log_artifact", name, path, type, metadata)
+            self._call(t, "log_artifact", name, path, type, metadata)
 
     def close(self) -> None:
         """Close every tracker; a JSONL close error is re-raised after the others are closed."""
@@ -569,7 +593,7 @@ class Trackers:
 
 def make_trackers(
     run_dir: str | Path,
-    names: Sequence[str] = KNOWN_TRACKERS,
+    names: Sequence[str] = ("jsonl", "tensorboard", "wandb"),
     config: dict | None = None,
     wandb_mode: str | None = None,
 ) -> Trackers:
@@ -578,21 +602,20 @@ def make_trackers(
     "jsonl" is always included, first. An optional tracker that cannot be
     constructed is skipped with a warning.
     """
-    if isinstance(names, str):
-        names = names.split(",")
-    wanted = [n.strip().lower() for n in names if n.strip()]
-    unknown = sorted(set(wanted) - set(KNOWN_TRACKERS))
-    if unknown:
-        raise ValueError(f"unknown tracker(s) {', '.join(unknown)}; known: {', '.join(KNOWN_TRACKERS)}")
+    wanted = tracker_classes(names)
     trackers: list[Tracker] = [JsonlTracker(run_dir)]
-    for name in dict.fromkeys(wanted):
-        if name == "jsonl":
+    for name, cls in wanted.items():
+        if cls is JsonlTracker:
             continue
         try:
-            if name == "tensorboard":
-                trackers.append(TensorBoardTracker(run_dir))
-            else:
-                trackers.append(WandbTracker(run_dir, config=config, mode=wandb_mode))
+            trackers.append(cls(run_dir, config=config, mode=wandb_mode))
         except Exception as e:  # noqa: BLE001 - e.g. tensorboard not installed
             warnings.warn(f"{name} tracker disabled: {type(e).__name__}: {e}", TrackingWarning, stacklevel=2)
     return Trackers(trackers)
+
+
+def tracker_classes(names: Sequence[str] | str) -> dict[str, type[Tracker]]:
+    """The backend class of each named tracker (a sequence or a comma-separated string), in order, once each."""
+    if isinstance(names, str):
+        names = names.split(",")
+    return {TRACKERS.canonical(n, setting="trackers"): TRACKERS.get(n, setting="trackers") for n in names if n.strip()}

@@ -1,4 +1,4 @@
-"""A run's shared state: config, run directory, data, search space, device and trackers.
+"""A run's shared state: config, run directory, data, search space, device, process and trackers.
 
 Every command (train, search, export) opens the same run directory through
 :func:`open_run`, which locks it, records the resolved config and refuses a
@@ -19,15 +19,38 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nas.config import ConfigError, NASConfig, build_config, load_yaml, parse_override, set_key
 from nas.data import DataBundle, load_data, make_loader
-from nas.devices import resolve_device
-from nas.distributed import DistInfo
-from nas.rundir import LOCK_NAME, RunLock, atomic_write_text, prepare_run_dir, remove_stale_temp_files
-from nas.tracking import Trackers, make_trackers
-from search_spaces import SearchSpace, create_space
+from nas.run.config import RUN, ConfigError, NASConfig, build_config, flatten, keys_with, load_yaml, parse_override, set_key
+from nas.run.files import LOCK_NAME, RunLock, atomic_write_text, prepare_run_dir, remove_stale_temp_files
+from nas.run.tracking import Trackers, make_trackers
+from search_spaces import SearchSpace, build_supernet, create_space
 
 CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job; world_size 1 means no process group is used."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    is_main: bool
+
+
+SINGLE = DistInfo(rank=0, world_size=1, local_rank=0, is_main=True)
+"""A run in one process (the marker every single-process caller passes)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for ``cuda`` without a GPU is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is visible; use --device=cpu or --device=auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda[:N]")
+    return torch.device(name)
 
 
 @dataclass
@@ -48,17 +71,20 @@ class RunContext:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint depends on: loading it under another space or data set would be wrong."""
-        fp: dict[str, Any] = {"space": self.space.describe()["name"], "space_cfg": repr(getattr(self.space, "cfg", None)), "data": self.data.name}
+        fp: dict[str, Any] = {"space": self.space.describe()["name"], "space_cfg": repr(self.space.cfg), "data": self.data.name}
         sp = self.cfg.space
         if sp.supernet != "entangled" or sp.supernet_options:  # absent for the default: older checkpoints stay loadable
             fp.update(supernet=sp.supernet, supernet_options=dict(sp.supernet_options))
         return fp
 
     def build_supernet(self) -> nn.Module:
-        """A fresh supernet of the configured kind (``space.supernet``), seeded by the run's seed."""
-        from search_spaces.kinds import build_supernet
+        """A fresh supernet of the configured kind (``space.supernet``), its weights seeded by the run's seed alone.
 
-        return build_supernet(self.space, self.cfg.space.supernet, seed=self.cfg.seed, **self.cfg.space.supernet_options)
+        The caller's global torch RNG is left as it was.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            return build_supernet(self.space, self.cfg.space.supernet, seed=self.cfg.seed, **self.cfg.space.supernet_options)
 
     def loader(self, split: str, shuffle: bool = False, epoch: int = 0) -> DataLoader:
         """Deterministic loader: the order depends only on (seed, epoch), so resume replays it exactly."""
@@ -82,22 +108,10 @@ class RunContext:
         self.close()
 
 
-IDENTITY_SECTIONS = ("seed", "data", "space", "train")  # what a trained supernet depends on
-NOT_IDENTITY = ("data.workers", "data.download", "data.data_dir", "train.bn_recal_batches")  # free to change on resume
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-    return {prefix.rstrip("."): d}
-
-
 def _identity(cfg: NASConfig) -> dict[str, Any]:
-    flat = _flat(cfg.to_dict())
-    return {k: v for k, v in flat.items() if k.split(".")[0] in IDENTITY_SECTIONS and k not in NOT_IDENTITY}
+    """The settings a run directory is bound to (the keys declared with the ``run`` role)."""
+    flat = flatten(cfg)
+    return {k: flat[k] for k in keys_with(RUN)}
 
 
 def resolve_config(run_dir: Path | None, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> NASConfig:
@@ -124,68 +138,6 @@ def resolve_config(run_dir: Path | None, base: Mapping[str, Any] | None, overrid
     return cfg
 
 
-def validate_config(cfg: NASConfig) -> None:
-    """Reject unknown names before any work starts, not after an hour of training."""
-    from nas.controllers import list_controllers
-    from nas.data import DATASETS
-    from nas.sampling import SAMPLING_RULES
-    from search_spaces import list_spaces, list_supernet_kinds
-
-    checks = [
-        ("space.name", cfg.space.name, list(list_spaces())),
-        ("space.supernet", cfg.space.supernet, list(list_supernet_kinds())),
-        ("data.name", cfg.data.name.lower().replace("-", "_"), list(DATASETS)),
-        ("search.controller", cfg.search.controller, list_controllers()),
-        ("train.sampler", cfg.train.sampler, sorted(SAMPLING_RULES)),
-        ("train.optimizer", cfg.train.optimizer, ["adamw", "sgd"]),
-    ]
-    for key, value, allowed in checks:
-        if key == "space.name" and str(value).startswith("timm:"):
-            continue  # checked when the timm model is read
-        if value not in allowed:
-            what = {"space.name": "search space", "space.supernet": "supernet kind", "search.controller": "controller", "data.name": "data set"}.get(key, key)
-            raise ConfigError(f"unknown {what} {value!r} ({key}); available: {allowed}")
-    positive = {"train.epochs": cfg.train.epochs, "search.trials": cfg.search.trials, "data.batch_size": cfg.data.batch_size, "train.lr": cfg.train.lr}
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{key} must be > 0, got {value}")
-    if cfg.search.latency_budget_ms is not None and cfg.search.latency_budget_ms <= 0:
-        raise ConfigError(f"search.latency_budget_ms must be > 0 ms, got {cfg.search.latency_budget_ms}")
-    if cfg.search.controller_options:
-        from nas.controllers import controller_options
-
-        own = controller_options(cfg.search.controller)
-        unknown = sorted(set(cfg.search.controller_options) - set(own))
-        if unknown:
-            raise ConfigError(f"search.controller_options: controller {cfg.search.controller!r} has no option {', '.join(map(repr, unknown))}; its options: {own or 'none'}")
-    if cfg.space.supernet == "single_path" and cfg.search.latency_budget_ms is None:
-        raise ConfigError("--supernet single_path trains towards a latency target: give --latency-budget-ms")
-    try:
-        resolve_device(cfg.device)
-    except ValueError as exc:
-        raise ConfigError(f"{exc} (device)") from None
-    if cfg.export.formats is not None:
-        from nas.export_formats import FORMAT_ALIASES, FORMATS
-
-        known = set(FORMATS) | set(FORMAT_ALIASES) | {"all"}
-        unknown = [f for f in cfg.export.formats if str(f).strip().lower() not in known]
-        if unknown:
-            raise ConfigError(f"unknown export format {unknown[0]!r} (export.formats / --format); known: {', '.join(FORMATS)} (or all)")
-
-
-def _check_sampler_options(cfg: NASConfig, space: SearchSpace) -> None:
-    """Draw one step now so a wrong sampler option fails before training, naming the option."""
-    import numpy as np
-
-    from nas.sampling import get_rule
-
-    t = cfg.train
-    try:
-        get_rule(t.sampler)(space, np.random.default_rng(0), 0, 1, t.num_random, **t.sampler_options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"train.sampler_options: {exc}") from None
-
-
 def load_config_data(cfg: NASConfig) -> DataBundle:
     d = cfg.data
     return load_data(d.name, data_dir=d.data_dir, resolution=d.resolution, seed=cfg.seed, train_limit=d.train_limit, val_limit=d.val_limit, download=d.download)
@@ -207,26 +159,29 @@ def open_run(
     quiet: bool = False,
     dist: DistInfo | None = None,
     search_only: bool = False,
+    validate: Callable[[NASConfig], None] | None = None,
     preflight: Callable[[RunContext], None] | None = None,
 ) -> RunContext:
     """Lock ``run_dir``, resolve and check the config, load data and build the space, then save the config.
 
-    Nothing in the run directory is written until every check has passed (config,
-    lock, data, space, sampler options and the command's own ``preflight``, which
-    sees the context before the config is saved): a refused command leaves the
+    Nothing in the run directory is written until every check has passed: the
+    command's ``validate`` (on the resolved config, before the directory is even
+    created), the lock, data, space, and the command's ``preflight`` (which sees
+    the context before the config is saved). A refused command leaves the
     directory as it was, and one that did not exist is not left behind.
     Under torchrun only rank 0 locks the directory, writes the config and tracks;
     the other ranks read the same settings and stay silent. A search-only command
     on a shared storage (``search.storage``) takes the lock shared: several search
     workers may use the directory at once, a training run may not.
     """
-    dist = dist or DistInfo(rank=0, world_size=1, local_rank=0, is_main=True)
+    dist = dist or SINGLE
     run_dir = Path(run_dir).expanduser().resolve()
     missing = _missing_ancestors(run_dir)
     stack = ExitStack()
     try:
         cfg = resolve_config(run_dir, base, overrides)
-        validate_config(cfg)
+        if validate is not None:
+            validate(cfg)
         if dist.is_main:
             run_dir = prepare_run_dir(run_dir)
             lock = stack.enter_context(RunLock(run_dir, shared=search_only and cfg.search.storage is not None))
@@ -237,7 +192,6 @@ def open_run(
             device = torch.device("cuda", dist.local_rank)
         data = load_config_data(cfg)
         space = build_space(cfg, data)
-        _check_sampler_options(cfg, space)
         ctx = RunContext(cfg, run_dir, device, data, space, Trackers([]), progress=progress, quiet=quiet if dist.is_main else True, _stack=stack)
         if preflight is not None:
             preflight(ctx)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from search_spaces import Arch, SearchSpace
+from search_spaces.registry import Registry
 
 __all__ = [
     "SAMPLING_RULES",
@@ -45,7 +46,7 @@ class SamplingRule(Protocol):
     def __call__(self, space: SearchSpace, rng: np.random.Generator, step: int, total_steps: int, num_random: int, **options: Any) -> list[Arch]: ...
 
 
-SAMPLING_RULES: dict[str, SamplingRule] = {}
+SAMPLING_RULES: Registry[SamplingRule] = Registry("sampling rule")
 
 
 def register_rule(name: str) -> Callable[[Callable[..., list[Arch]]], SamplingRule]:
@@ -56,8 +57,6 @@ def register_rule(name: str) -> Callable[[Callable[..., list[Arch]]], SamplingRu
     """
 
     def deco(fn: Callable[..., list[Arch]]) -> SamplingRule:
-        if name in SAMPLING_RULES:
-            raise ValueError(f"sampling rule {name!r} registered twice")
         accepted = sorted(p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
         @functools.wraps(fn)
@@ -70,16 +69,13 @@ def register_rule(name: str) -> Callable[[Callable[..., list[Arch]]], SamplingRu
                     raise ValueError(f"sampling rule {name!r}: {arg} must be an int >= {least}, got {value!r}")
             return fn(space, rng, int(step), int(total_steps), int(num_random), **options)
 
-        SAMPLING_RULES[name] = rule
-        return rule
+        return SAMPLING_RULES.add(name, rule)
 
     return deco
 
 
 def get_rule(name: str) -> SamplingRule:
-    if name not in SAMPLING_RULES:
-        raise KeyError(f"unknown sampling rule {name!r}; available: {sorted(SAMPLING_RULES)}")
-    return SAMPLING_RULES[name]
+    return SAMPLING_RULES.get(name, setting="train.sampler")
 
 
 # --- helpers ------------------------------------------------------------------------------

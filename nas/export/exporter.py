@@ -2,7 +2,7 @@
 
 ``<run>/export/`` receives ``arch.json`` and, per requested format
 (``export.formats``, ``--format``; default: every format that applies to the
-space), the files described in :mod:`nas.export_formats`: ``model.pt`` +
+space), the files described in :mod:`nas.export.formats`: ``model.pt`` +
 ``space.json`` (plain torch, :func:`nas.load_subnet`), ``model.torchscript.pt``,
 ``model.pt2`` (torch.export), ``model.onnx`` and, for MBConv spaces, a timm
 MobileNetV3 (``timm_model.json``, ``model.timm.pth``, ``load_timm.py``).
@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.context import RunContext
+from nas.run.context import RunContext
 from nas.cost import CostModel, measure_latency_ms, predict_many
 from nas.cost.calibrate import processor_name
 from nas.evaluation import accuracy, recalibrate_bn
-from nas.export_formats import FORMAT_FILES, ExportJob, resolve_formats, space_settings, write_formats
-from nas.rundir import atomic_write_json, atomic_write_text
+from nas.export.formats import ExportJob, format_files, resolve_formats, space_settings, write_formats
+from nas.run.files import atomic_write_json, atomic_write_text
 from search_spaces import Arch
 from supernets.profiling import forward_features
 
@@ -102,7 +102,7 @@ def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], ro
     files = {"arch": "arch.json"}
     for fmt, res in results.items():
         if res["ok"]:
-            files[{"torch": "state_dict"}.get(fmt, fmt)] = FORMAT_FILES[fmt][0]
+            files[{"torch": "state_dict"}.get(fmt, fmt)] = format_files(fmt)[0]
     meta = {
         "arch": arch.to_dict(),
         "arch_id": arch.id,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
-from supernets.base import ActiveSpecMixin
+from supernets.base import Supernet
 
 
 def balanced_assignment(affinity: np.ndarray) -> np.ndarray:
@@ -42,7 +42,7 @@ def balanced_assignment(affinity: np.ndarray) -> np.ndarray:
     return out
 
 
-class BalancedMixture(ActiveSpecMixin, nn.Module):
+class BalancedMixture(Supernet, nn.Module):
     """K supernets behind the supernet interface (``set_active``, ``active``, ``forward``, ``extract``)."""
 
     def __init__(

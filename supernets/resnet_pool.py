@@ -25,7 +25,7 @@ from torch import nn
 
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticBatchNorm2d, ElasticConv2d
-from supernets.base import ActiveSpecMixin
+from supernets.base import Supernet
 
 PoolSpec = tuple[int, ...]  # sorted indices of the blocks that downsample
 
@@ -123,7 +123,7 @@ class PoolResNet(nn.Module):
         return self.classifier(self.blocks(self.stem(x)).mean((2, 3)))
 
 
-class PoolResNetSupernet(ActiveSpecMixin, nn.Module):
+class PoolResNetSupernet(Supernet, nn.Module):
     """One weight set for every downsampling configuration (full weight entanglement)."""
 
     def __init__(self, cfg: PoolResNetConfig):

@@ -10,7 +10,7 @@ with the same command continues from the last checkpoint. On CPU with
 
 Distributed (torchrun): every rank seeds its sampling generator identically and so
 trains the same subnetworks each step on its shard of the global batch; gradients
-are averaged with one coalesced all-reduce (see ``nas.distributed``); only rank 0
+are averaged with one coalesced all-reduce (see ``nas.training.distributed``); only rank 0
 logs and writes checkpoints.
 """
 
@@ -22,7 +22,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,24 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from nas.augment import augment_batch
-from nas.context import RunContext
-from nas.distributed import DistInfo, allreduce_gradients, barrier, enable_sync_bn, local_batch_norm, shard_batch
-from nas.evaluation import accuracy, recalibrate_bn
-from nas.rundir import atomic_torch_save
-from nas.sampling import get_rule
-from search_spaces import Arch
-
-CHECKPOINT_FORMAT = 2
-SINGLE = DistInfo(rank=0, world_size=1, local_rank=0, is_main=True)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used for this run (corrupt, foreign or incompatible)."""
-
-
-def checkpoint_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints" / "supernet_last.pt"
+from nas.run.context import SINGLE, DistInfo, RunContext
+from nas.run.files import atomic_torch_save
+from nas.training.augment import augment_batch
+from nas.training.checkpoint import CHECKPOINT_FORMAT, checkpoint_path, load_checkpoint
+from nas.training.distributed import allreduce_gradients, barrier, enable_sync_bn, local_batch_norm, shard_batch
+from nas.training.plans import StepPlan, plan_for
 
 
 def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
@@ -78,96 +66,6 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
     return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean", log_target=True) * t * t
 
 
-def load_checkpoint(path: Path, expected_fingerprint: dict[str, Any]) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); move it away to start over") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a supernet checkpoint of this engine version (format {CHECKPOINT_FORMAT})")
-    if state.get("fingerprint") != expected_fingerprint:
-        raise CheckpointError(
-            f"checkpoint {path} was trained with a different space or data set "
-            f"({state.get('fingerprint')} vs {expected_fingerprint}); use another --run-dir"
-        )
-    return state
-
-
-def load_supernet(ctx: RunContext) -> nn.Module:
-    """The trained supernet of a run directory (EMA weights when training kept them)."""
-    path = checkpoint_path(ctx.run_dir)
-    if not path.exists():
-        raise CheckpointError(f"no trained supernet in {ctx.run_dir} (expected {path}); run `nas train --run-dir {ctx.run_dir}` first")
-    state = load_checkpoint(path, ctx.fingerprint())
-    if state["epoch"] < state["epochs"]:
-        raise CheckpointError(
-            f"supernet training in {ctx.run_dir} stopped at epoch {state['epoch']}/{state['epochs']}; "
-            f"re-run `nas train --run-dir {ctx.run_dir}` to finish it"
-        )
-    net = ctx.build_supernet()
-    net.load_state_dict(state["model"])
-    if state.get("ema") is not None:
-        with torch.no_grad():
-            for name, p in net.named_parameters():
-                p.copy_(state["ema"][name])
-    return net.to(ctx.device)
-
-
-class StepPlan(Protocol):
-    """What a training step trains: the supernet's sampled subnets, or one fixed network."""
-
-    def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]: ...
-
-    def activate(self, model: nn.Module, arch: Arch | None) -> None: ...
-
-    def teacher(self) -> Arch | None: ...
-
-    def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]: ...
-
-
-@dataclass
-class SupernetPlan:
-    ctx: RunContext
-    rule: Callable[..., list[Arch]] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.rule = get_rule(self.ctx.cfg.train.sampler)
-        self._largest = self.ctx.space.largest()
-
-    def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]:
-        t = self.ctx.cfg.train
-        return list(self.rule(self.ctx.space, rng, step, total_steps, t.num_random, **t.sampler_options))
-
-    def activate(self, model: nn.Module, arch: Arch | None) -> None:
-        model.set_active(self.ctx.space.to_spec(arch))
-
-    def teacher(self) -> Arch | None:
-        return self._largest
-
-    def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]:
-        out = {f"val_acc_{label}": evaluate_arch(ctx, model, arch) for label, arch in (("largest", ctx.space.largest()), ("smallest", ctx.space.smallest()))}
-        self.activate(model, self._largest)
-        return out
-
-
-@dataclass
-class FixedPlan:
-    """A standalone network: the same network every step, no teacher."""
-
-    def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]:
-        return [None]
-
-    def activate(self, model: nn.Module, arch: Arch | None) -> None:
-        pass
-
-    def teacher(self) -> Arch | None:
-        return None
-
-    def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]:
-        recalibrate_bn(model, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device)
-        return {"val_acc": accuracy(model, ctx.loader("val"), ctx.device)}
-
-
 @dataclass
 class Position:
     epoch: int = 0  # epochs fully finished
@@ -185,7 +83,7 @@ class Trainer:
         t = self.cfg
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
-        torch.manual_seed(seed)
+        self.seed = seed
         self.model = model.to(ctx.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -212,8 +110,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp == "fp16")
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
         self._named_params = list(self.model.named_parameters())  # built once, not every step
-        self._routed = hasattr(self.model, "route_update")
-        self._aux = getattr(plan, "auxiliary_loss", None)
         self.ema = {n: p.detach().clone() for n, p in self._named_params} if t.ema_decay else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.pos = Position()
@@ -315,14 +211,14 @@ class Trainer:
                     loss = a * distillation_loss(logits.float(), soft, t.distill_temperature) + (1 - a) * ce
                 else:
                     loss = ce
-                if self._aux is not None:  # e.g. single-path: latency penalty on the thresholds
-                    loss = loss + self._aux(self.model)
+                aux = self.plan.auxiliary_loss(self.model)  # e.g. single-path: latency penalty on the thresholds
+                if aux is not None:
+                    loss = loss + aux
                 if teacher_arch is not None and arch == teacher_arch:
                     soft = logits.detach().float()
                 self.scaler.scale(loss * scale).backward()
                 total += loss.item() * scale
-                if self._routed:  # mixtures learn which weight set each configuration goes to
-                    self.model.route_update(x, y, self.loss_fn, step)
+                self.plan.after_backward(self.model, x, y, self.loss_fn, step)  # e.g. a mixture's routing
         if not math.isfinite(total):
             raise FloatingPointError(f"loss became {total} at {self._where()}; last good checkpoint: {self._last_good()} (lower --train.lr or set train.grad_clip)")
         if self.dist.world_size > 1:
@@ -344,7 +240,17 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train to ``train.epochs``; ``resume_state`` is the checkpoint already loaded (and checked) by the caller."""
+        """Train to ``train.epochs``; ``resume_state`` is the checkpoint already loaded (and checked) by the caller.
+
+        Torch's global RNG (dropout and the like) runs seeded by the trainer's seed, or
+        from the checkpoint's state, inside this call only: the caller's RNG is left as it was.
+        """
+        devices = [self.ctx.device] if self.ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            return self._fit(resume_state)
+
+    def _fit(self, resume_state: dict[str, Any] | None) -> dict[str, Any]:
         t, ctx = self.cfg, self.ctx
         if resume_state is None and self.ckpt is not None and self.ckpt.exists():
             resume_state = load_checkpoint(self.ckpt, ctx.fingerprint())
@@ -395,20 +301,8 @@ def train_supernet(ctx: RunContext, dist: DistInfo = SINGLE, resume_state: dict[
 
     ``resume_state``: the run's checkpoint, when the caller has already loaded it to check it.
     """
-    torch.manual_seed(ctx.cfg.seed)  # the initial weights are part of what the seed reproduces
-    net = ctx.build_supernet()
-    if ctx.cfg.space.supernet == "single_path":
-        from nas.single_path import single_path_plan
-
-        plan: StepPlan = single_path_plan(ctx)
-    else:
-        plan = SupernetPlan(ctx)
-    trainer = Trainer(ctx, net, plan, checkpoint_path(ctx.run_dir), seed=ctx.cfg.seed, dist=dist)
+    net = ctx.build_supernet()  # seeded by the run's seed: the initial weights are part of what it reproduces
+    trainer = Trainer(ctx, net, plan_for(ctx), checkpoint_path(ctx.run_dir), seed=ctx.cfg.seed, dist=dist)
     return trainer.fit(resume_state)
 
 
-def evaluate_arch(ctx: RunContext, net: nn.Module, arch: Any, split: str = "val") -> float:
-    """Accuracy of ``arch`` with inherited weights, after BN recalibration on training batches."""
-    net.set_active(ctx.space.to_spec(arch))
-    recalibrate_bn(net, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device)
-    return accuracy(net, ctx.loader(split, shuffle=False), ctx.device)

@@ -15,29 +15,41 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.context import RunContext
 from nas.cost.expected import expected_latency
 from nas.cost.model import CostModel
+from nas.cost.store import device_model
+from nas.evaluation import evaluate_arch
+from nas.run.context import RunContext
+from nas.training.plans import STEP_PLANS, StepPlan
 from search_spaces import Arch
 
 
+@STEP_PLANS.register("single_path")
 @dataclass
-class SinglePathPlan:
+class SinglePathPlan(StepPlan):
     """Step plan for ``--supernet single_path`` (see the module docstring)."""
+
+    needs_latency_budget = True
 
     ctx: RunContext
     cost: CostModel
     target_ms: float
     weight: float
 
+    @classmethod
+    def for_run(cls, ctx: RunContext) -> "SinglePathPlan":
+        """The budget's device model (calibrated once, pinned in the run directory) and the run's latency weight."""
+        budget = ctx.cfg.search.latency_budget_ms
+        if budget is None:
+            raise ValueError("--supernet single_path trains towards a latency target: give --latency-budget-ms")
+        cost = device_model(ctx, ctx.cfg.search.devices[0], primary=True)
+        return cls(ctx, cost, budget, ctx.cfg.train.latency_weight)
+
     def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]:
         return [None]
 
     def activate(self, model: nn.Module, arch: Arch | None) -> None:
         model.use_thresholds()
-
-    def teacher(self) -> Arch | None:
-        return None
 
     def auxiliary_loss(self, model: nn.Module) -> torch.Tensor:
         gates = model.last_indicators if model.last_indicators is not None else model.indicators()  # set by this step's forward
@@ -47,8 +59,6 @@ class SinglePathPlan:
         return self.weight * torch.log(lat / self.target_ms).float()
 
     def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]:
-        from nas.train import evaluate_arch
-
         arch = read_arch(ctx, model)
         out = {"val_acc_chosen": evaluate_arch(ctx, model, arch), "latency_pred_ms_chosen": float(self.cost.predict([arch])[0])}
         model.use_thresholds()
@@ -58,14 +68,3 @@ class SinglePathPlan:
 def read_arch(ctx: RunContext, model: nn.Module) -> Arch:
     """The architecture a single-path supernet's thresholds choose."""
     return ctx.space.arch_from_spec(model.read_spec())
-
-
-def single_path_plan(ctx: RunContext) -> SinglePathPlan:
-    budget = ctx.cfg.search.latency_budget_ms
-    if budget is None:
-        raise ValueError("--supernet single_path trains towards a latency target: give --latency-budget-ms")
-    from nas.pipeline import _device_model  # the run's cost model for the budget's device (calibrated once, pinned)
-
-    cost = _device_model(ctx, ctx.cfg.search.devices[0], primary=True)
-    return SinglePathPlan(ctx, cost, budget, ctx.cfg.train.latency_weight)
-

@@ -28,31 +28,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from nas.run.context import SINGLE, DistInfo
 from supernets.ops import ElasticBatchNorm2d
 
 T = TypeVar("T")
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in the job; world_size 1 means no process group is used."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-    is_main: bool
-
-
-SINGLE = DistInfo(rank=0, world_size=1, local_rank=0, is_main=True)
 
 
 def _active(info: DistInfo) -> bool:

@@ -1,0 +1,13 @@
+"""One module per ``nas`` verb, each owning its arguments (``add_parsers``) and its body (``main``).
+
+``nas.cli`` builds the parser from :data:`COMMANDS` in this order (the README's
+command table). A command module imports the engine inside ``main``, so
+``nas --help`` answers without loading torch; nothing in the engine imports a
+command module. :mod:`nas.commands.checks` holds every check a command makes
+before it writes anything.
+"""
+
+from nas.commands import finetune, latency, rank, report, run, spaces
+
+COMMANDS = (run, finetune, report, rank, latency, spaces)
+"""Command modules, in the order ``nas --help`` lists them."""

@@ -1,0 +1,115 @@
+"""Where device profiles come from: the per-space cache, spec names, explicit files and a run's pinned profile.
+
+A profile is calibrated once per machine and space configuration and cached
+under :func:`nas.run.files.cache_home`; a run directory *pins* the cpu profile
+its search used (``cost_profile.json``), so a resumed search, its export and a
+single-path training all predict the same numbers even after the cache is
+recalibrated. Every command that needs a latency model asks here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+from nas.cost.calibrate import calibrate
+from nas.cost.model import CostModel
+from nas.cost.profile import DeviceProfile, ProfileError, space_signature
+from nas.cost.specs import SPECS, spec_profile
+from nas.run.context import RunContext
+from nas.run.files import cache_home
+from search_spaces.base import SearchSpace
+
+PROFILE_IN_RUN = "cost_profile.json"
+"""The cpu profile a run's search uses, pinned in its run directory."""
+
+
+def default_profile_path(device: str, signature: str) -> Path:
+    """``<cache home>/profiles/<device>-<hash of signature>.json`` (``~/.cache/nas-engine`` by default)."""
+    safe_device = re.sub(r"[^A-Za-z0-9_.-]+", "_", device).strip("._") or "device"
+    digest = hashlib.sha256(signature.encode()).hexdigest()[:16]
+    return cache_home() / "profiles" / f"{safe_device}-{digest}.json"
+
+
+def load_or_calibrate(space: SearchSpace, device: str = "cpu", path: str | os.PathLike[str] | None = None, recalibrate: bool = False, **calib_kwargs: Any) -> CostModel:
+    """Cost model from the cached profile when it is valid for ``space``; else calibrate and cache it.
+
+    A cached profile measured with other ``threads``/``batch`` than requested is
+    not what was asked for, so it is recalibrated too.
+    """
+    path = Path(path) if path is not None else default_profile_path(device, space_signature(space))
+    if not recalibrate and path.exists():
+        try:
+            profile = DeviceProfile.load(path)
+            model = CostModel(space, profile)
+            stale = [k for k in ("threads", "batch") if k in calib_kwargs and profile.meta.get(k) != calib_kwargs[k]]
+            if not stale:
+                return model
+            warnings.warn(f"cached profile {path} was measured with other {stale}; recalibrating", stacklevel=2)
+        except ProfileError as exc:
+            warnings.warn(f"ignoring cached profile: {exc}; recalibrating", stacklevel=2)
+    profile, _ = calibrate(space, device_name=device, **calib_kwargs)
+    profile.save(path)
+    return CostModel(space, profile)
+
+
+def profile_for(space: SearchSpace, device: str, explicit: str | None = None, run_dir: Path | None = None, progress: bool = False) -> CostModel:
+    """Lookup order: an explicit file, the run's pinned profile (cpu), a spec name, a JSON path, the cache (cpu calibrates)."""
+    if explicit:
+        return CostModel(space, DeviceProfile.load(explicit))
+    if run_dir is not None and (run_dir / PROFILE_IN_RUN).exists() and device == "cpu":
+        return CostModel(space, DeviceProfile.load(run_dir / PROFILE_IN_RUN))
+    if device in SPECS:
+        return CostModel(space, spec_profile(device, space))
+    if Path(device).suffix == ".json":
+        return CostModel(space, DeviceProfile.load(device))
+    if device == "cpu":
+        return load_or_calibrate(space, device="cpu", progress=progress)
+    path = default_profile_path(device, space_signature(space))
+    if not path.exists():
+        raise ProfileError(
+            f"no {device!r} profile for this space (looked for {path}); run `nas latency calibrate` on that device and pass "
+            f"its file with --profile, or use a spec-derived profile ({', '.join(SPECS)})"
+        )
+    return CostModel(space, DeviceProfile.load(path))
+
+
+def run_cost_model(ctx: RunContext, pin: bool = True) -> CostModel:
+    """The run's cpu latency predictor, pinned in the run directory so a resumed search predicts the same numbers.
+
+    ``pin=False`` only builds it (a command's checks run before anything is written).
+    """
+    pinned = ctx.run_dir / PROFILE_IN_RUN
+    if ctx.cfg.search.profile:
+        model = CostModel(ctx.space, DeviceProfile.load(ctx.cfg.search.profile))
+    elif pinned.exists():
+        model = CostModel(ctx.space, DeviceProfile.load(pinned))
+    else:
+        ctx.say("calibrating the cpu latency model on this machine (cached for later runs)...")
+        model = load_or_calibrate(ctx.space, device="cpu", n_archs=ctx.cfg.search.calibration_archs, seed=ctx.cfg.seed, progress=ctx.progress)
+    if pin and not pinned.exists():
+        model.profile.save(pinned)
+    return model
+
+
+def device_model(ctx: RunContext, device: str, primary: bool, pin: bool = True) -> CostModel:
+    """The model of one entry of ``search.devices``: cpu is the run's pinned profile; ``search.profile`` applies to the first."""
+    if device == "cpu":
+        return run_cost_model(ctx, pin=pin)
+    return profile_for(ctx.space, device, ctx.cfg.search.profile if primary else None, None, ctx.progress)
+
+
+def run_device_models(ctx: RunContext, pin: bool = True) -> list[CostModel]:
+    """One model per ``search.devices`` entry, in order (the budget applies to the first)."""
+    return [device_model(ctx, d, primary=i == 0, pin=pin) for i, d in enumerate(ctx.cfg.search.devices)]
+
+
+def pin_profiles(ctx: RunContext, costs: list[CostModel]) -> None:
+    """Pin the cpu profile a command's checks built into the run directory (once the command is accepted)."""
+    pinned = ctx.run_dir / PROFILE_IN_RUN
+    if "cpu" in ctx.cfg.search.devices and not pinned.exists():
+        costs[ctx.cfg.search.devices.index("cpu")].profile.save(pinned)

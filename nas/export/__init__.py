@@ -1,0 +1,8 @@
+"""Export of a found subnetwork: extraction and verification (``exporter``), the formats (``formats``, one
+registry; ``timm_format`` adds timm), and :func:`load_subnet` to load the torch format back.
+
+Importing the package registers every format.
+"""
+
+from nas.export import formats as _formats  # noqa: F401  (torch, torchscript, torch_export, onnx)
+from nas.export import timm_format as _timm_format  # noqa: F401  (registers timm)
