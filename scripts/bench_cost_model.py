@@ -104,19 +104,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import numba
     import torch
 
-    from nas.cost import CostModel, DeviceProfile, predict_numba, predict_reference, space_signature
+    from nas.cost import CostModel, DeviceProfile, predict_reference, predict_table_numba, space_signature
     from nas.cost.calibrate import processor_name
-    from nas.cost.kernel import PARALLEL_MIN_BATCH, _predict_kernel, check_inputs
+    from nas.cost.kernel import PARALLEL_MIN_BATCH, _gather_parallel, check_op_ids
     from search_spaces import create_space
 
     rng = np.random.default_rng(0)
     space = create_space(args.space)
     ct = space.cost_table()
-    S, O, F = ct.features.shape
+    n_slots, n_ops, n_feats = ct.features.shape
     # Speed does not depend on the coefficients: a synthetic profile avoids a calibration run.
-    profile = DeviceProfile("synthetic", ct.feature_names, (1e-8, 5e-8, 2e-7, 0.02)[:F] + (0.0,) * max(0, F - 4), 0.1, space_signature(space), {})
+    profile = DeviceProfile("synthetic", ct.feature_names, (1e-8, 5e-8, 2e-7, 0.02)[:n_feats] + (0.0,) * max(0, n_feats - 4), 0.1, space_signature(space), {})
     model = CostModel(space, profile)
     feats, coef = np.ascontiguousarray(ct.features), np.asarray(profile.coef)
+    table = model.latency_table()
     all_threads = numba.config.NUMBA_NUM_THREADS
     machine = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "platform": platform.platform(), "processor": processor_name(),
@@ -125,30 +126,30 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     t0 = time.perf_counter()
-    predict_numba(np.zeros((1, S), dtype=np.int32), feats, coef, 0.1)
+    predict_table_numba(np.zeros((1, n_slots), dtype=np.int32), table, 0.1)
     first_call = time.perf_counter() - t0
 
     op_ids = {b: space.lower(random_codes(space, b, rng)) for b in BATCHES}
     kernel_rows = []
     thread_counts = tuple(dict.fromkeys((1, all_threads)))
     for b in BATCHES:
-        ids, out = op_ids[b], np.empty(b)
+        ids = op_ids[b]
         impls = (
-            (f"predict_numba (checks ids; serial below {PARALLEL_MIN_BATCH:,})", lambda: predict_numba(ids, feats, coef, 0.1)),
-            ("prange kernel only (no checks)", lambda: _predict_kernel(ids, feats, coef, 0.1, out)),
-            ("CostModel.predict_op_ids (lookup-table gather kernel: the production path)", lambda: model.predict_op_ids(ids)),
+            (f"predict_table_numba (checks ids; serial below {PARALLEL_MIN_BATCH:,})", lambda ids=ids: predict_table_numba(ids, table, 0.1)),
+            ("prange gather kernel only (no checks)", lambda ids=ids: _gather_parallel(ids, table, 0.1)),
+            ("CostModel.predict_op_ids (lookup-table gather kernel: the production path)", lambda ids=ids: model.predict_op_ids(ids)),
         )
         variants = [(t, label, fn) for label, fn in impls for t in thread_counts]
         timed = per_call_seconds([(t, fn) for t, _, fn in variants], args.min_time)
         for (threads, label, _), (sec, calls) in zip(variants, timed):
             kernel_rows.append({"implementation": label, "threads": threads, "batch": b, "calls": calls, "seconds_per_call": sec})
-    ((check_sec, _),) = per_call_seconds([(1, lambda: check_inputs(op_ids[BATCHES[-1]], feats, coef))], args.min_time)
+    ((check_sec, _),) = per_call_seconds([(1, lambda: check_op_ids(op_ids[BATCHES[-1]], n_slots, n_ops))], args.min_time)
 
     ref_ids = op_ids[BATCHES[-1]][: args.ref_batch]
     t0 = time.perf_counter()
     ref = predict_reference(ref_ids, feats, coef, 0.1)
     ref_per_arch = (time.perf_counter() - t0) / len(ref_ids)
-    np.testing.assert_allclose(predict_numba(ref_ids, feats, coef, 0.1), ref, rtol=1e-12)
+    np.testing.assert_allclose(predict_table_numba(ref_ids, table, 0.1), ref, rtol=1e-12)
 
     archs = [space.decode(c) for c in random_codes(space, args.encode_batch, rng)]
     n = len(archs)
@@ -164,7 +165,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "benchmark": NAME, "script": "scripts/bench_cost_model.py", "command": command_line(), "settings": vars(args), "machine": machine,
-        "space": space.name, "cost_table": {"slots": S, "ops": O, "features": F},
+        "space": space.name, "cost_table": {"slots": n_slots, "ops": n_ops, "features": n_feats},
         "first_call_seconds": first_call,
         "kernel": kernel_rows,
         "reference": {"archs": len(ref_ids), "seconds_per_arch": ref_per_arch},
@@ -210,7 +211,7 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     kernel_rows, best_1core = [], 0.0
     for r in raw["kernel"]:
         rate = r["batch"] / r["seconds_per_call"]
-        if r["threads"] == 1 and r["implementation"].startswith(("predict_numba", "CostModel")):
+        if r["threads"] == 1 and r["implementation"].startswith(("predict_numba", "predict_table_numba", "CostModel")):
             best_1core = max(best_1core, rate)
         kernel_rows.append(f"| {r['implementation']} | {r['threads']} | {r['batch']:,} | {r['calls']:,} | {fmt_time(r['seconds_per_call'])} | {fmt_rate(rate)} | {1e9 / rate:.2f} |")
     ref_n, ref_per_arch = raw["reference"]["archs"], raw["reference"]["seconds_per_arch"]

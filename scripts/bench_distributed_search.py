@@ -6,7 +6,7 @@ Without ``--run-dir`` it first trains a small supernet (``mbv3`` width 0.5, 2
 epochs on digits, or ``--data=fashion_mnist`` after ``apt-get install
 dataset-fashion-mnist``) and pins its cpu latency profile. Every configuration
 then runs the same ``nas search --storage postgresql://... --trials=N`` on a
-fresh database of a throwaway local PostgreSQL server (nas/pg_server.py), its
+fresh database of a throwaway local PostgreSQL server (nas/testing/pg_server.py), its
 workers started together, each with its share of the cores as torch threads.
 Two times are reported: wall (workers launched to last worker exited: process
 start-up, model loading and the final history included) and search (first trial

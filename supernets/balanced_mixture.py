@@ -75,7 +75,7 @@ class BalancedMixture(Supernet, nn.Module):
         self.current = 0
         self._probing = -1
         self.active_spec: Any = None
-        self.set_active(getattr(self.experts[0], "active_spec"))
+        self.set_active(self.experts[0].active_spec)
 
     # --- the supernet interface ------------------------------------------------------------------
     def route(self, spec: Hashable) -> int:

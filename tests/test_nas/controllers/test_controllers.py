@@ -1,4 +1,4 @@
-"""Contract every registered search controller passes (on `tiny`, with a deterministic stand-in evaluator)."""
+"""The controller contract (nas.testing.ControllerContract) on every registered controller, plus each controller's own promise."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from nas.controllers import create_controller, list_controllers
 from nas.controllers.base import Objectives
 from nas.cost import CostModel
 from nas.cost.specs import spec_profile
+from nas.testing import ControllerContract
+from nas.testing.controllers import batches, ready_controller, stand_in_objectives
 from search_spaces import create_space
 
 SPACE = create_space("tiny")
@@ -17,63 +19,17 @@ COST = CostModel(SPACE, spec_profile("mobile-big-core", SPACE))
 
 
 def _batches(seed: int, n: int = 3):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, *SPACE.input_shape, generator=gen), torch.randint(0, 10, (8,), generator=gen)) for _ in range(n)]
-
-
-def _create(name: str, run_dir, **kwargs):
-    """A controller ready to ask: gradient controllers first learn on a (random) tiny supernet."""
-    ctl = create_controller(name, space=SPACE, run_dir=run_dir, **kwargs)
-    if getattr(ctl, "needs_supernet", False):
-        torch.manual_seed(0)
-        ctl.prepare(SPACE.build_supernet(), lambda e: _batches(e), lambda r: _batches(100 + r, 2), COST)
-    return ctl
+    return batches(SPACE, seed, n)
 
 
 def _evaluate(arch) -> Objectives:
-    """Deterministic stand-in: accuracy grows with size, latency too (a real trade-off)."""
-    size = sum(v for k, v in arch.items() if k.endswith((".kernel", ".expand", ".depth")))
-    return Objectives(accuracy=0.5 + 0.01 * size, latency_ms=0.1 * size)
+    return stand_in_objectives(arch)
 
 
-def _run(name: str, run_dir, trials: int = 12, budget: float | None = None) -> list[str]:
-    """Run a fresh controller (as after a restart: it sees the run directory's finished trials) up to ``trials`` results."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ctl = _create(name, run_dir, seed=3, latency_budget_ms=budget, population=4)
-    asked = []
-    while ctl.n_finished() < trials:
-        (arch,) = ctl.ask(1)
-        SPACE.validate(arch)  # every asked architecture belongs to the space
-        ctl.tell([arch], [_evaluate(arch)])
-        asked.append(arch.id)
-    assert ctl.n_finished() == trials and len(ctl.history()) == trials
-    return asked
-
-
-@pytest.mark.parametrize("name", list_controllers())
-def test_controller_asks_valid_archs_and_is_reproducible(name, tmp_path):
-    first = _run(name, tmp_path / "a")
-    assert _run(name, tmp_path / "b") == first  # same seed, same asks
-
-
-@pytest.mark.parametrize("name", list_controllers())
-def test_resumed_controller_continues_like_an_uninterrupted_one(name, tmp_path):
-    """Killed after 5 results and restarted (a new controller on the same storage), it asks what it would have asked."""
-    uninterrupted = _run(name, tmp_path / "a", trials=10)  # population 4: past NSGA's first generation
-    assert _run(name, tmp_path / "b", trials=5) + _run(name, tmp_path / "b", trials=10) == uninterrupted
-
-
-@pytest.mark.parametrize("name", list_controllers())
-def test_controller_accepts_failed_and_infeasible_results(name, tmp_path):
-    ctl = _create(name, tmp_path, seed=0, latency_budget_ms=0.5, population=4)
-    (arch,) = ctl.ask(1)
-    ctl.tell([arch], [Objectives(accuracy=None, latency_ms=1.0)])  # the evaluation failed
-    assert ctl.n_finished() == 0
-    for _ in range(5):
-        (arch,) = ctl.ask(1)
-        ctl.tell([arch], [_evaluate(arch)])  # most of these exceed the 0.5 ms budget
-    rows = ctl.history()
-    assert len(rows) == 5 and any(not r["feasible"] for r in rows)
+class TestEveryRegisteredController(ControllerContract):
+    @pytest.fixture(params=list_controllers())
+    def controller_name(self, request):
+        return request.param
 
 
 def test_the_issue_controllers_are_registered():
@@ -125,7 +81,7 @@ def test_gradient_controllers_trade_accuracy_for_latency_under_a_budget(name, tm
 
 
 def test_gradient_controller_resumes_without_repeating_its_learning_phase(tmp_path):
-    ctl = _create("darts", tmp_path, seed=1, latency_budget_ms=None)
+    ctl = ready_controller("darts", SPACE, tmp_path, seed=1, latency_budget_ms=None)
     probs = {k: v.tolist() for k, v in ctl.sampler.probs.items()}
     again = create_controller("darts", space=SPACE, run_dir=tmp_path, seed=1, latency_budget_ms=None)
     calls = []

@@ -31,7 +31,7 @@ from nas.run.tracking import (
     resolve_wandb_mode,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Contract every supernet kind passes (parametrised over the kind registry), plus the resnet20_pool space."""
+"""The supernet-kind contract (nas.testing.SupernetKindContract) on every registered kind, plus kind- and space-specific checks."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from nas.cli import main
+from nas.testing import SupernetKindContract
+from nas.testing.spaces import sample_archs
 from search_spaces import build_supernet, create_space, list_supernet_kinds
 from search_spaces.arch import InvalidArchitectureError
 from supernets.balanced_mixture import BalancedMixture, balanced_assignment
@@ -40,85 +42,16 @@ def _space(name: str):
 
 
 def _archs(space, n=4):
-    rng = np.random.default_rng(0)
-    return [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(n))]
+    return sample_archs(space, n=n)
 
 
-def _with_trained_bn(net: nn.Module, space, spec) -> None:
-    """Non-trivial BN statistics for ``spec``, as after training (train-mode forwards)."""
-    net.train()
-    with torch.no_grad(), net.active(spec):
-        for s in range(3):
-            net(torch.randn(8, *space.input_shape, generator=torch.Generator().manual_seed(s)) * 2 + 0.5)
-    net.eval()
-
-
-@pytest.fixture(params=KIND_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}")
-def kind_case(request):
-    kind, space_name, options = request.param
-    space = _space(space_name)
-    torch.manual_seed(0)
-    return space, build_supernet(space, kind, seed=0, **options), kind, options
-
-
-def test_extraction_matches_the_supernet(kind_case):
-    space, net, _, _ = kind_case
-    x = torch.randn(3, *space.input_shape, generator=torch.Generator().manual_seed(9))
-    for arch in _archs(space):
-        spec = space.to_spec(arch)
-        _with_trained_bn(net, space, spec)
-        with torch.no_grad(), net.active(spec):
-            diff = (net(x) - net.extract().eval()(x)).abs().max().item()
-        assert diff <= 1e-5, (arch, diff)
-
-
-def test_gradients_reach_every_parameter_of_the_active_path(kind_case):
-    space, net, _, _ = kind_case
-    for arch in _archs(space, n=2):
-        spec = space.to_spec(arch)
-        net.zero_grad(set_to_none=True)
-        net.train()
-        with net.active(spec):
-            net(torch.randn(4, *space.input_shape)).square().mean().backward()
-            static = net.extract()
-        grads = {n: p.grad for n, p in net.named_parameters()}
-        if isinstance(net, MixtureOfSupernets):  # every expert's slice learns, weighted by the router
-            weight_sets = [{n: p.grad for n, p in net.expert_weights(e).items()} for e in range(net.k)]
-            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.router.parameters())
-        else:
-            prefix = f"experts.{net.route(spec)}." if isinstance(net, BalancedMixture) else ""
-            weight_sets = [{n[len(prefix):]: g for n, g in grads.items() if n.startswith(prefix)}]
-        for name, tensor in static.named_parameters():
-            for grads_of_set in weight_sets:
-                g = grads_of_set[name]
-                assert g is not None, name
-                index = tuple(_slice_for(g.shape[i], d, tensor.dim() == 4 and i >= 2) for i, d in enumerate(tensor.shape))
-                assert g[index].abs().sum() > 0, name  # the active slice learns (in every expert of a mixture)
-        if isinstance(net, BalancedMixture):  # weight sets the configuration is not routed to get nothing
-            prefix = f"experts.{net.route(spec)}."
-            others = [n for n, g in grads.items() if not n.startswith(prefix) and g is not None and g.abs().sum() > 0]
-            assert others == []
-
-
-def _slice_for(have: int, want: int, spatial: bool) -> slice:
-    start = (have - want) // 2 if spatial else 0
-    return slice(start, start + want)
-
-
-def test_state_dict_round_trip_keeps_outputs_and_routing(kind_case):
-    space, net, kind, options = kind_case
-    spec = space.to_spec(space.sample(np.random.default_rng(3)))
-    _with_trained_bn(net, space, spec)
-    if isinstance(net, BalancedMixture):  # routing learned away from the initial assignment must survive too
-        net.assignment.copy_(torch.roll(net.assignment, 1))
-    twin = build_supernet(space, kind, seed=1, **options)
-    twin.load_state_dict(net.state_dict())
-    twin.eval()
-    x = torch.randn(2, *space.input_shape)
-    for arch in _archs(space, n=2):
-        s = space.to_spec(arch)
-        with torch.no_grad(), net.active(s), twin.active(s):
-            assert torch.equal(net(x), twin(x))
+class TestEveryRegisteredKind(SupernetKindContract):
+    @pytest.fixture(params=KIND_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}")
+    def kind_case(self, request):
+        kind, space_name, options = request.param
+        space = _space(space_name)
+        torch.manual_seed(0)
+        return space, build_supernet(space, kind, seed=0, **options), kind, options
 
 
 def test_unknown_kind_and_bad_options_are_named():
@@ -206,22 +139,6 @@ def test_resnet20_pool_space_enumerates_its_36_configurations():
         space.arch({"downsample_at": "3,3"})
     params = [sum(p.numel() for p in space.build_static(a).parameters()) for a in (space.largest(), space.smallest())]
     assert params[0] > 4 * params[1]  # early downsampling: every block at full width
-
-
-@pytest.mark.parametrize("name", ["tiny", "resnet20_pool", "vit", "resnet"])
-def test_cost_lowering_adds_up_to_each_networks_own_macs(name):
-    from supernets.profiling import forward_features
-
-    space = _space(name)
-    table = space.cost_table()
-    archs = _archs(space, n=3)
-    ops = space.lower(space.encode_batch(archs))
-    listed = {(slot, op) for slot, op, _, _ in space.op_modules()}
-    assert {(s, int(o)) for row in ops for s, o in enumerate(row) if s > 0 and o > 0} <= listed  # every op used is timed
-    for arch, row in zip(archs, ops):
-        want, _ = forward_features(space.build_static(arch), space.input_shape)
-        got = table.features[np.arange(len(row)), row].sum(axis=0)
-        np.testing.assert_allclose(got[:2], want[:2], rtol=1e-9)  # dense and depthwise MACs of the whole network
 
 
 def test_resnet_space_widths_are_distinct_and_round_trip():

@@ -27,7 +27,7 @@ from nas.run.files import (
     read_json,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _only(directory: Path, *names: str) -> None:
