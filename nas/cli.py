@@ -18,15 +18,28 @@ from nas.commands.args import load_base, split_overrides
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from nas.cost import ProfileError
     from nas.data import DataError
     from nas.export.exporter import ExportError
     from nas.run.config import ConfigError
-    from nas.cost import ProfileError
     from nas.run.files import RunDirError
     from nas.training.checkpoint import CheckpointError
     from search_spaces import InvalidArchitectureError, UnknownNameError
 
-    return (ConfigError, DataError, RunDirError, CheckpointError, ExportError, ProfileError, InvalidArchitectureError, UnknownNameError, KeyError, ValueError, FloatingPointError, OSError)
+    return (
+        ConfigError,
+        DataError,
+        RunDirError,
+        CheckpointError,
+        ExportError,
+        ProfileError,
+        InvalidArchitectureError,
+        UnknownNameError,
+        KeyError,
+        ValueError,
+        FloatingPointError,
+        OSError,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the program's choice, not the library's: trials are reported by us
+    optuna.logging.set_verbosity(
+        optuna.logging.WARNING
+    )  # the program's choice, not the library's: trials are reported by us
     try:
         return args.handler(args, load_base(args), split_overrides(extra))
     except KeyboardInterrupt:
@@ -60,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors as exc:
         if os.environ.get("NAS_DEBUG"):
             raise
-        msg = " ".join(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).split())  # one line
+        msg = " ".join(
+            str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).split()
+        )  # one line
         print(f"nas: error: {msg}  (NAS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 

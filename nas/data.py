@@ -17,7 +17,6 @@ arguments alone. Every failure caused by the data (or an argument about it) is a
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import shutil
 import zlib
@@ -25,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple, IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -73,7 +72,9 @@ class LoadRequest:
 
 Loader = Callable[[LoadRequest], DataBundle]
 
-DATASETS: Registry[Loader] = Registry("data set", normalize=lambda name: name.strip().lower().replace("-", "_"))
+DATASETS: Registry[Loader] = Registry(
+    "data set", normalize=lambda name: name.strip().lower().replace("-", "_")
+)
 """Data set name -> loader; ``Fashion-MNIST``-style spellings are accepted. Each loader has a ``default_resolution``."""
 
 
@@ -85,6 +86,7 @@ def register_dataset(name: str, default_resolution: int) -> Callable[[Loader], L
         return DATASETS.add(name, loader)
 
     return deco
+
 
 SYSTEM_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the four ``.gz`` idx files."""
@@ -225,7 +227,9 @@ def make_loader(
 def _check_args(resolution: int | None, train_limit: int | None, val_fraction: float) -> None:
     """Reject arguments that would otherwise fail deep inside torch with an unhelpful message."""
     if resolution is not None and (not isinstance(resolution, int) or resolution <= 0):
-        raise DataError(f"resolution must be a positive integer (got {resolution!r}); omit it for the default")
+        raise DataError(
+            f"resolution must be a positive integer (got {resolution!r}); omit it for the default"
+        )
     if train_limit is not None and (not isinstance(train_limit, int) or train_limit <= 0):
         raise DataError(
             f"train_limit must be a positive number of training images (got {train_limit!r}); "
@@ -309,13 +313,20 @@ def _to_normalised(images: torch.Tensor, max_value: float, resolution: int, stat
     for start in range(0, n, _CONVERT_CHUNK):
         x = images[start : start + _CONVERT_CHUNK].to(torch.float32)
         if tuple(x.shape[-2:]) != (resolution, resolution):
-            x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(
+                x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
+            )
         out[start : start + _CONVERT_CHUNK] = x * scale + shift
     return out
 
 
 def _tensor_dataset(
-    images: torch.Tensor, labels: np.ndarray, idx: np.ndarray, max_value: float, resolution: int, stats: _Stats
+    images: torch.Tensor,
+    labels: np.ndarray,
+    idx: np.ndarray,
+    max_value: float,
+    resolution: int,
+    stats: _Stats,
 ) -> TensorDataset:
     """Convert only the selected images (a train_limit run never converts the rest)."""
     index = torch.as_tensor(idx, dtype=torch.long)
@@ -372,7 +383,9 @@ def _load_digits(resolution: int, seed: int, limits: Limits) -> DataBundle:
     held = _held_count(len(labels), _DIGITS_HELD_OUT)
     rest, test_idx = _choose(labels, np.arange(len(labels)), held, seed)
     train_idx, val_idx = _train_val_indices(labels, rest, held, seed, limits)
-    convert = partial(_tensor_dataset, images, labels, max_value=16.0, resolution=resolution, stats=_DIGITS_STATS)
+    convert = partial(
+        _tensor_dataset, images, labels, max_value=16.0, resolution=resolution, stats=_DIGITS_STATS
+    )
     return DataBundle("digits", convert(train_idx), convert(val_idx), convert(test_idx), 10, 1, resolution)
 
 
@@ -530,7 +543,9 @@ def _read_fashion_split(root: Path, train: bool, origins: dict[str, Path]) -> tu
         ds = FashionMNIST(str(root), train=train, download=False)
         images, labels = ds.data, ds.targets.numpy().astype(np.int64)
     except (RuntimeError, AssertionError, ValueError, TypeError, OSError) as exc:
-        raise DataError(f"could not read Fashion-MNIST files {', '.join(files)} ({exc}); re-install them") from exc
+        raise DataError(
+            f"could not read Fashion-MNIST files {', '.join(files)} ({exc}); re-install them"
+        ) from exc
     if len(images) != len(labels) or tuple(images.shape[1:]) != (28, 28):
         raise DataError(
             f"{' and '.join(files)} disagree: images {tuple(images.shape)}, {len(labels)} labels; "
@@ -589,7 +604,13 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 
 def _load_cifar(
-    key: str, data_dir: str | None, resolution: int, seed: int, limits: Limits, val_frac: float, download: bool
+    key: str,
+    data_dir: str | None,
+    resolution: int,
+    seed: int,
+    limits: Limits,
+    val_frac: float,
+    download: bool,
 ) -> DataBundle:
     """CIFAR-10/100 from the python-version archive layout under ``data_dir``."""
     cls, stats = _CIFAR[key]
@@ -644,7 +665,9 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             entry = _ArrayOnlyUnpickler(f, encoding="latin1").load()
-    except Exception as exc:  # pickle raises many types on garbage (UnpicklingError, EOFError, ValueError, ...)
+    except (
+        Exception
+    ) as exc:  # pickle raises many types on garbage (UnpicklingError, EOFError, ValueError, ...)
         raise DataError(
             f"{path} is not a readable CIFAR pickle ({exc}); re-extract it from the official archive"
         ) from exc
@@ -661,7 +684,9 @@ def _read_cifar_meta(path: Path, names_key: str) -> list[str]:
     return names
 
 
-def _read_cifar_batches(folder: Path, file_names: Sequence[str], num_classes: int) -> tuple[torch.Tensor, np.ndarray]:
+def _read_cifar_batches(
+    folder: Path, file_names: Sequence[str], num_classes: int
+) -> tuple[torch.Tensor, np.ndarray]:
     """Concatenate batch files into ``[N, 3, 32, 32]`` uint8 images and int64 labels."""
     images, labels = [], []
     for file_name in file_names:
@@ -724,7 +749,9 @@ def _image_folder(folder: Path, reader: _ImageReader) -> ImageFolder:
     try:
         return ImageFolder(str(folder), loader=reader, target_transform=_as_int64)
     except (FileNotFoundError, NotADirectoryError) as exc:
-        raise DataError(f"no usable classes/images in {folder} ({exc}); expected layout {_IMAGEFOLDER_LAYOUT}") from exc
+        raise DataError(
+            f"no usable classes/images in {folder} ({exc}); expected layout {_IMAGEFOLDER_LAYOUT}"
+        ) from exc
 
 
 def _optional_split(folder: Path, reader: _ImageReader, classes: list[str]) -> ImageFolder | None:
@@ -769,7 +796,9 @@ def _load_imagefolder(
     val = _optional_split(root / "val", reader, train.classes)
     if val is None:
         same_share = val_frac * len(labels) / len(pool)  # val is as large as a carved test split
-        train_idx, val_idx = _train_val_indices(labels, pool, _held_count(len(pool), same_share), seed, limits)
+        train_idx, val_idx = _train_val_indices(
+            labels, pool, _held_count(len(pool), same_share), seed, limits
+        )
         val_ds: Dataset = Subset(train, val_idx.tolist())
     else:
         train_idx = pool if limits.train is None else _limit(labels, pool, limits.train, seed)

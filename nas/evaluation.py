@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import islice
-
 from typing import Any
 
 import torch
@@ -20,7 +19,12 @@ from nas.run.context import RunContext
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int, device: torch.device) -> None:
+def recalibrate_bn(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_batches: int,
+    device: torch.device,
+) -> None:
     """Reset every BN layer's running statistics and recompute them as an exact average over ``num_batches``."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m, m.momentum) for m in bns]
@@ -39,7 +43,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
+def accuracy(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> float:
     """Top-1 accuracy in eval mode."""
     was_training = model.training
     model.eval()
@@ -59,5 +65,7 @@ def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 def evaluate_arch(ctx: RunContext, net: nn.Module, arch: Any, split: str = "val") -> float:
     """Accuracy of ``arch`` with inherited weights, after BN recalibration on training batches."""
     net.set_active(ctx.space.to_spec(arch))
-    recalibrate_bn(net, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device)
+    recalibrate_bn(
+        net, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device
+    )
     return accuracy(net, ctx.loader(split, shuffle=False), ctx.device)

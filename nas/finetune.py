@@ -43,8 +43,26 @@ from torch import nn
 from nas.evaluation import accuracy, recalibrate_bn
 from nas.export.exporter import ExportError, failed_formats
 from nas.export.formats import SPACE_FILE, ExportJob, load_subnet, resolve_formats, write_formats
-from nas.run.config import RECIPE, RUNTIME, ConfigError, NASConfig, build_config, flatten, keys_with, load_yaml, parse_override, set_key
-from nas.run.context import CONFIG_FILE, RunContext, build_space, load_config_data, resolve_config, resolve_device
+from nas.run.config import (
+    RECIPE,
+    RUNTIME,
+    ConfigError,
+    NASConfig,
+    build_config,
+    flatten,
+    keys_with,
+    load_yaml,
+    parse_override,
+    set_key,
+)
+from nas.run.context import (
+    CONFIG_FILE,
+    RunContext,
+    build_space,
+    load_config_data,
+    resolve_config,
+    resolve_device,
+)
 from nas.run.files import RunDirError, RunLock, atomic_write_json, atomic_write_text, read_json
 from nas.run.tracking import Trackers, make_trackers
 from nas.training.checkpoint import apply_ema
@@ -56,6 +74,7 @@ FINETUNE_DIR = "finetune"
 CHECKPOINT_FILE = "checkpoint.pt"
 RESULT_FILE = "result.json"
 EXPORT_FILES = ("arch.json", "model.pt", SPACE_FILE, "meta.json")
+
 
 class FinetuneTrackers(Trackers):
     """The run's trackers with every event kind under ``prefix/`` (e.g. ``finetune/scratch/epoch``).
@@ -98,11 +117,19 @@ def require_export(run_dir: Path) -> Path:
     export = Path(run_dir) / "export"
     missing = [f for f in EXPORT_FILES if not (export / f).is_file()]
     if {"arch.json", "model.pt"} & set(missing):
-        raise ExportError(f"no exported network in {run_dir} (expected export/arch.json and export/model.pt); run `nas export --run-dir {run_dir}` first")
-    if missing:  # meta.json is written last: without it the export was interrupted or is from an older version
-        raise ExportError(f"the export in {export} is incomplete (missing {', '.join(missing)}); run `nas export --run-dir {run_dir}` again")
+        raise ExportError(
+            f"no exported network in {run_dir} (expected export/arch.json and export/model.pt); run `nas export --run-dir {run_dir}` first"
+        )
+    if (
+        missing
+    ):  # meta.json is written last: without it the export was interrupted or is from an older version
+        raise ExportError(
+            f"the export in {export} is incomplete (missing {', '.join(missing)}); run `nas export --run-dir {run_dir}` again"
+        )
     if not (Path(run_dir) / CONFIG_FILE).is_file():
-        raise RunDirError(f"{run_dir} has an export but no {CONFIG_FILE}; nas finetune needs the run directory the export was made in")
+        raise RunDirError(
+            f"{run_dir} has an export but no {CONFIG_FILE}; nas finetune needs the run directory the export was made in"
+        )
     return export
 
 
@@ -128,7 +155,11 @@ def _may_change(key: str) -> bool:
 
 
 def resolve_finetune_config(
-    run_dir: Path, out_dir: Path, base: Mapping[str, Any] | None, overrides: Sequence[str], validate: Callable[[NASConfig], None] | None = None
+    run_dir: Path,
+    out_dir: Path,
+    base: Mapping[str, Any] | None,
+    overrides: Sequence[str],
+    validate: Callable[[NASConfig], None] | None = None,
 ) -> tuple[NASConfig, dict[str, Any] | None]:
     """The run's config <- this folder's saved recipe <- ``--config`` <- ``key=value``; and the saved record (or None).
 
@@ -147,7 +178,9 @@ def resolve_finetune_config(
             for key, value in saved["recipe"].items():
                 set_key(cfg, key, value)
         except (KeyError, TypeError, AttributeError):
-            raise ConfigError(f"{saved_path} is not a fine-tuning record of this engine; move {out_dir} away to start over") from None
+            raise ConfigError(
+                f"{saved_path} is not a fine-tuning record of this engine; move {out_dir} away to start over"
+            ) from None
     for k, v in (base or {}).items():
         set_key(cfg, str(k), v)
     for item in overrides:
@@ -180,8 +213,14 @@ def _check_source(out_dir: Path, saved: Mapping[str, Any] | None, source: Mappin
     keys = ["arch_id", "weights_sha256"] if source["init"] == "inherited" else ["arch_id"]
     changed = [k for k in keys if old.get(k) != source.get(k)]
     if changed:
-        what = f"architecture {old.get('arch_id')} -> {source['arch_id']}" if "arch_id" in changed else "the exported weights"
-        raise ConfigError(f"the export changed since fine-tuning in {out_dir} started ({what}); remove {out_dir} to fine-tune the new export")
+        what = (
+            f"architecture {old.get('arch_id')} -> {source['arch_id']}"
+            if "arch_id" in changed
+            else "the exported weights"
+        )
+        raise ConfigError(
+            f"the export changed since fine-tuning in {out_dir} started ({what}); remove {out_dir} to fine-tune the new export"
+        )
 
 
 def initial_network(space: Any, export_dir: Path, init: str, seed: int) -> nn.Module:
@@ -199,7 +238,10 @@ def initial_network(space: Any, export_dir: Path, init: str, seed: int) -> nn.Mo
 
 
 def _accuracies(model: nn.Module, ctx: RunContext) -> dict[str, float]:
-    return {"val": accuracy(model, ctx.loader("val"), ctx.device), "test": accuracy(model, ctx.loader("test"), ctx.device)}
+    return {
+        "val": accuracy(model, ctx.loader("val"), ctx.device),
+        "test": accuracy(model, ctx.loader("test"), ctx.device),
+    }
 
 
 def _done(out_dir: Path, formats: list[str]) -> dict[str, Any] | None:
@@ -211,7 +253,9 @@ def _done(out_dir: Path, formats: list[str]) -> dict[str, Any] | None:
     return read_json(out_dir / RESULT_FILE) if set(formats) <= ok else None
 
 
-def _write_model(ctx: RunContext, net: nn.Module, export_dir: Path, out_dir: Path, formats: list[str]) -> dict[str, dict[str, Any]]:
+def _write_model(
+    ctx: RunContext, net: nn.Module, export_dir: Path, out_dir: Path, formats: list[str]
+) -> dict[str, dict[str, Any]]:
     """Write the trained network like ``nas export`` does (same files, each format verified on a val batch)."""
     static = net.to("cpu", memory_format=torch.contiguous_format).eval()
     arch_text = (export_dir / "arch.json").read_text()
@@ -219,9 +263,20 @@ def _write_model(ctx: RunContext, net: nn.Module, export_dir: Path, out_dir: Pat
     x, y = next(iter(ctx.loader("val")))
     with torch.no_grad():
         logits = static(x)
-    (out_dir / "meta.json").unlink(missing_ok=True)  # its presence means a complete output; this one is not yet
+    (out_dir / "meta.json").unlink(
+        missing_ok=True
+    )  # its presence means a complete output; this one is not yet
     atomic_write_text(out_dir / "arch.json", arch_text)
-    job = ExportJob(net=static, out_dir=out_dir, space=ctx.space, spec=ctx.space.to_spec(arch), x=x, y=y, logits=logits, space_json=read_json(export_dir / SPACE_FILE))
+    job = ExportJob(
+        net=static,
+        out_dir=out_dir,
+        space=ctx.space,
+        spec=ctx.space.to_spec(arch),
+        x=x,
+        y=y,
+        logits=logits,
+        space_json=read_json(export_dir / SPACE_FILE),
+    )
     return write_formats(job, formats)
 
 
@@ -248,11 +303,18 @@ def run_finetune(
     export_dir = require_export(run_dir)
     out_dir = finetune_dir(run_dir, init)
     with ExitStack() as stack:
-        stack.enter_context(RunLock(run_dir))  # a second process gets "another process (pid N) is using run directory ..."
+        stack.enter_context(
+            RunLock(run_dir)
+        )  # a second process gets "another process (pid N) is using run directory ..."
         cfg, saved = resolve_finetune_config(run_dir, out_dir, base, overrides, validate)
         exported = torch.load(export_dir / "model.pt", map_location="cpu", weights_only=True)
         arch_id = json.loads((export_dir / "meta.json").read_text()).get("arch_id")
-        source = {"init": init, "export": str(export_dir), "arch_id": arch_id, "weights_sha256": weights_digest(exported)}
+        source = {
+            "init": init,
+            "export": str(export_dir),
+            "arch_id": arch_id,
+            "weights_sha256": weights_digest(exported),
+        }
         _check_source(out_dir, saved, source)
 
         def say(msg: str) -> None:
@@ -263,28 +325,57 @@ def run_finetune(
         data = load_config_data(cfg)
         space = build_space(cfg, data)
         all_formats = [str(f).strip().lower() for f in formats] == ["all"]
-        wanted = resolve_formats(None if all_formats else ["torch", *formats], space)  # an unknown format is refused before any training
+        wanted = resolve_formats(
+            None if all_formats else ["torch", *formats], space
+        )  # an unknown format is refused before any training
         done = _done(out_dir, wanted)
         if done is not None:
             say(f"fine-tuning ({init}) already finished in {out_dir}; remove it to train again")
             return {**done, "already_done": True}
         out_dir.mkdir(parents=True, exist_ok=True)
-        if saved is None:  # a fresh start: results left by an earlier recipe (checkpoint removed) no longer apply
+        if (
+            saved is None
+        ):  # a fresh start: results left by an earlier recipe (checkpoint removed) no longer apply
             for name in (RESULT_FILE, "meta.json"):
                 (out_dir / name).unlink(missing_ok=True)
-        atomic_write_text(out_dir / CONFIG_FILE, yaml.safe_dump({"init": init, "source": source, "recipe": recipe(cfg)}, sort_keys=False))
-        trackers = stack.enter_context(make_trackers(run_dir, cfg.trackers, config={f"finetune_{init}": recipe(cfg)}, wandb_mode=cfg.wandb_mode))
+        atomic_write_text(
+            out_dir / CONFIG_FILE,
+            yaml.safe_dump({"init": init, "source": source, "recipe": recipe(cfg)}, sort_keys=False),
+        )
+        trackers = stack.enter_context(
+            make_trackers(
+                run_dir, cfg.trackers, config={f"finetune_{init}": recipe(cfg)}, wandb_mode=cfg.wandb_mode
+            )
+        )
         prefix = f"{FINETUNE_DIR}/{init}"
-        ctx = FinetuneContext(cfg, run_dir, device, data, space, FinetuneTrackers(trackers, prefix), progress=progress, quiet=quiet, identity={"arch_id": arch_id, "init": init})
+        ctx = FinetuneContext(
+            cfg,
+            run_dir,
+            device,
+            data,
+            space,
+            FinetuneTrackers(trackers, prefix),
+            progress=progress,
+            quiet=quiet,
+            identity={"arch_id": arch_id, "init": init},
+        )
         net = initial_network(space, export_dir, init, cfg.seed)
         before = _accuracies(net.to(device), ctx)
-        say(f"fine-tuning {arch_id} ({init}) for {cfg.train.epochs} epochs in {out_dir}: val acc {before['val']:.4f}, test acc {before['test']:.4f} before")
-        trainer = Trainer(ctx, net, FixedPlan(), ckpt=out_dir / CHECKPOINT_FILE, seed=cfg.seed, desc=f"finetune {init}")
+        say(
+            f"fine-tuning {arch_id} ({init}) for {cfg.train.epochs} epochs in {out_dir}: val acc {before['val']:.4f}, test acc {before['test']:.4f} before"
+        )
+        trainer = Trainer(
+            ctx, net, FixedPlan(), ckpt=out_dir / CHECKPOINT_FILE, seed=cfg.seed, desc=f"finetune {init}"
+        )
         trainer.fit()
         model = trainer.model
-        if trainer.ema is not None:  # the recipe keeps averaged weights: they are the result (BN re-estimated for them)
+        if (
+            trainer.ema is not None
+        ):  # the recipe keeps averaged weights: they are the result (BN re-estimated for them)
             apply_ema(model, trainer.ema)
-            recalibrate_bn(model, ctx.loader("train", shuffle=True, epoch=-1), cfg.train.bn_recal_batches, device)
+            recalibrate_bn(
+                model, ctx.loader("train", shuffle=True, epoch=-1), cfg.train.bn_recal_batches, device
+            )
         after = _accuracies(model, ctx)
         history = trainer.pos.history
         export_meta = read_json(export_dir / "meta.json")
@@ -292,7 +383,9 @@ def run_finetune(
             "init": init,
             "arch_id": arch_id,
             "epochs": cfg.train.epochs,
-            "seconds": round(sum(h.get("epoch_seconds", 0.0) for h in history), 3),  # training time, summed over resumed sessions
+            "seconds": round(
+                sum(h.get("epoch_seconds", 0.0) for h in history), 3
+            ),  # training time, summed over resumed sessions
             "val_accuracy_before": before["val"],
             "test_accuracy_before": before["test"],
             "val_accuracy_after": after["val"],
@@ -306,7 +399,11 @@ def run_finetune(
         }
         results = _write_model(ctx, model, export_dir, out_dir, wanted)
         meta = {
-            **{k: export_meta[k] for k in ("arch", "arch_id", "space", "input_shape", "num_classes", "data") if k in export_meta},
+            **{
+                k: export_meta[k]
+                for k in ("arch", "arch_id", "space", "input_shape", "num_classes", "data")
+                if k in export_meta
+            },
             "init": init,
             "finetuned_from": str(export_dir),
             "params": sum(p.numel() for p in model.parameters()),
@@ -319,14 +416,36 @@ def run_finetune(
             "finetuned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         atomic_write_json(out_dir / "meta.json", meta)
-        atomic_write_json(out_dir / RESULT_FILE, result)  # last: its presence means the fine-tuning is complete
-        values = {k: result[k] for k in ("val_accuracy_before", "test_accuracy_before", "val_accuracy_after", "test_accuracy_after", "seconds")}
+        atomic_write_json(
+            out_dir / RESULT_FILE, result
+        )  # last: its presence means the fine-tuning is complete
+        values = {
+            k: result[k]
+            for k in (
+                "val_accuracy_before",
+                "test_accuracy_before",
+                "val_accuracy_after",
+                "test_accuracy_after",
+                "seconds",
+            )
+        }
         ctx.trackers.log("result", cfg.train.epochs, values)
         trackers.summary({f"{prefix}/{k}": v for k, v in values.items()})
         failed = failed_formats(meta)
         if failed:
-            raise ExportError(f"format(s) failed: {'; '.join(f'{f}: {e}' for f, e in failed.items())} (the others are in {out_dir}; see meta.json)")
+            raise ExportError(
+                f"format(s) failed: {'; '.join(f'{f}: {e}' for f, e in failed.items())} (the others are in {out_dir}; see meta.json)"
+            )
         return result
 
 
-__all__ = ["INITS", "FinetuneTrackers", "finetune_dir", "initial_network", "recipe", "require_export", "resolve_finetune_config", "run_finetune"]
+__all__ = [
+    "INITS",
+    "FinetuneTrackers",
+    "finetune_dir",
+    "initial_network",
+    "recipe",
+    "require_export",
+    "resolve_finetune_config",
+    "run_finetune",
+]

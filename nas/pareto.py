@@ -78,4 +78,9 @@ def anytime_curves(rows: Sequence[Row], budget_ms: float | None) -> dict[str, li
             current = _pct(r["accuracy"]) if math.isnan(current) else max(current, _pct(r["accuracy"]))
         best.append(current)
         hv.append(hypervolume(feasible_pts, acc_ref, lat_ref))
-    return {"trial": [int(r["trial"]) for r in ordered], "best_feasible_accuracy_pct": best, "hypervolume": hv, "reference": [acc_ref, lat_ref]}
+    return {
+        "trial": [int(r["trial"]) for r in ordered],
+        "best_feasible_accuracy_pct": best,
+        "hypervolume": hv,
+        "reference": [acc_ref, lat_ref],
+    }

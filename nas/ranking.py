@@ -70,7 +70,9 @@ def size_biased_pool(space: SearchSpace, n: int, rng: np.random.Generator) -> li
     return pool
 
 
-def stratified_archs(space: SearchSpace, k: int, seed: int, pool: int = 5000, span: str = "full") -> list[Arch]:
+def stratified_archs(
+    space: SearchSpace, k: int, seed: int, pool: int = 5000, span: str = "full"
+) -> list[Arch]:
     """K distinct architectures spread over the space's size range, in size order.
 
     ``span="full"`` (the ranking report): K strata of equal width in log-MACs
@@ -85,7 +87,9 @@ def stratified_archs(space: SearchSpace, k: int, seed: int, pool: int = 5000, sp
     drawn = size_biased_pool(space, pool, rng) if span == "full" else [space.sample(rng) for _ in range(pool)]
     candidates = sorted({a.id: a for a in drawn}.values(), key=lambda a: a.id)
     if k > len(candidates):
-        raise ValueError(f"asked for {k} architectures but the space yielded only {len(candidates)} distinct ones")
+        raise ValueError(
+            f"asked for {k} architectures but the space yielded only {len(candidates)} distinct ones"
+        )
     macs = arch_macs(space, candidates)
     order = np.argsort(macs, kind="stable")
     if span == "pool":
@@ -106,7 +110,9 @@ def stratified_archs(space: SearchSpace, k: int, seed: int, pool: int = 5000, sp
     return sorted(picked, key=lambda a: float(arch_macs(space, [a])[0]))
 
 
-def _standalone_worker(cfg_dict: dict[str, Any], arch_json: str, seed: int, epochs: int, threads: int) -> dict[str, Any]:
+def _standalone_worker(
+    cfg_dict: dict[str, Any], arch_json: str, seed: int, epochs: int, threads: int
+) -> dict[str, Any]:
     """Train one architecture alone (in its own process) and return its accuracies."""
     import torch
 
@@ -116,12 +122,20 @@ def _standalone_worker(cfg_dict: dict[str, Any], arch_json: str, seed: int, epoc
     cfg.seed = seed
     data = load_config_data(cfg)
     space = build_space(cfg, data)
-    ctx = RunContext(cfg, Path("."), resolve_device(cfg.device), data, space, Trackers([]), progress=False, quiet=True)
+    ctx = RunContext(
+        cfg, Path("."), resolve_device(cfg.device), data, space, Trackers([]), progress=False, quiet=True
+    )
     arch = space.arch(json.loads(arch_json))
     t0 = time.perf_counter()
     model = space.build_standalone(arch, seed=seed)
     result = Trainer(ctx, model, FixedPlan(), ckpt=None, seed=seed, desc="standalone").fit()
-    return {"arch_id": arch.id, "seed": seed, "epochs": epochs, "val_acc": result["val_acc"], "seconds": time.perf_counter() - t0}
+    return {
+        "arch_id": arch.id,
+        "seed": seed,
+        "epochs": epochs,
+        "val_acc": result["val_acc"],
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def standalone_recipe_id(cfg: NASConfig) -> str:
@@ -131,14 +145,28 @@ def standalone_recipe_id(cfg: NASConfig) -> str:
     hands a result trained with a different recipe to another report.
     """
     d = cfg.to_dict()
-    ignored = set(keys_with(SUPERNET)) | {f"train.{k}" for k in ("epochs", *STANDALONE_OVERRIDES)}  # epochs: in the file name
-    space = {k: v for k, v in d["space"].items() if f"space.{k}" not in ignored}  # a standalone network has no supernet kind
-    recipe = {"data": d["data"], "space": space, "train": {k: v for k, v in d["train"].items() if f"train.{k}" not in ignored}}
+    ignored = set(keys_with(SUPERNET)) | {
+        f"train.{k}" for k in ("epochs", *STANDALONE_OVERRIDES)
+    }  # epochs: in the file name
+    space = {
+        k: v for k, v in d["space"].items() if f"space.{k}" not in ignored
+    }  # a standalone network has no supernet kind
+    recipe = {
+        "data": d["data"],
+        "space": space,
+        "train": {k: v for k, v in d["train"].items() if f"train.{k}" not in ignored},
+    }
     return hashlib.sha1(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def train_standalone_all(
-    cfg: NASConfig, archs: list[Arch], seeds: list[int], epochs: int, out_dir: Path, workers: int, say: Any = print
+    cfg: NASConfig,
+    archs: list[Arch],
+    seeds: list[int],
+    epochs: int,
+    out_dir: Path,
+    workers: int,
+    say: Any = print,
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """Standalone results for every (arch, seed), training only those without a result file yet."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +185,9 @@ def train_standalone_all(
     cores = os.cpu_count() or 1
     workers = max(1, min(workers, len(todo)))
     threads = max(1, cores // workers)
-    say(f"training {len(todo)} standalone networks ({workers} in parallel, {threads} thread(s) each); {len(results)} already done")
+    say(
+        f"training {len(todo)} standalone networks ({workers} in parallel, {threads} thread(s) each); {len(results)} already done"
+    )
     cfg_dict = cfg.to_dict()
     if workers == 1:
         for arch, seed, f in todo:
@@ -166,13 +196,20 @@ def train_standalone_all(
             results[(arch.id, seed)] = res
         return results
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_standalone_worker, cfg_dict, arch.to_json(), seed, epochs, threads): (arch, seed, f) for arch, seed, f in todo}
+        futures = {
+            pool.submit(_standalone_worker, cfg_dict, arch.to_json(), seed, epochs, threads): (arch, seed, f)
+            for arch, seed, f in todo
+        }
         for n, fut in enumerate(futures, 1):
             arch, seed, f = futures[fut]
             res = fut.result()
-            atomic_write_json(f, res)  # written as each finishes: a killed report loses at most the running ones
+            atomic_write_json(
+                f, res
+            )  # written as each finishes: a killed report loses at most the running ones
             results[(arch.id, seed)] = res
-            say(f"  standalone {n}/{len(todo)}: {arch.id} seed {seed}: val acc {res['val_acc']:.4f} ({res['seconds']:.0f}s)")
+            say(
+                f"  standalone {n}/{len(todo)}: {arch.id} seed {seed}: val acc {res['val_acc']:.4f} ({res['seconds']:.0f}s)"
+            )
     return results
 
 
@@ -187,16 +224,28 @@ def ranking_metrics(supernet_acc: np.ndarray, standalone_acc: np.ndarray, top_k:
         "kendall_tau": float(tau),
         "spearman": float(rho),
         f"top{k}_overlap": len(top_super & top_true) / k,
-        "regret": float(standalone_acc.max() - standalone_acc[pick]),  # standalone accuracy lost by trusting the supernet's best
+        "regret": float(
+            standalone_acc.max() - standalone_acc[pick]
+        ),  # standalone accuracy lost by trusting the supernet's best
     }
 
 
-def run_ranking(ctx: RunContext, k: int, epochs: int, seeds: int = 1, workers: int | None = None, standalone_dir: Path | None = None, arch_seed: int = 0) -> dict[str, Any]:
+def run_ranking(
+    ctx: RunContext,
+    k: int,
+    epochs: int,
+    seeds: int = 1,
+    workers: int | None = None,
+    standalone_dir: Path | None = None,
+    arch_seed: int = 0,
+) -> dict[str, Any]:
     """The whole report for a run directory with a trained supernet; writes ranking.json and ranking.png."""
     archs = stratified_archs(ctx.space, k, seed=arch_seed)
     seed_list = [ctx.cfg.seed + i for i in range(seeds)]
     out_dir = standalone_dir or ctx.run_dir / "ranking" / "standalone"
-    standalone = train_standalone_all(ctx.cfg, archs, seed_list, epochs, out_dir, workers or (os.cpu_count() or 1), say=ctx.say)
+    standalone = train_standalone_all(
+        ctx.cfg, archs, seed_list, epochs, out_dir, workers or (os.cpu_count() or 1), say=ctx.say
+    )
     net = load_supernet(ctx)
     inherited = np.array([evaluate_arch(ctx, net, a) for a in archs])
     per_seed = np.array([[standalone[(a.id, s)]["val_acc"] for s in seed_list] for a in archs])  # [K, seeds]
@@ -210,16 +259,33 @@ def run_ranking(ctx: RunContext, k: int, epochs: int, seeds: int = 1, workers: i
         "distill": ctx.cfg.train.distill,
         "supernet_epochs": ctx.cfg.train.epochs,
         **ranking_metrics(inherited, truth, top_k=max(1, k // 4)),
-        "macs_kendall_tau": float(stats.kendalltau(macs, truth).statistic),  # a zero-cost baseline: bigger is better
+        "macs_kendall_tau": float(
+            stats.kendalltau(macs, truth).statistic
+        ),  # a zero-cost baseline: bigger is better
     }
     if seeds >= 2:
-        taus = [stats.kendalltau(per_seed[:, i], per_seed[:, j]).statistic for i in range(seeds) for j in range(i + 1, seeds)]
+        taus = [
+            stats.kendalltau(per_seed[:, i], per_seed[:, j]).statistic
+            for i in range(seeds)
+            for j in range(i + 1, seeds)
+        ]
         report["seed_to_seed_kendall_tau"] = float(np.mean(taus))
     if seeds >= 4:  # averaging seeds: how well does one half's mean agree with the other half's?
         half = seeds // 2
-        report["split_half_kendall_tau"] = float(stats.kendalltau(per_seed[:, :half].mean(axis=1), per_seed[:, half : 2 * half].mean(axis=1)).statistic)
+        report["split_half_kendall_tau"] = float(
+            stats.kendalltau(
+                per_seed[:, :half].mean(axis=1), per_seed[:, half : 2 * half].mean(axis=1)
+            ).statistic
+        )
     report["rows"] = [
-        {"arch_id": a.id, "arch": a.to_dict(), "macs": int(m), "supernet_val_acc": float(s), "standalone_val_acc": [float(v) for v in row], "standalone_mean": float(t)}
+        {
+            "arch_id": a.id,
+            "arch": a.to_dict(),
+            "macs": int(m),
+            "supernet_val_acc": float(s),
+            "standalone_val_acc": [float(v) for v in row],
+            "standalone_mean": float(t),
+        }
         for a, m, s, row, t in zip(archs, macs, inherited, per_seed, truth)
     ]
     atomic_write_json(ctx.run_dir / "ranking.json", report)

@@ -16,7 +16,9 @@ class TrialRow(TypedDict):
     """A finished trial: its number, architecture, validation accuracy and predicted latency per device."""
 
     trial: int
-    arch: dict[str, Any]  # the architecture's choices ({} when only its id is known, e.g. read back from history.csv)
+    arch: dict[
+        str, Any
+    ]  # the architecture's choices ({} when only its id is known, e.g. read back from history.csv)
     arch_id: str
     accuracy: float
     latency_ms: float  # on the first device of search.devices (the one the budget applies to)
@@ -25,7 +27,13 @@ class TrialRow(TypedDict):
 
 
 def trial_row(
-    trial: int, arch: Mapping[str, Any], arch_id: str, accuracy: float, latency_ms: float, extra_latencies_ms: Sequence[float] = (), feasible: bool = True
+    trial: int,
+    arch: Mapping[str, Any],
+    arch_id: str,
+    accuracy: float,
+    latency_ms: float,
+    extra_latencies_ms: Sequence[float] = (),
+    feasible: bool = True,
 ) -> TrialRow:
     """A :class:`TrialRow` with plain Python numbers (JSON-ready)."""
     return TrialRow(

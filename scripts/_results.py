@@ -50,7 +50,9 @@ def data_path(out: str | Path, name: str) -> Path:
 
 def command_line() -> str:
     """The invocation of the running script, as a user would type it (the provenance of its data)."""
-    return " ".join(["python", shlex.quote(f"scripts/{Path(sys.argv[0]).name}"), *(shlex.quote(a) for a in sys.argv[1:])])
+    return " ".join(
+        ["python", shlex.quote(f"scripts/{Path(sys.argv[0]).name}"), *(shlex.quote(a) for a in sys.argv[1:])]
+    )
 
 
 def provenance(name: str, settings: Mapping[str, Any], measured_in: Sequence[Path] = ()) -> dict[str, Any]:
@@ -61,10 +63,18 @@ def provenance(name: str, settings: Mapping[str, Any], measured_in: Sequence[Pat
     not when they were collected; ``collected`` says the latter.
     """
     machine = machine_info()
-    raw = {"benchmark": name, "script": f"scripts/bench_{name}.py", "command": command_line(), "settings": dict(settings), "machine": machine}
+    raw = {
+        "benchmark": name,
+        "script": f"scripts/bench_{name}.py",
+        "command": command_line(),
+        "settings": dict(settings),
+        "machine": machine,
+    }
     if measured_in:
         raw["collected"] = machine["date"]
-        machine["date"] = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(max(Path(f).stat().st_mtime for f in measured_in)))
+        machine["date"] = time.strftime(
+            "%Y-%m-%d %H:%M %Z", time.localtime(max(Path(f).stat().st_mtime for f in measured_in))
+        )
     return raw
 
 
@@ -82,7 +92,9 @@ def load_raw(path: str | Path) -> dict[str, Any]:
 
 def machine_block(info: Mapping[str, str]) -> str:
     """The machine lines of a report, for a recorded :func:`machine_info` dict: a re-render names the measuring machine, not this one."""
-    versions = ", ".join(f"{k} {info[k]}" for k in ("python", "torch", "torchvision", "numpy", "numba", "optuna", "timm"))
+    versions = ", ".join(
+        f"{k} {info[k]}" for k in ("python", "torch", "torchvision", "numpy", "numba", "optuna", "timm")
+    )
     return f"- date: {info['date']}\n- machine: {info['platform']}; {info['processor']}; {info['logical_cores']} logical cores\n- versions: {versions}\n"
 
 

@@ -33,15 +33,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _nas import nas  # scripts/ is on sys.path when a script runs
 from _results import DATA_DIR, data_path, machine_block, provenance, save_raw, write_markdown
+
 from nas.pareto import hypervolume
 
 NAME = "controllers"
 MARKDOWN = "controllers.md"
 WORKERS_DATA = "distributed_search.json"  # bench_distributed_search's data, next to this one
-SETTINGS = ("root", "trials", "seeds", "controllers", "population", "epochs", "train_limit", "val_limit", "bn_recal_batches", "eval_images", "gradient_epochs", "gradient_steps")
+SETTINGS = (
+    "root",
+    "trials",
+    "seeds",
+    "controllers",
+    "population",
+    "epochs",
+    "train_limit",
+    "val_limit",
+    "bn_recal_batches",
+    "eval_images",
+    "gradient_epochs",
+    "gradient_steps",
+)
 
 
 def main() -> None:
@@ -55,10 +68,21 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, default=10000)
     ap.add_argument("--val-limit", type=int, default=2000)
     ap.add_argument("--bn-recal-batches", type=int, default=16)
-    ap.add_argument("--eval-images", type=int, default=0, help="evaluate on the first N validation images (0: all --val-limit)")
+    ap.add_argument(
+        "--eval-images",
+        type=int,
+        default=0,
+        help="evaluate on the first N validation images (0: all --val-limit)",
+    )
     ap.add_argument("--gradient-epochs", type=int, default=1, help="darts/gdas: epochs of the gradient phase")
-    ap.add_argument("--gradient-steps", type=int, default=0, help="darts/gdas: at most this many steps (0: whole epochs)")
-    ap.add_argument("--report-only", action="store_true", help="report the finished runs under --root, run nothing new and write nothing there")
+    ap.add_argument(
+        "--gradient-steps", type=int, default=0, help="darts/gdas: at most this many steps (0: whole epochs)"
+    )
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="report the finished runs under --root, run nothing new and write nothing there",
+    )
     ap.add_argument("--out", default="results/controllers.md")
     args = ap.parse_args()
     raw = collect(args) if args.report_only else measure(args)
@@ -70,8 +94,15 @@ def main() -> None:
 
 def _common(args: argparse.Namespace) -> list[str]:
     return [
-        "--data=fashion_mnist", "--space=mbv3", "--width-mult=0.25", "--space.options={stem_stride: 1}", f"--train-limit={args.train_limit}",
-        f"--data.val_limit={args.val_limit}", "--train.channels_last=true", "--train.sampler=uniform", "--trackers=jsonl",
+        "--data=fashion_mnist",
+        "--space=mbv3",
+        "--width-mult=0.25",
+        "--space.options={stem_stride: 1}",
+        f"--train-limit={args.train_limit}",
+        f"--data.val_limit={args.val_limit}",
+        "--train.channels_last=true",
+        "--train.sampler=uniform",
+        "--trackers=jsonl",
     ]
 
 
@@ -84,7 +115,11 @@ def _budget(space, cost) -> dict[str, float]:
 
 def _epoch_seconds(run_dir: Path) -> list[float]:
     """The supernet's training time per epoch, from its event log."""
-    events = (json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if '"epoch_seconds"' in line)
+    events = (
+        json.loads(line)
+        for line in (run_dir / "events.jsonl").read_text().splitlines()
+        if '"epoch_seconds"' in line
+    )
     return [float(e["epoch_seconds"]) for e in events]
 
 
@@ -95,25 +130,36 @@ def _names(args: argparse.Namespace) -> list[str]:
 
 
 def _runs_dir(args: argparse.Namespace, n_val: int) -> tuple[str, Path]:
-    tag = f"val{n_val}_bn{args.bn_recal_batches}"  # evaluations and runs are only comparable within one setting
+    tag = (
+        f"val{n_val}_bn{args.bn_recal_batches}"  # evaluations and runs are only comparable within one setting
+    )
     return tag, Path(args.root) / f"runs_{tag}_t{args.trials}"
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
     """The data of the finished runs under --root, read without opening (or writing to) the run directories."""
-    from nas.run.config import load_yaml
-    from nas.run.context import build_space, load_config_data, resolve_config
     from nas.cost import CostModel, DeviceProfile
     from nas.cost.store import PROFILE_IN_RUN
+    from nas.run.config import load_yaml
+    from nas.run.context import build_space, load_config_data, resolve_config
 
     supernet_dir = Path(args.root) / "supernet"
-    cfg = resolve_config(None, load_yaml(supernet_dir / "config.yaml"), [*_common(args), f"--train.bn_recal_batches={args.bn_recal_batches}"])
+    cfg = resolve_config(
+        None,
+        load_yaml(supernet_dir / "config.yaml"),
+        [*_common(args), f"--train.bn_recal_batches={args.bn_recal_batches}"],
+    )
     data = load_config_data(cfg)
     space = build_space(cfg, data)
     cost = CostModel(space, DeviceProfile.load(supernet_dir / PROFILE_IN_RUN))
     n_val = min(args.eval_images, len(data.val)) if args.eval_images else len(data.val)
     tag, runs_dir = _runs_dir(args, n_val)
-    files = [f for name in _names(args) for seed in range(args.seeds) if (f := runs_dir / f"{name}_seed{seed}.json").exists()]
+    files = [
+        f
+        for name in _names(args)
+        for seed in range(args.seeds)
+        if (f := runs_dir / f"{name}_seed{seed}.json").exists()
+    ]
     runs = [json.loads(f.read_text()) for f in files]
     cache_path = Path(args.root) / f"eval_cache_{tag}.json"
     cache = json.loads(cache_path.read_text())
@@ -135,11 +181,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     from torch.utils.data import Subset
 
-    from nas.run.context import open_run
     from nas.controllers import Objectives, create_controller
     from nas.cost.store import run_cost_model
-    from nas.run.files import atomic_write_json
     from nas.evaluation import evaluate_arch
+    from nas.run.context import open_run
+    from nas.run.files import atomic_write_json
     from nas.training.checkpoint import load_supernet
 
     root = Path(args.root)
@@ -147,10 +193,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     common = _common(args)
     nas("train", "--run-dir", str(supernet_dir), *common, "--quiet", f"--epochs={args.epochs}")
 
-    with open_run(supernet_dir, overrides=[*common, f"--train.bn_recal_batches={args.bn_recal_batches}"], progress=False, quiet=True) as ctx:
+    with open_run(
+        supernet_dir,
+        overrides=[*common, f"--train.bn_recal_batches={args.bn_recal_batches}"],
+        progress=False,
+        quiet=True,
+    ) as ctx:
         space = ctx.space
         if args.eval_images:
-            ctx.data = dataclasses.replace(ctx.data, val=Subset(ctx.data.val, range(min(args.eval_images, len(ctx.data.val)))))
+            ctx.data = dataclasses.replace(
+                ctx.data, val=Subset(ctx.data.val, range(min(args.eval_images, len(ctx.data.val))))
+            )
         tag, runs_dir = _runs_dir(args, len(ctx.data.val))
         supernet = load_supernet(ctx)
         cost = run_cost_model(ctx)
@@ -177,14 +230,35 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     runs.append(json.loads(out.read_text()))
                     continue
                 study_dir = root / "studies" / f"{name}_seed{seed}"
-                shutil.rmtree(study_dir, ignore_errors=True)  # an interrupted run restarts (its evaluations are cached)
+                shutil.rmtree(
+                    study_dir, ignore_errors=True
+                )  # an interrupted run restarts (its evaluations are cached)
                 study_dir.mkdir(parents=True)
-                options = {"epochs": args.gradient_epochs, "max_steps": args.gradient_steps} if name in ("darts", "gdas") else {}
-                ctl = create_controller(name, options=options, space=space, seed=seed, latency_budget_ms=budget, run_dir=study_dir, population=args.population)
+                options = (
+                    {"epochs": args.gradient_epochs, "max_steps": args.gradient_steps}
+                    if name in ("darts", "gdas")
+                    else {}
+                )
+                ctl = create_controller(
+                    name,
+                    options=options,
+                    space=space,
+                    seed=seed,
+                    latency_budget_ms=budget,
+                    run_dir=study_dir,
+                    population=args.population,
+                )
                 prepare_s = 0.0
                 if getattr(ctl, "needs_supernet", False):
                     t = time.perf_counter()
-                    ctl.prepare(supernet, lambda e: ctx.loader("train", shuffle=True, epoch=10_000 + e), lambda r: ctx.loader("val", shuffle=True, epoch=20_000 + r), cost, ctx.device, channels_last=True)
+                    ctl.prepare(
+                        supernet,
+                        lambda e: ctx.loader("train", shuffle=True, epoch=10_000 + e),
+                        lambda r: ctx.loader("val", shuffle=True, epoch=20_000 + r),
+                        cost,
+                        ctx.device,
+                        channels_last=True,
+                    )
                     prepare_s = time.perf_counter() - t
                 overhead, trace = 0.0, []
                 while ctl.n_finished() < args.trials:
@@ -197,10 +271,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     ctl.tell([arch], [Objectives(acc, lat)])
                     overhead += time.perf_counter() - t
                     trace.append({"arch_id": arch.id, "accuracy": acc, "latency_ms": lat})
-                result = {"controller": name, "seed": seed, "trace": trace, "overhead_s": overhead, "prepare_s": prepare_s}
+                result = {
+                    "controller": name,
+                    "seed": seed,
+                    "trace": trace,
+                    "overhead_s": overhead,
+                    "prepare_s": prepare_s,
+                }
                 atomic_write_json(out, result)
                 runs.append(result)
-                print(f"{name} seed {seed}: best feasible {max([r['accuracy'] for r in trace if r['latency_ms'] <= budget] or [0]):.4f}, overhead {overhead:.2f} s", flush=True)
+                print(
+                    f"{name} seed {seed}: best feasible {max([r['accuracy'] for r in trace if r['latency_ms'] <= budget] or [0]):.4f}, overhead {overhead:.2f} s",
+                    flush=True,
+                )
         atomic_write_json(cache_path, cache)
         return {
             **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}),
@@ -221,8 +304,18 @@ def curves(raw: dict[str, Any]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]
     best: dict[str, list[list[float]]] = {}
     for run in raw["runs"]:
         tr = run["trace"]
-        hv.setdefault(run["controller"], []).append([hypervolume([(r["accuracy"], r["latency_ms"]) for r in tr[: t + 1]], acc_ref, budget) for t in range(len(tr))])
-        best.setdefault(run["controller"], []).append([max([r["accuracy"] for r in tr[: t + 1] if r["latency_ms"] <= budget] or [np.nan]) for t in range(len(tr))])
+        hv.setdefault(run["controller"], []).append(
+            [
+                hypervolume([(r["accuracy"], r["latency_ms"]) for r in tr[: t + 1]], acc_ref, budget)
+                for t in range(len(tr))
+            ]
+        )
+        best.setdefault(run["controller"], []).append(
+            [
+                max([r["accuracy"] for r in tr[: t + 1] if r["latency_ms"] <= budget] or [np.nan])
+                for t in range(len(tr))
+            ]
+        )
     return {name: (np.array(hv[name]), np.array(best[name])) for name in hv}, acc_ref
 
 
@@ -244,7 +337,8 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         f"- Supernet: `mbv3` width 0.25, stem stride 1, Fashion-MNIST ({s['train_limit']} training images, uniform sampling, {s['epochs']} epochs, "
         f"{sum(raw['supernet_epoch_seconds']) / 60:.1f} min of training epochs).",
         f"- Evaluation: supernet accuracy on {s['eval_images'] or s['val_limit']} validation images after BN recalibration on {s['bn_recal_batches']} batches; cached per architecture ({raw['distinct_evaluations']} distinct architectures evaluated"
-        + (f", {mean_eval_s:.2f} s each" if mean_eval_s else "") + ").",
+        + (f", {mean_eval_s:.2f} s each" if mean_eval_s else "")
+        + ").",
         f"- Latency: this machine's calibrated cpu cost model. Budget **{budget:.3f} ms** (median of 1,000 random architectures; smallest {raw['smallest_ms']:.3f} ms, largest {raw['largest_ms']:.3f} ms).",
         f"- Hypervolume: area of the feasible accuracy-latency front inside the box (accuracy {acc_ref:.4f} = lowest seen in the whole benchmark, latency {budget:.3f} ms); in accuracy x ms.",
         f"- Every controller gets {s['trials']} trials (asks) per seed, population {s['population']}; seeds 0..{s['seeds'] - 1}. p: Welch's t-test of the final hypervolume vs. random.",
@@ -257,7 +351,11 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         hv, best = by_name[name]
         final, fbest = hv[:, -1], best[:, -1]
         ratio = f"{final.mean() / base_hv.mean():.2f}x" if base_hv is not None and base_hv.mean() > 0 else "-"
-        p = "-" if name == "random" or base_hv is None else f"{stats.ttest_ind(final, base_hv, equal_var=False).pvalue:.2f}"
+        p = (
+            "-"
+            if name == "random" or base_hv is None
+            else f"{stats.ttest_ind(final, base_hv, equal_var=False).pvalue:.2f}"
+        )
         rs = [run for run in raw["runs"] if run["controller"] == name]
         distinct = np.mean([len({r["arch_id"] for r in run["trace"]}) for run in rs])
         per_trial_ms = np.mean([run["overhead_s"] / len(run["trace"]) for run in rs]) * 1000
@@ -268,13 +366,25 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         )
     lines += ["", "Reading this table:", ""]
     if s["trials"] <= 2 * s["population"]:
-        lines.append(f"- With {s['trials']} trials and population {s['population']}, NSGA-II/III (one random generation, then a few children) and the start-up phases of TPE and GP are mostly random sampling: their rows measure little more than the random phase, not the algorithms (NSGA-II and NSGA-III even ask the same architectures under the same per-trial seeds).")
-    lines.append("- A p-value above 0.05 means the difference to random search is within the spread over seeds: not shown to be better or worse.")
-    lines.append("- Controller time per trial is wall time of ask + tell (study storage included) on a shared 2-core machine: indicative only.")
+        lines.append(
+            f"- With {s['trials']} trials and population {s['population']}, NSGA-II/III (one random generation, then a few children) and the start-up phases of TPE and GP are mostly random sampling: their rows measure little more than the random phase, not the algorithms (NSGA-II and NSGA-III even ask the same architectures under the same per-trial seeds)."
+        )
+    lines.append(
+        "- A p-value above 0.05 means the difference to random search is within the spread over seeds: not shown to be better or worse."
+    )
+    lines.append(
+        "- Controller time per trial is wall time of ask + tell (study storage included) on a shared 2-core machine: indicative only."
+    )
     workers = out_dir / DATA_DIR / WORKERS_DATA
     if workers.exists():
         w = json.loads(workers.read_text())
-        lines += ["", "## One study, several workers (PostgreSQL)", "", f"From `{w.get('command', 'python scripts/bench_distributed_search.py')}` (`results/{DATA_DIR}/{WORKERS_DATA}`):", ""]
+        lines += [
+            "",
+            "## One study, several workers (PostgreSQL)",
+            "",
+            f"From `{w.get('command', 'python scripts/bench_distributed_search.py')}` (`results/{DATA_DIR}/{WORKERS_DATA}`):",
+            "",
+        ]
         lines += [
             f"Controller `{w.get('controller', '?')}`, {w.get('machine', {}).get('logical_cores', '?')} logical cores, measured {w.get('machine', {}).get('date', '?')}.",
             "",
@@ -294,7 +404,13 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     return written
 
 
-def _plot(by_name: dict[str, tuple[np.ndarray, np.ndarray]], order: list[str], budget: float, trials: int, path: Path) -> Path:
+def _plot(
+    by_name: dict[str, tuple[np.ndarray, np.ndarray]],
+    order: list[str],
+    budget: float,
+    trials: int,
+    path: Path,
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -307,8 +423,16 @@ def _plot(by_name: dict[str, tuple[np.ndarray, np.ndarray]], order: list[str], b
         for ax, data in ((axes[0], best), (axes[1], hv)):
             m = np.nanmean(data, axis=0)
             ax.plot(x[: len(m)], m, label=name, lw=2 if name in ("random", "darts", "gdas") else 1.2)
-    axes[0].set(xlabel="trials (evaluations asked)", ylabel="best accuracy under the budget (mean over seeds)", title=f"Any-time best feasible accuracy (budget {budget:.2f} ms)")
-    axes[1].set(xlabel="trials (evaluations asked)", ylabel="hypervolume (accuracy x ms, mean over seeds)", title="Any-time hypervolume of the feasible front")
+    axes[0].set(
+        xlabel="trials (evaluations asked)",
+        ylabel="best accuracy under the budget (mean over seeds)",
+        title=f"Any-time best feasible accuracy (budget {budget:.2f} ms)",
+    )
+    axes[1].set(
+        xlabel="trials (evaluations asked)",
+        ylabel="hypervolume (accuracy x ms, mean over seeds)",
+        title="Any-time hypervolume of the feasible front",
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8, ncol=2)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-
 from _results import command_line, data_path, save_raw, write_markdown
 
 NAME = "cost_model"
@@ -31,7 +30,9 @@ PLOT = "cost_model_validation.png"
 BATCHES = (1, 1_000, 1_000_000)
 
 
-def per_call_seconds(variants: list[tuple[int, Callable[[], object]]], min_time: float, rounds: int = 7) -> list[tuple[float, int]]:
+def per_call_seconds(
+    variants: list[tuple[int, Callable[[], object]]], min_time: float, rounds: int = 7
+) -> list[tuple[float, int]]:
     """Median seconds per call of each ``(numba threads, fn)`` variant, and calls timed.
 
     The variants are timed in alternating blocks rather than one after another:
@@ -87,8 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--space", default="mbv3", help="registered search space (default kwargs)")
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds to spend timing each measurement")
     ap.add_argument("--ref-batch", type=int, default=20_000, help="batch for the plain-Python reference")
-    ap.add_argument("--encode-batch", type=int, default=5_000, help="architectures for the encoding measurement")
-    ap.add_argument("--validate", type=int, default=100, help="architectures measured to validate a fresh cpu calibration (0: skip)")
+    ap.add_argument(
+        "--encode-batch", type=int, default=5_000, help="architectures for the encoding measurement"
+    )
+    ap.add_argument(
+        "--validate",
+        type=int,
+        default=100,
+        help="architectures measured to validate a fresh cpu calibration (0: skip)",
+    )
     args = ap.parse_args(argv)
     raw = measure(args)
     save_raw(data_path(args.out, NAME), raw)
@@ -114,15 +122,28 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     ct = space.cost_table()
     n_slots, n_ops, n_feats = ct.features.shape
     # Speed does not depend on the coefficients: a synthetic profile avoids a calibration run.
-    profile = DeviceProfile("synthetic", ct.feature_names, (1e-8, 5e-8, 2e-7, 0.02)[:n_feats] + (0.0,) * max(0, n_feats - 4), 0.1, space_signature(space), {})
+    profile = DeviceProfile(
+        "synthetic",
+        ct.feature_names,
+        (1e-8, 5e-8, 2e-7, 0.02)[:n_feats] + (0.0,) * max(0, n_feats - 4),
+        0.1,
+        space_signature(space),
+        {},
+    )
     model = CostModel(space, profile)
     feats, coef = np.ascontiguousarray(ct.features), np.asarray(profile.coef)
     table = model.latency_table()
     all_threads = numba.config.NUMBA_NUM_THREADS
     machine = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "platform": platform.platform(), "processor": processor_name(),
-        "logical_cores": str(os.cpu_count()), "numba_threads": str(all_threads), "python": sys.version.split()[0], "numpy": np.__version__,
-        "numba": numba.__version__, "torch": torch.__version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": processor_name(),
+        "logical_cores": str(os.cpu_count()),
+        "numba_threads": str(all_threads),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "torch": torch.__version__,
     }
 
     t0 = time.perf_counter()
@@ -135,15 +156,31 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for b in BATCHES:
         ids = op_ids[b]
         impls = (
-            (f"predict_table_numba (checks ids; serial below {PARALLEL_MIN_BATCH:,})", lambda ids=ids: predict_table_numba(ids, table, 0.1)),
+            (
+                f"predict_table_numba (checks ids; serial below {PARALLEL_MIN_BATCH:,})",
+                lambda ids=ids: predict_table_numba(ids, table, 0.1),
+            ),
             ("prange gather kernel only (no checks)", lambda ids=ids: _gather_parallel(ids, table, 0.1)),
-            ("CostModel.predict_op_ids (lookup-table gather kernel: the production path)", lambda ids=ids: model.predict_op_ids(ids)),
+            (
+                "CostModel.predict_op_ids (lookup-table gather kernel: the production path)",
+                lambda ids=ids: model.predict_op_ids(ids),
+            ),
         )
         variants = [(t, label, fn) for label, fn in impls for t in thread_counts]
         timed = per_call_seconds([(t, fn) for t, _, fn in variants], args.min_time)
         for (threads, label, _), (sec, calls) in zip(variants, timed):
-            kernel_rows.append({"implementation": label, "threads": threads, "batch": b, "calls": calls, "seconds_per_call": sec})
-    ((check_sec, _),) = per_call_seconds([(1, lambda: check_op_ids(op_ids[BATCHES[-1]], n_slots, n_ops))], args.min_time)
+            kernel_rows.append(
+                {
+                    "implementation": label,
+                    "threads": threads,
+                    "batch": b,
+                    "calls": calls,
+                    "seconds_per_call": sec,
+                }
+            )
+    ((check_sec, _),) = per_call_seconds(
+        [(1, lambda: check_op_ids(op_ids[BATCHES[-1]], n_slots, n_ops))], args.min_time
+    )
 
     ref_ids = op_ids[BATCHES[-1]][: args.ref_batch]
     t0 = time.perf_counter()
@@ -164,13 +201,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     numba.set_num_threads(all_threads)
 
     return {
-        "benchmark": NAME, "script": "scripts/bench_cost_model.py", "command": command_line(), "settings": vars(args), "machine": machine,
-        "space": space.name, "cost_table": {"slots": n_slots, "ops": n_ops, "features": n_feats},
+        "benchmark": NAME,
+        "script": "scripts/bench_cost_model.py",
+        "command": command_line(),
+        "settings": vars(args),
+        "machine": machine,
+        "space": space.name,
+        "cost_table": {"slots": n_slots, "ops": n_ops, "features": n_feats},
         "first_call_seconds": first_call,
         "kernel": kernel_rows,
         "reference": {"archs": len(ref_ids), "seconds_per_arch": ref_per_arch},
         "range_check": {"archs": BATCHES[-1], "seconds": check_sec},
-        "encoding": {"archs": n, "encode_seconds_per_arch": enc, "lower_seconds_per_arch": low / n, "predict_seconds_per_arch": end_to_end},
+        "encoding": {
+            "archs": n,
+            "encode_seconds_per_arch": enc,
+            "lower_seconds_per_arch": low / n,
+            "predict_seconds_per_arch": end_to_end,
+        },
         "validation": validation(args.validate) if args.validate else None,
     }
 
@@ -192,7 +239,9 @@ def validation(n: int) -> dict[str, Any]:
     report = validate(model, n=n, seed=1234, threads=1, batch=1)
     # The same networks measured a second time: how far measurement agrees with itself on this machine.
     first = np.array([r["measured_ms"] for r in report["rows"]])
-    again = measure_archs(model, distinct_samples(vspace, n, seed=1234), 1, 1)  # the architectures validate() drew
+    again = measure_archs(
+        model, distinct_samples(vspace, n, seed=1234), 1, 1
+    )  # the architectures validate() drew
     for row, ms in zip(report["rows"], again):
         row["measured_again_ms"] = float(ms)
     keys = ("kendall_tau", "mape", "within_10pct")
@@ -201,7 +250,10 @@ def validation(n: int) -> dict[str, Any]:
         "new_archs": {k: report[k] for k in ("n", "device", "rows", *keys)},
         "holdout": {"n": diag["n_holdout"], **{k: diag[k] for k in keys}},
         "holdout_analytical_only": {"n": diag["n_holdout"], **{k: diag["analytical_only"][k] for k in keys}},
-        "noise_ceiling": {"kendall_tau": float(kendalltau(first, again).statistic), "mean_abs_rel_diff": float(np.mean(np.abs(first - again) / again))},
+        "noise_ceiling": {
+            "kendall_tau": float(kendalltau(first, again).statistic),
+            "mean_abs_rel_diff": float(np.mean(np.abs(first - again) / again)),
+        },
     }
 
 
@@ -211,9 +263,13 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     kernel_rows, best_1core = [], 0.0
     for r in raw["kernel"]:
         rate = r["batch"] / r["seconds_per_call"]
-        if r["threads"] == 1 and r["implementation"].startswith(("predict_numba", "predict_table_numba", "CostModel")):
+        if r["threads"] == 1 and r["implementation"].startswith(
+            ("predict_numba", "predict_table_numba", "CostModel")
+        ):
             best_1core = max(best_1core, rate)
-        kernel_rows.append(f"| {r['implementation']} | {r['threads']} | {r['batch']:,} | {r['calls']:,} | {fmt_time(r['seconds_per_call'])} | {fmt_rate(rate)} | {1e9 / rate:.2f} |")
+        kernel_rows.append(
+            f"| {r['implementation']} | {r['threads']} | {r['batch']:,} | {r['calls']:,} | {fmt_time(r['seconds_per_call'])} | {fmt_rate(rate)} | {1e9 / rate:.2f} |"
+        )
     ref_n, ref_per_arch = raw["reference"]["archs"], raw["reference"]["seconds_per_arch"]
     big, check_sec = raw["range_check"]["archs"], raw["range_check"]["seconds"]
     n = enc["archs"]
@@ -249,7 +305,9 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     v = raw["validation"]
     if v:
         lines += validation_lines(v)
-        if figures and "rows" in v["new_archs"]:  # data migrated from an old report has no per-architecture rows: its plot stays as committed
+        if (
+            figures and "rows" in v["new_archs"]
+        ):  # data migrated from an old report has no per-architecture rows: its plot stays as committed
             from nas.cost.validate import plot_validation
 
             written.append(out_dir / PLOT)
@@ -258,7 +316,13 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
 
 
 def validation_lines(v: dict[str, Any]) -> list[str]:
-    cal, new, hold, ana, ceil = v["calibration"], v["new_archs"], v["holdout"], v["holdout_analytical_only"], v["noise_ceiling"]
+    cal, new, hold, ana, ceil = (
+        v["calibration"],
+        v["new_archs"],
+        v["holdout"],
+        v["holdout_analytical_only"],
+        v["noise_ceiling"],
+    )
     return [
         "## Predicted vs. measured on this CPU (batch 1, 1 thread)",
         "",

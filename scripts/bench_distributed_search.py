@@ -28,11 +28,11 @@ from pathlib import Path
 
 import optuna
 import yaml
+from _results import machine_info
 from optuna.trial import TrialState
 
-from _results import machine_info
-from nas.testing.pg_server import PostgresServer
 from nas.run.files import atomic_write_json
+from nas.testing.pg_server import PostgresServer
 
 NAME = "distributed_search"  # results/data/<NAME>.json: an input of bench_controllers' report, no markdown of its own
 
@@ -41,7 +41,9 @@ from _nas import nas  # noqa: E402
 
 
 def _train(run_dir: Path, data: str, epochs: int, train_limit: int | None) -> dict:
-    settings = [f"--data={data}", f"--epochs={epochs}", "--trackers=jsonl"] + ([f"--train-limit={train_limit}"] if train_limit else [])
+    settings = [f"--data={data}", f"--epochs={epochs}", "--trackers=jsonl"] + (
+        [f"--train-limit={train_limit}"] if train_limit else []
+    )
     nas("train", "--run-dir", str(run_dir), "--quiet", "--json", *settings)
     return {"settings": settings}
 
@@ -50,10 +52,29 @@ def _run_workers(run_dir: Path, url: str, study: str, trials: int, workers: int,
     cores = os.cpu_count() or 1
     threads = max(1, cores // workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    cmd = [sys.executable, "-m", "nas.cli", "search", "--run-dir", str(run_dir), "--storage", url, "--study", study, f"--trials={trials}", "--quiet", "--json", "--trackers=jsonl", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nas.cli",
+        "search",
+        "--run-dir",
+        str(run_dir),
+        "--storage",
+        url,
+        "--study",
+        study,
+        f"--trials={trials}",
+        "--quiet",
+        "--json",
+        "--trackers=jsonl",
+        *extra,
+    ]
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(workers)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(workers)
+    ]
     outs = [p.communicate() for p in procs]
     wall = time.perf_counter() - t0
     for p, (_, err) in zip(procs, outs):
@@ -85,11 +106,17 @@ def _run_workers(run_dir: Path, url: str, study: str, trials: int, workers: int,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run-dir", help="a run directory with a trained supernet (default: train a small one here)")
+    ap.add_argument(
+        "--run-dir", help="a run directory with a trained supernet (default: train a small one here)"
+    )
     ap.add_argument("--data", default="digits", help="data set when training here (digits or fashion_mnist)")
     ap.add_argument("--epochs", type=int, default=2, help="supernet epochs when training here")
-    ap.add_argument("--train-limit", type=int, default=None, help="training images when training here (default: all)")
-    ap.add_argument("--trials", type=int, default=40, help="total trials of each search (the same for every worker count)")
+    ap.add_argument(
+        "--train-limit", type=int, default=None, help="training images when training here (default: all)"
+    )
+    ap.add_argument(
+        "--trials", type=int, default=40, help="total trials of each search (the same for every worker count)"
+    )
     ap.add_argument("--workers", default="1,4", help="worker counts to compare")
     ap.add_argument("--controller", default="nsga2")
     ap.add_argument("--out", default="results/data/distributed_search.json")
@@ -105,12 +132,26 @@ def main() -> None:
             trained = _train(run_dir, args.data, args.epochs, args.train_limit)
             trained["seconds"] = round(time.perf_counter() - t0, 1)
         if not (run_dir / "cost_profile.json").exists():  # one latency model for every worker
-            nas("latency", "calibrate", "--run-dir", str(run_dir), "--profile", str(run_dir / "cost_profile.json"), "--quiet", "--json")
+            nas(
+                "latency",
+                "calibrate",
+                "--run-dir",
+                str(run_dir),
+                "--profile",
+                str(run_dir / "cost_profile.json"),
+                "--quiet",
+                "--json",
+            )
         results = []
         for w in counts:
             url = pg.create_database(f"bench_w{w}")
-            results.append(_run_workers(run_dir, url, "bench", args.trials, w, [f"--controller={args.controller}"]))
-            print(f"{w} worker(s): {results[-1]['wall_seconds']} s wall, {results[-1]['search_seconds']} s search", file=sys.stderr)
+            results.append(
+                _run_workers(run_dir, url, "bench", args.trials, w, [f"--controller={args.controller}"])
+            )
+            print(
+                f"{w} worker(s): {results[-1]['wall_seconds']} s wall, {results[-1]['search_seconds']} s search",
+                file=sys.stderr,
+            )
         pg_version = pg.version
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
     base = results[0]
@@ -118,11 +159,24 @@ def main() -> None:
         "benchmark": "distributed search: trials per minute with several `nas search` workers sharing one Optuna study on PostgreSQL",
         "command": "python scripts/bench_distributed_search.py " + " ".join(sys.argv[1:]),
         "storage": f"PostgreSQL {pg_version}, local server on 127.0.0.1 (fsync off), psycopg2",
-        "supernet": {"space": config["space"]["name"], "width_mult": config["space"]["width_mult"], "data": config["data"]["name"], "epochs": config["train"]["epochs"], "train_limit": config["data"]["train_limit"], **trained},
+        "supernet": {
+            "space": config["space"]["name"],
+            "width_mult": config["space"]["width_mult"],
+            "data": config["data"]["name"],
+            "epochs": config["train"]["epochs"],
+            "train_limit": config["data"]["train_limit"],
+            **trained,
+        },
         "controller": args.controller,
         "trials": args.trials,
         "results": results,
-        "speedup_vs_first": {str(r["workers"]): {"wall": round(base["wall_seconds"] / r["wall_seconds"], 2), "search": round(base["search_seconds"] / r["search_seconds"], 2)} for r in results},
+        "speedup_vs_first": {
+            str(r["workers"]): {
+                "wall": round(base["wall_seconds"] / r["wall_seconds"], 2),
+                "search": round(base["search_seconds"] / r["search_seconds"], 2),
+            }
+            for r in results
+        },
         "note": (
             f"{os.cpu_count()} logical cores: the workers share them (torch threads = cores // workers), so more workers than cores "
             "cannot multiply throughput here; wall time includes each worker's start-up (imports, data, supernet). "
@@ -131,11 +185,15 @@ def main() -> None:
         "machine": machine_info(),
     }
     atomic_write_json(args.out, report)
-    print("| workers | torch threads each | trials | wall s | trials/min (wall) | search s | trials/min (search) | speed-up (wall / search) |")
+    print(
+        "| workers | torch threads each | trials | wall s | trials/min (wall) | search s | trials/min (search) | speed-up (wall / search) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         s = report["speedup_vs_first"][str(r["workers"])]
-        print(f"| {r['workers']} | {r['torch_threads_per_worker']} | {r['trials']} | {r['wall_seconds']:.1f} | {r['trials_per_minute_wall']:.1f} | {r['search_seconds']:.1f} | {r['trials_per_minute_search']:.1f} | {s['wall']:.2f}x / {s['search']:.2f}x |")
+        print(
+            f"| {r['workers']} | {r['torch_threads_per_worker']} | {r['trials']} | {r['wall_seconds']:.1f} | {r['trials_per_minute_wall']:.1f} | {r['search_seconds']:.1f} | {r['trials_per_minute_search']:.1f} | {s['wall']:.2f}x / {s['search']:.2f}x |"
+        )
     print(f"\nwritten {args.out}")
 
 

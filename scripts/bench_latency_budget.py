@@ -26,7 +26,12 @@ MARKDOWN = "latency_budget.md"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budget-ms", type=float, default=None, help="default: 40%% of the way from the smallest to the largest predicted latency (--report-only: the run's)")
+    ap.add_argument(
+        "--budget-ms",
+        type=float,
+        default=None,
+        help="default: 40%% of the way from the smallest to the largest predicted latency (--report-only: the run's)",
+    )
     ap.add_argument("--run-dir", default="runs/bench_budget")
     ap.add_argument("--report-only", action="store_true", help="report the finished --run-dir, run nothing")
     ap.add_argument("--out", default="results/latency_budget.md")
@@ -41,7 +46,11 @@ def main() -> None:
     measured = json.loads((run / "search" / "latency_measured.json").read_text())
     meta = json.loads((run / "export" / "meta.json").read_text())
     raw = {
-        **provenance(NAME, {"budget_ms": args.budget_ms, "run_dir": args.run_dir}, measured_in=[run / "search" / "latency_measured.json"] if args.report_only else ()),
+        **provenance(
+            NAME,
+            {"budget_ms": args.budget_ms, "run_dir": args.run_dir},
+            measured_in=[run / "search" / "latency_measured.json"] if args.report_only else (),
+        ),
         "built_from": str(run),
         "rows": measured["rows"],
         "refit": {k: measured["refit"][k] for k in ("mape_before", "mape_after")},
@@ -55,9 +64,9 @@ def main() -> None:
 
 def measure(args: argparse.Namespace) -> None:
     """Calibrate afresh, run the budgeted quick start and measure its Pareto architectures into --run-dir."""
+    from nas.cost import load_or_calibrate
     from nas.run.config import build_config
     from nas.run.context import build_space
-    from nas.cost import load_or_calibrate
 
     space = build_space(build_config())
     # A fresh calibration, cached where `nas run` will find it: a profile measured hours ago under other load would test the cache, not the model.
@@ -65,7 +74,15 @@ def measure(args: argparse.Namespace) -> None:
     if args.budget_ms is None:
         lo, hi = (float(v) for v in model.predict([space.smallest(), space.largest()]))
         args.budget_ms = round(lo + 0.4 * (hi - lo), 2)
-    nas("run", "--run-dir", args.run_dir, f"--latency-budget-ms={args.budget_ms}", "--trackers=jsonl", "--quiet", "--json")
+    nas(
+        "run",
+        "--run-dir",
+        args.run_dir,
+        f"--latency-budget-ms={args.budget_ms}",
+        "--trackers=jsonl",
+        "--quiet",
+        "--json",
+    )
     nas("latency", "measure", "--run-dir", args.run_dir, "--refit", "--quiet", "--json")
 
 

@@ -25,13 +25,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _nas import nas  # scripts/ is on sys.path when a script runs
 from _results import data_path, machine_block, provenance, save_raw, write_markdown
 
 NAME = "mixtures"
 MARKDOWN = "mixtures.md"
-SETTINGS = ("root", "ks", "seeds", "truth_seeds", "train_limit", "val_limit", "bn_recal_batches", "width_mult", "supernet_epochs", "standalone_epochs")
+SETTINGS = (
+    "root",
+    "ks",
+    "seeds",
+    "truth_seeds",
+    "train_limit",
+    "val_limit",
+    "bn_recal_batches",
+    "width_mult",
+    "supernet_epochs",
+    "standalone_epochs",
+)
 
 
 def main() -> None:
@@ -46,7 +56,11 @@ def main() -> None:
     ap.add_argument("--width-mult", type=float, default=0.5)
     ap.add_argument("--supernet-epochs", type=int, default=6)
     ap.add_argument("--standalone-epochs", type=int, default=4)
-    ap.add_argument("--report-only", action="store_true", help="report the finished runs under --root: train nothing, write nothing there")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="report the finished runs under --root: train nothing, write nothing there",
+    )
     ap.add_argument("--out", default="results/mixtures.md")
     args = ap.parse_args()
     raw = collect(args) if args.report_only else measure(args)
@@ -62,16 +76,23 @@ def _ks(args: argparse.Namespace) -> list[int]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or find) every supernet and the ground truth; their data."""
+    from nas.evaluation import evaluate_arch
     from nas.run.context import open_run
     from nas.run.files import atomic_write_json
-    from nas.evaluation import evaluate_arch
     from nas.training.checkpoint import load_supernet
 
     root = Path(args.root)
     common = [
-        "--data=fashion_mnist", "--space=resnet20_pool", f"--train-limit={args.train_limit}", f"--data.val_limit={args.val_limit}",
-        f"--width-mult={args.width_mult}", "--train.channels_last=true", f"--train.bn_recal_batches={args.bn_recal_batches}", "--train.sampler=uniform",
-        "--trackers=jsonl", "--quiet",
+        "--data=fashion_mnist",
+        "--space=resnet20_pool",
+        f"--train-limit={args.train_limit}",
+        f"--data.val_limit={args.val_limit}",
+        f"--width-mult={args.width_mult}",
+        "--train.channels_last=true",
+        f"--train.bn_recal_batches={args.bn_recal_batches}",
+        "--train.sampler=uniform",
+        "--trackers=jsonl",
+        "--quiet",
     ]
     started = time.perf_counter()
     rows = []
@@ -79,8 +100,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for k in _ks(args):
         for seed in range(args.seeds):
             run_dir = root / f"k{k}_seed{seed}"
-            kind = ["--supernet=entangled"] if k == 1 else ["--supernet=balanced_mixture", f"--space.supernet_options={{k: {k}}}"]
-            nas("train", "--run-dir", str(run_dir), *common, *kind, f"--epochs={args.supernet_epochs}", f"--seed={seed}")
+            kind = (
+                ["--supernet=entangled"]
+                if k == 1
+                else ["--supernet=balanced_mixture", f"--space.supernet_options={{k: {k}}}"]
+            )
+            nas(
+                "train",
+                "--run-dir",
+                str(run_dir),
+                *common,
+                *kind,
+                f"--epochs={args.supernet_epochs}",
+                f"--seed={seed}",
+            )
             result_file = run_dir / "mixture_eval.json"
             if not result_file.exists():
                 with open_run(run_dir, progress=False, quiet=True) as ctx:
@@ -89,8 +122,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                         truth = ground_truth(ctx.cfg, archs, args, root)
                     net = load_supernet(ctx)
                     inherited = [evaluate_arch(ctx, net, a) for a in archs]
-                epochs = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if '"epoch_seconds"' in line]
-                atomic_write_json(result_file, {"k": k, "seed": seed, "arch_ids": [a.id for a in archs], "inherited": inherited, "epoch_seconds": [e["epoch_seconds"] for e in epochs]})
+                epochs = [
+                    json.loads(line)
+                    for line in (run_dir / "events.jsonl").read_text().splitlines()
+                    if '"epoch_seconds"' in line
+                ]
+                atomic_write_json(
+                    result_file,
+                    {
+                        "k": k,
+                        "seed": seed,
+                        "arch_ids": [a.id for a in archs],
+                        "inherited": inherited,
+                        "epoch_seconds": [e["epoch_seconds"] for e in epochs],
+                    },
+                )
             rows.append(json.loads(result_file.read_text()))
             print(f"K={k} seed {seed}: done", flush=True)
     if truth is None:
@@ -98,9 +144,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             truth = ground_truth(ctx.cfg, ctx.space.enumerate(), args, root)
     # Wall time over every call that did work for this root (a rerun that finds everything cached adds seconds only).
     timing = root / "bench_seconds.json"
-    total = (json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0) + time.perf_counter() - started
+    total = (
+        (json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0)
+        + time.perf_counter()
+        - started
+    )
     atomic_write_json(timing, {"seconds": total})
-    return {**provenance(NAME, {k: getattr(args, k) for k in SETTINGS}), "built_from": str(root), "wall_seconds": total, "truth": truth, "rows": rows}
+    return {
+        **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}),
+        "built_from": str(root),
+        "wall_seconds": total,
+        "truth": truth,
+        "rows": rows,
+    }
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,7 +172,13 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
     truth = ground_truth(cfg, archs, args, root, train=False)
     wall = json.loads((root / "bench_seconds.json").read_text())["seconds"]
     measured_in = [*files, *(root / "standalone").glob("*.json")]
-    return {**provenance(NAME, {k: getattr(args, k) for k in SETTINGS}, measured_in=measured_in), "built_from": str(root), "wall_seconds": wall, "truth": truth, "rows": rows}
+    return {
+        **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}, measured_in=measured_in),
+        "built_from": str(root),
+        "wall_seconds": wall,
+        "truth": truth,
+        "rows": rows,
+    }
 
 
 def ground_truth(cfg, archs, args: argparse.Namespace, root: Path, train: bool = True) -> dict[str, Any]:
@@ -126,12 +188,24 @@ def ground_truth(cfg, archs, args: argparse.Namespace, root: Path, train: bool =
     seeds = list(range(100, 100 + args.truth_seeds))  # not the supernet seeds
     out_dir = root / "standalone"
     if train:
-        res = train_standalone_all(cfg, archs, seeds, args.standalone_epochs, out_dir, os.cpu_count() or 1, say=print)
+        res = train_standalone_all(
+            cfg, archs, seeds, args.standalone_epochs, out_dir, os.cpu_count() or 1, say=print
+        )
     else:
         recipe = standalone_recipe_id(cfg)
-        res = {(a.id, s): json.loads((out_dir / f"{a.id}-seed{s}-e{args.standalone_epochs}-{recipe}.json").read_text()) for a in archs for s in seeds}
+        res = {
+            (a.id, s): json.loads(
+                (out_dir / f"{a.id}-seed{s}-e{args.standalone_epochs}-{recipe}.json").read_text()
+            )
+            for a in archs
+            for s in seeds
+        }
     acc = np.array([[res[(a.id, s)]["val_acc"] for s in seeds] for a in archs])
-    return {"ids": [a.id for a in archs], "labels": [a["downsample_at"] for a in archs], "per_seed": acc.tolist()}
+    return {
+        "ids": [a.id for a in archs],
+        "labels": [a["downsample_at"] for a in archs],
+        "per_seed": acc.tolist(),
+    }
 
 
 def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
@@ -144,11 +218,17 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     mean = acc.mean(axis=1)
     pair = float(stats.kendalltau(acc[:, 0], acc[:, 1]).statistic) if acc.shape[1] > 1 else float("nan")
     half = acc.shape[1] // 2
-    split = float(stats.kendalltau(acc[:, :half].mean(1), acc[:, half : 2 * half].mean(1)).statistic) if acc.shape[1] >= 4 else None
+    split = (
+        float(stats.kendalltau(acc[:, :half].mean(1), acc[:, half : 2 * half].mean(1)).statistic)
+        if acc.shape[1] >= 4
+        else None
+    )
     by_k: dict[int, list[dict]] = {}
     for r in rows:
         if r["arch_ids"] != truth["ids"]:
-            raise ValueError(f"K={r['k']} seed {r['seed']} evaluated other configurations than the ground truth")
+            raise ValueError(
+                f"K={r['k']} seed {r['seed']} evaluated other configurations than the ground truth"
+            )
         by_k.setdefault(r["k"], []).append(r)
     base_time = np.mean([np.mean(r["epoch_seconds"]) for r in by_k.get(1, [])]) if 1 in by_k else float("nan")
     lines = [
@@ -165,7 +245,11 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         machine_block(raw["machine"]),
         f"Ground truth: standalone accuracy {100 * mean.min():.2f}-{100 * mean.max():.2f}% (std {100 * mean.std():.2f} points across configurations); "
         f"Kendall tau between two single seeds **{pair:.3f}**"
-        + (f", between the means of seeds {{1..{half}}} and {{{half + 1}..{2 * half}}} (split half) **{split:.3f}**" if split is not None else "")
+        + (
+            f", between the means of seeds {{1..{half}}} and {{{half + 1}..{2 * half}}} (split half) **{split:.3f}**"
+            if split is not None
+            else ""
+        )
         + " (how far the ground truth itself can be trusted; the ground truth used below is the mean of all seeds).",
         "",
         "| weight sets K | Kendall tau (mean ± std over seeds) | per seed | epoch time vs. K = 1 |",
@@ -174,17 +258,27 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     for k, runs in sorted(by_k.items()):
         taus = [float(stats.kendalltau(r["inherited"], mean).statistic) for r in runs]
         ratio = np.mean([np.mean(r["epoch_seconds"]) for r in runs]) / base_time
-        lines.append(f"| {k} | **{np.mean(taus):.3f} ± {np.std(taus):.3f}** | {', '.join(f'{t:.3f}' for t in taus)} | {ratio:.2f}x |")
-    best = max(by_k, key=lambda k: np.mean([stats.kendalltau(r["inherited"], mean).statistic for r in by_k[k]]))
-    taus_by_k = {k: [float(stats.kendalltau(r["inherited"], mean).statistic) for r in runs] for k, runs in by_k.items()}
+        lines.append(
+            f"| {k} | **{np.mean(taus):.3f} ± {np.std(taus):.3f}** | {', '.join(f'{t:.3f}' for t in taus)} | {ratio:.2f}x |"
+        )
+    best = max(
+        by_k, key=lambda k: np.mean([stats.kendalltau(r["inherited"], mean).statistic for r in by_k[k]])
+    )
+    taus_by_k = {
+        k: [float(stats.kendalltau(r["inherited"], mean).statistic) for r in runs] for k, runs in by_k.items()
+    }
     tests = []
     for k in sorted(taus_by_k):
         if k != 1 and 1 in taus_by_k and len(taus_by_k[k]) > 1 and len(taus_by_k[1]) > 1:
             t = stats.ttest_ind(taus_by_k[k], taus_by_k[1], equal_var=False)
-            tests.append(f"K = {k} vs. K = 1: {np.mean(taus_by_k[k]) - np.mean(taus_by_k[1]):+.3f} (Welch t-test p = {t.pvalue:.2f})")
+            tests.append(
+                f"K = {k} vs. K = 1: {np.mean(taus_by_k[k]) - np.mean(taus_by_k[1]):+.3f} (Welch t-test p = {t.pvalue:.2f})"
+            )
     lines += [
         "",
-        "Difference in mean Kendall tau against the plain supernet, with its significance over the seeds: " + "; ".join(tests) + ".",
+        "Difference in mean Kendall tau against the plain supernet, with its significance over the seeds: "
+        + "; ".join(tests)
+        + ".",
         "",
         f"Highest mean Kendall tau: K = {best}. Epoch time is the training loop only (evaluation excluded) and includes the mixtures' routing "
         "probes (K no-grad forwards every 4K steps); ratios are means over the seeds of each K, all measured in this run.",

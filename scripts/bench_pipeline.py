@@ -24,7 +24,17 @@ from _results import data_path, machine_block, provenance, save_raw, write_markd
 
 NAME = "pipeline"
 MARKDOWN = "pipeline.md"
-EXPORT_KEYS = ("arch_id", "trial", "params", "macs", "val_accuracy", "test_accuracy", "latency_pred_ms", "latency_measured_ms", "latency_error_pct")
+EXPORT_KEYS = (
+    "arch_id",
+    "trial",
+    "params",
+    "macs",
+    "val_accuracy",
+    "test_accuracy",
+    "latency_pred_ms",
+    "latency_measured_ms",
+    "latency_error_pct",
+)
 
 
 def main() -> None:
@@ -42,8 +52,22 @@ def main() -> None:
 def measure(settings: list[str]) -> dict[str, Any]:
     """`nas run` in a fresh directory and profile cache: its wall time, summary, export and Pareto front."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache"), "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
-        cmd = [sys.executable, "-m", "nas.cli", "run", "--run-dir", str(Path(tmp) / "run"), "--json", "--quiet", *settings]
+        env = {
+            **os.environ,
+            "XDG_CACHE_HOME": str(Path(tmp) / "cache"),
+            "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "nas.cli",
+            "run",
+            "--run-dir",
+            str(Path(tmp) / "run"),
+            "--json",
+            "--quiet",
+            *settings,
+        ]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t0
@@ -61,7 +85,9 @@ def measure(settings: list[str]) -> dict[str, Any]:
             "latency_repeats": meta["latency_setup"]["repeats"],
             "supernet_vs_extracted_max_abs_diff": meta["verification"]["supernet_vs_extracted_max_abs_diff"],
         },
-        "pareto_front": [{k: r[k] for k in ("trial", "arch_id", "accuracy", "latency_ms")} for r in pareto["front"]],
+        "pareto_front": [
+            {k: r[k] for k in ("trial", "arch_id", "accuracy", "latency_ms")} for r in pareto["front"]
+        ],
     }
 
 
@@ -95,7 +121,10 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         "",
         "| trial | arch id | val acc | predicted ms |",
         "| --- | --- | --- | --- |",
-        *[f"| {r['trial']} | `{r['arch_id']}` | {r['accuracy']:.4f} | {r['latency_ms']:.3f} |" for r in raw["pareto_front"]],
+        *[
+            f"| {r['trial']} | `{r['arch_id']}` | {r['accuracy']:.4f} | {r['latency_ms']:.3f} |"
+            for r in raw["pareto_front"]
+        ],
         "",
     ]
     return [write_markdown(out_dir / md_name, lines)]

@@ -21,14 +21,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _nas import nas  # scripts/ is on sys.path when a script runs
 from _results import data_path, machine_block, provenance, save_raw, write_markdown
+
 from nas.run.files import atomic_write_text
 
 NAME = "ranking"
 MARKDOWN = "ranking.md"
-SETTINGS = ("root", "recipes", "archs", "seeds", "train_limit", "val_limit", "width_mult", "stem_stride", "supernet_epochs", "standalone_epochs", "bn_recal_batches", "no_channels_last", "set", "note")
+SETTINGS = (
+    "root",
+    "recipes",
+    "archs",
+    "seeds",
+    "train_limit",
+    "val_limit",
+    "width_mult",
+    "stem_stride",
+    "supernet_epochs",
+    "standalone_epochs",
+    "bn_recal_batches",
+    "no_channels_last",
+    "set",
+    "note",
+)
 
 RECIPES = {
     "sandwich": ["--train.sampler=sandwich"],
@@ -49,21 +64,54 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, default=10000)
     ap.add_argument("--val-limit", type=int, default=10000)
     ap.add_argument("--width-mult", type=float, default=0.25)
-    ap.add_argument("--stem-stride", type=int, default=1, help="1 keeps 28x28 maps in the first stage (with 2, the last stages run at 1x1-2x2, where kernel choices only see padding)")
+    ap.add_argument(
+        "--stem-stride",
+        type=int,
+        default=1,
+        help="1 keeps 28x28 maps in the first stage (with 2, the last stages run at 1x1-2x2, where kernel choices only see padding)",
+    )
     ap.add_argument("--supernet-epochs", type=int, default=12)
     ap.add_argument("--standalone-epochs", type=int, default=6)
-    ap.add_argument("--bn-recal-batches", type=int, default=40, help="BN recalibration batches before every evaluation (more = less evaluation noise)")
-    ap.add_argument("--no-channels-last", action="store_true", help="NCHW instead of channels-last (channels-last trains about 2.8x faster on CPU here)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another nas setting for every supernet and standalone training, e.g. --set train.lr=0.05 (repeatable)")
+    ap.add_argument(
+        "--bn-recal-batches",
+        type=int,
+        default=40,
+        help="BN recalibration batches before every evaluation (more = less evaluation noise)",
+    )
+    ap.add_argument(
+        "--no-channels-last",
+        action="store_true",
+        help="NCHW instead of channels-last (channels-last trains about 2.8x faster on CPU here)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another nas setting for every supernet and standalone training, e.g. --set train.lr=0.05 (repeatable)",
+    )
     ap.add_argument("--out", default="results/ranking.md")
-    ap.add_argument("--note", default="", help="context to print under the figures (e.g. what else ran on the machine)")
-    ap.add_argument("--report-only", action="store_true", help="rewrite the report from the run directories' ranking.json, running nothing")
+    ap.add_argument(
+        "--note", default="", help="context to print under the figures (e.g. what else ran on the machine)"
+    )
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report from the run directories' ranking.json, running nothing",
+    )
     args = ap.parse_args()
     root = Path(args.root)
     common = [
-        "--data=fashion_mnist", f"--train-limit={args.train_limit}", f"--data.val_limit={args.val_limit}",
-        f"--width-mult={args.width_mult}", f"--space.options={{stem_stride: {args.stem_stride}}}", f"--epochs={args.supernet_epochs}", f"--train.bn_recal_batches={args.bn_recal_batches}",
-        f"--train.channels_last={str(not args.no_channels_last).lower()}", "--trackers=jsonl", "--quiet",
+        "--data=fashion_mnist",
+        f"--train-limit={args.train_limit}",
+        f"--data.val_limit={args.val_limit}",
+        f"--width-mult={args.width_mult}",
+        f"--space.options={{stem_stride: {args.stem_stride}}}",
+        f"--epochs={args.supernet_epochs}",
+        f"--train.bn_recal_batches={args.bn_recal_batches}",
+        f"--train.channels_last={str(not args.no_channels_last).lower()}",
+        "--trackers=jsonl",
+        "--quiet",
         *(f"--{kv}" for kv in args.set),
     ]
     reports, seconds = {}, {}
@@ -78,14 +126,30 @@ def main() -> None:
         seconds[name] = time.perf_counter() - t0
         print(f"{name}: supernet trained ({seconds[name]:.0f}s this call)", flush=True)
         t0 = time.perf_counter()
-        nas("rank", "--run-dir", str(run_dir), f"--archs={args.archs}", f"--epochs={args.standalone_epochs}", f"--seeds={args.seeds}",
-            "--standalone-dir", str(root / "standalone"), "--quiet", "--json")
+        nas(
+            "rank",
+            "--run-dir",
+            str(run_dir),
+            f"--archs={args.archs}",
+            f"--epochs={args.standalone_epochs}",
+            f"--seeds={args.seeds}",
+            "--standalone-dir",
+            str(root / "standalone"),
+            "--quiet",
+            "--json",
+        )
         bench_seconds = {"supernet": seconds[name], "rank": time.perf_counter() - t0}
         atomic_write_text(run_dir / "bench_seconds.json", json.dumps(bench_seconds))
         reports[name] = _published(run_dir)
         print(f"{name}: kendall tau {reports[name]['kendall_tau']:.3f}", flush=True)
     raw = {
-        **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}, measured_in=[root / n.replace("+", "_") / "ranking.json" for n in reports] if args.report_only else ()),
+        **provenance(
+            NAME,
+            {k: getattr(args, k) for k in SETTINGS},
+            measured_in=[root / n.replace("+", "_") / "ranking.json" for n in reports]
+            if args.report_only
+            else (),
+        ),
         "built_from": str(root),
         "wall_seconds": None if args.report_only else time.perf_counter() - started,
         "reports": reports,
@@ -109,7 +173,10 @@ def _published(run_dir: Path) -> dict[str, Any]:
 def spread_sentence(report: dict) -> str:
     """Architecture spread vs. seed noise of the ground truth, in accuracy points (what limits its reliability)."""
     acc = np.array([r["standalone_val_acc"] for r in report["rows"]]) * 100
-    noise = float(np.std(acc - acc.mean(axis=1, keepdims=True), ddof=0) * np.sqrt(acc.shape[1] / max(acc.shape[1] - 1, 1)))
+    noise = float(
+        np.std(acc - acc.mean(axis=1, keepdims=True), ddof=0)
+        * np.sqrt(acc.shape[1] / max(acc.shape[1] - 1, 1))
+    )
     spread = float(acc.mean(axis=1).std())
     # Gaussian model: two independent m-seed means correlate with r = s^2 / (s^2 + n^2 / m); tau = 2/pi * asin(r).
     r_needed = np.sin(0.7 * np.pi / 2)
@@ -125,7 +192,9 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     """ranking.md and one scatter plot per recipe, from the data alone."""
     args = argparse.Namespace(**{"set": [], **raw["settings"]})
     reports, wall_seconds = raw["reports"], raw["wall_seconds"]
-    if wall_seconds is None and all("bench_seconds" in r for r in reports.values()):  # --report-only: the recorded phases
+    if wall_seconds is None and all(
+        "bench_seconds" in r for r in reports.values()
+    ):  # --report-only: the recorded phases
         wall_seconds = sum(sum(r["bench_seconds"].values()) for r in reports.values())
     first = next(iter(reports.values()))
     k = first["k"]
@@ -142,14 +211,27 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         f"`python scripts/bench_ranking.py --recipes {args.recipes} --archs {args.archs} --seeds {args.seeds} --train-limit {args.train_limit} "
         f"--val-limit {args.val_limit} --width-mult {args.width_mult} --stem-stride {args.stem_stride} --supernet-epochs {args.supernet_epochs} "
         f"--standalone-epochs {args.standalone_epochs} --bn-recal-batches {args.bn_recal_batches}{' --no-channels-last' if args.no_channels_last else ''}"
-        + "".join(f" --set {kv}" for kv in args.set) + "`"
-        + (f" (wall time of this run: {wall_seconds / 60:.0f} min on 2 cores; per recipe: "
-           + ", ".join(f"{n} supernet {r['bench_seconds']['supernet'] / 60:.0f} min + ranking {r['bench_seconds']['rank'] / 60:.0f} min" for n, r in reports.items() if "bench_seconds" in r)
-           + ")." if wall_seconds else "."),
+        + "".join(f" --set {kv}" for kv in args.set)
+        + "`"
+        + (
+            f" (wall time of this run: {wall_seconds / 60:.0f} min on 2 cores; per recipe: "
+            + ", ".join(
+                f"{n} supernet {r['bench_seconds']['supernet'] / 60:.0f} min + ranking {r['bench_seconds']['rank'] / 60:.0f} min"
+                for n, r in reports.items()
+                if "bench_seconds" in r
+            )
+            + ")."
+            if wall_seconds
+            else "."
+        ),
         "",
         machine_block(raw["machine"]),
         f"Ground-truth reliability: Kendall tau between standalone seeds = **{first.get('seed_to_seed_kendall_tau', float('nan')):.3f}**"
-        + (f"; split-half (mean of seeds {{0..{args.seeds // 2 - 1}}} vs. the rest) = **{first['split_half_kendall_tau']:.3f}**" if "split_half_kendall_tau" in first else "")
+        + (
+            f"; split-half (mean of seeds {{0..{args.seeds // 2 - 1}}} vs. the rest) = **{first['split_half_kendall_tau']:.3f}**"
+            if "split_half_kendall_tau" in first
+            else ""
+        )
         + f" (a supernet tau is only meaningful when the ground truth's reliability is >= 0.7). {spread_sentence(first)} "
         f"Zero-cost baseline (rank by MACs): Kendall tau = {first['macs_kendall_tau']:.3f}.",
         "",
@@ -157,7 +239,9 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, r in reports.items():
-        lines.append(f"| {name} | **{r['kendall_tau']:.3f}** | {r['spearman']:.3f} | {r[topk]:.2f} | {100 * r['regret']:.2f} |")
+        lines.append(
+            f"| {name} | **{r['kendall_tau']:.3f}** | {r['spearman']:.3f} | {r[topk]:.2f} | {100 * r['regret']:.2f} |"
+        )
     best = max(reports, key=lambda n: reports[n]["kendall_tau"])
     reliability = first.get("split_half_kendall_tau", first.get("seed_to_seed_kendall_tau", float("nan")))
     verdict = (
@@ -172,7 +256,8 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         verdict,
         "",
         f"Best recipe here: **{best}** (Kendall tau {reports[best]['kendall_tau']:.3f}). Scatter plots: "
-        + ", ".join(f"`ranking_{n.replace('+', '_')}.png`" for n in reports) + ".",
+        + ", ".join(f"`ranking_{n.replace('+', '_')}.png`" for n in reports)
+        + ".",
         "",
         "Per-architecture rows (arch id, MACs, supernet accuracy, standalone accuracy per seed) are in `results/data/ranking.json`; the architectures' choices in each run directory's `ranking.json`.",
         *(["", f"Note: {args.note}"] if args.note else []),

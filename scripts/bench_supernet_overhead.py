@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _results import data_path, machine_block, provenance, save_raw, write_markdown
 
 NAME = "supernet_overhead"
@@ -57,7 +56,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--out", default="results/supernet_overhead.md")
     args = ap.parse_args()
-    settings = {k: getattr(args, k) for k in ("space", "width_mult", "resolution", "batch", "threads", "rounds")}
+    settings = {
+        k: getattr(args, k) for k in ("space", "width_mult", "resolution", "batch", "threads", "rounds")
+    }
     raw = {**provenance(NAME, settings), **measure(args)}
     save_raw(data_path(args.out, NAME), raw)
     out = Path(args.out)
@@ -73,7 +74,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from search_spaces import create_space
 
     torch.set_num_threads(args.threads)
-    space = create_space(args.space, num_classes=10, in_channels=1, resolution=args.resolution, width_mult=args.width_mult)
+    space = create_space(
+        args.space, num_classes=10, in_channels=1, resolution=args.resolution, width_mult=args.width_mult
+    )
     torch.manual_seed(0)
     supernet = space.build_supernet()
     pool = stratified_archs(space, 101, seed=0, span="pool")
@@ -86,7 +89,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         supernet.set_active(spec)
         static = supernet.extract(spec)
         t_super, t_static = step_time([supernet, static], x, y, args.rounds, min_seconds=3.0)
-        rows.append({"architecture": label, "arch_id": arch.id, "macs": int(arch_macs(space, [arch])[0]), "supernet_ms": t_super * 1e3, "extracted_ms": t_static * 1e3})
+        rows.append(
+            {
+                "architecture": label,
+                "arch_id": arch.id,
+                "macs": int(arch_macs(space, [arch])[0]),
+                "supernet_ms": t_super * 1e3,
+                "extracted_ms": t_static * 1e3,
+            }
+        )
         print(rows[-1])
     return {"input_shape": list(space.input_shape), "rows": rows}
 

@@ -34,10 +34,20 @@ def measure(settings: list[str], device: str, batch: int, steps: int, warmup: in
     from search_spaces import create_space
 
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = ["space.name=mbv3", "data.name=digits", "data.resolution=32", f"device={device}", "trackers=jsonl", f"data.batch_size={batch}", *settings]
+        overrides = [
+            "space.name=mbv3",
+            "data.name=digits",
+            "data.resolution=32",
+            f"device={device}",
+            "trackers=jsonl",
+            f"data.batch_size={batch}",
+            *settings,
+        ]
         with open_run(tmp, overrides=overrides, progress=False, quiet=True) as ctx:
             # CIFAR-sized supernet (3 channels, 10 classes) on synthetic device-resident batches
-            ctx.space = create_space("mbv3", num_classes=10, in_channels=3, resolution=32, width_mult=ctx.cfg.space.width_mult)
+            ctx.space = create_space(
+                "mbv3", num_classes=10, in_channels=3, resolution=32, width_mult=ctx.cfg.space.width_mult
+            )
             trainer = Trainer(ctx, ctx.space.build_supernet(), SupernetPlan(ctx), None, seed=0)
             x = torch.randn(batch, 3, 32, 32, device=ctx.device)
             y = torch.randint(0, 10, (batch,), device=ctx.device)
@@ -68,8 +78,15 @@ def main() -> None:
     steps = args.steps or (30 if cuda else 5)
     variants = {"fp32": []}
     if cuda:
-        variants |= {"bf16": ["train.amp=bf16"], "bf16 + channels-last": ["train.amp=bf16", "train.channels_last=true"],
-                     "bf16 + channels-last + compile": ["train.amp=bf16", "train.channels_last=true", "train.compile=true"]}
+        variants |= {
+            "bf16": ["train.amp=bf16"],
+            "bf16 + channels-last": ["train.amp=bf16", "train.channels_last=true"],
+            "bf16 + channels-last + compile": [
+                "train.amp=bf16",
+                "train.channels_last=true",
+                "train.compile=true",
+            ],
+        }
     else:
         variants |= {"bf16 autocast": ["train.amp=bf16"]}
     rows = []
@@ -106,7 +123,10 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         "",
     ]
     if not raw["cuda"]:
-        lines += ["No GPU was available for this measurement; on a CUDA machine the same command also measures bf16, channels-last and torch.compile.", ""]
+        lines += [
+            "No GPU was available for this measurement; on a CUDA machine the same command also measures bf16, channels-last and torch.compile.",
+            "",
+        ]
     return [write_markdown(out_dir / md_name, lines)]
 
 

@@ -24,11 +24,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules and _results, also when imported from tests
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent)
+)  # the bench_* modules and _results, also when imported from tests
 from _results import DATA_DIR, load_raw  # noqa: E402
 
 # Reports rendered from results/data/<name>.json by scripts/bench_<name>.py. (distributed_search.json is an input of controllers.)
-REPORTS = ("controllers", "cost_model", "latency_budget", "mixtures", "pipeline", "ranking", "supernet_overhead", "train_throughput")
+REPORTS = (
+    "controllers",
+    "cost_model",
+    "latency_budget",
+    "mixtures",
+    "pipeline",
+    "ranking",
+    "supernet_overhead",
+    "train_throughput",
+)
 NOT_GENERATED = ("README.md",)  # hand-written: the only markdown here that no data renders
 
 
@@ -37,7 +48,9 @@ def renderer(name: str) -> Callable[..., list[Path]]:
     return importlib.import_module(f"bench_{name}").render
 
 
-def render_all(results_dir: Path, names: Sequence[str], out_dir: Path, figures: bool) -> dict[str, list[Path]]:
+def render_all(
+    results_dir: Path, names: Sequence[str], out_dir: Path, figures: bool
+) -> dict[str, list[Path]]:
     """Render every named report from ``results_dir/data`` into ``out_dir``; the files each wrote."""
     written = {}
     for name in names:
@@ -53,7 +66,9 @@ def check(results_dir: Path, names: Sequence[str], whole: bool) -> list[str]:
     problems += [f"{DATA_DIR}/{n}.json: missing (nothing renders {n})" for n in missing]
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        shutil.copytree(results_dir / DATA_DIR, scratch / DATA_DIR)  # renderers may read a sibling data file (controllers: distributed_search)
+        shutil.copytree(
+            results_dir / DATA_DIR, scratch / DATA_DIR
+        )  # renderers may read a sibling data file (controllers: distributed_search)
         written = render_all(results_dir, [n for n in names if n not in missing], scratch, figures=False)
         rendered = {p.name for paths in written.values() for p in paths if p.suffix == ".md"}
         for name in sorted(rendered):
@@ -64,10 +79,25 @@ def check(results_dir: Path, names: Sequence[str], whole: bool) -> list[str]:
                 continue
             old = committed.read_text(encoding="utf-8")
             if old != new:
-                diff = list(difflib.unified_diff(old.splitlines(), new.splitlines(), f"{name} (committed)", f"{name} (rendered from data)", lineterm="", n=0))
-                problems.append(f"{name}: differs from what {DATA_DIR}/ renders\n" + "\n".join(diff[:12]) + ("\n..." if len(diff) > 12 else ""))
+                diff = list(
+                    difflib.unified_diff(
+                        old.splitlines(),
+                        new.splitlines(),
+                        f"{name} (committed)",
+                        f"{name} (rendered from data)",
+                        lineterm="",
+                        n=0,
+                    )
+                )
+                problems.append(
+                    f"{name}: differs from what {DATA_DIR}/ renders\n"
+                    + "\n".join(diff[:12])
+                    + ("\n..." if len(diff) > 12 else "")
+                )
     if whole:
-        stray = sorted(p.name for p in results_dir.glob("*.md") if p.name not in rendered and p.name not in NOT_GENERATED)
+        stray = sorted(
+            p.name for p in results_dir.glob("*.md") if p.name not in rendered and p.name not in NOT_GENERATED
+        )
         problems += [f"{name}: no data in {DATA_DIR}/ renders it" for name in stray]
     return problems
 
@@ -75,7 +105,11 @@ def check(results_dir: Path, names: Sequence[str], whole: bool) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=REPORTS, help="one report")
-    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 naming each markdown file that differs from what its data renders")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 naming each markdown file that differs from what its data renders",
+    )
     ap.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent.parent / "results")
     args = ap.parse_args(argv)
     names = [args.only] if args.only else list(REPORTS)
@@ -83,7 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = check(args.results_dir, names, whole=args.only is None)
         for p in problems:
             print(p, file=sys.stderr)
-        print(f"{len(problems)} file(s) out of date" if problems else f"{len(names)} report(s) match their data", file=sys.stderr)
+        print(
+            f"{len(problems)} file(s) out of date"
+            if problems
+            else f"{len(names)} report(s) match their data",
+            file=sys.stderr,
+        )
         return 1 if problems else 0
     for name, paths in render_all(args.results_dir, names, args.results_dir, figures=True).items():
         print(f"{name}: " + ", ".join(str(p) for p in paths))

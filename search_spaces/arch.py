@@ -63,7 +63,9 @@ class Arch(Mapping[str, Any]):
     def from_json(cls, text: str) -> "Arch":
         data = json.loads(text)
         if not isinstance(data, dict):
-            raise InvalidArchitectureError(f"architecture JSON must be an object of choice -> value, got {type(data).__name__}")
+            raise InvalidArchitectureError(
+                f"architecture JSON must be an object of choice -> value, got {type(data).__name__}"
+            )
         return cls(data)
 
 

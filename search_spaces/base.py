@@ -50,18 +50,24 @@ class SearchSpace(ABC):
         for k in self.keys:
             v = values[k]
             if v not in self._index[k] or isinstance(v, bool):
-                raise InvalidArchitectureError(f"{k}={v!r} is not allowed in space {self.name!r}; allowed values: {list(self.choices[k])}")
+                raise InvalidArchitectureError(
+                    f"{k}={v!r} is not allowed in space {self.name!r}; allowed values: {list(self.choices[k])}"
+                )
 
     def _check_keys(self, values: Any, what: str, error: type[Exception]) -> None:
         """``values`` must be a mapping with exactly this space's choice names (errors name the first key off)."""
         if not isinstance(values, Mapping):
-            raise error(f"{what} for space {self.name!r} must be a mapping of choice -> value, got {type(values).__name__}")
+            raise error(
+                f"{what} for space {self.name!r} must be a mapping of choice -> value, got {type(values).__name__}"
+            )
         unknown = sorted(set(values) - set(self.choices))
         if unknown:
             raise error(f"space {self.name!r} has no choice {unknown[0]!r}; choices are {list(self.keys)}")
         missing = [k for k in self.keys if k not in values]
         if missing:
-            raise error(f"{what} for space {self.name!r} is missing choice {missing[0]!r} (allowed values {list(self.choices[missing[0]])})")
+            raise error(
+                f"{what} for space {self.name!r} is missing choice {missing[0]!r} (allowed values {list(self.choices[missing[0]])})"
+            )
 
     def arch(self, values: Mapping[str, Any]) -> Arch:
         """Validated, canonical :class:`Arch` (choices that have no effect are normalised)."""
@@ -112,11 +118,15 @@ class SearchSpace(ABC):
     def decode(self, code: Sequence[int]) -> Arch:
         code = np.asarray(code)
         if code.shape != (len(self.keys),):
-            raise InvalidArchitectureError(f"encoding for space {self.name!r} must have length {len(self.keys)}, got shape {code.shape}")
+            raise InvalidArchitectureError(
+                f"encoding for space {self.name!r} must have length {len(self.keys)}, got shape {code.shape}"
+            )
         values = {}
         for k, i in zip(self.keys, code):
             if not 0 <= i < len(self.choices[k]):
-                raise InvalidArchitectureError(f"index {int(i)} out of range for {k!r} ({len(self.choices[k])} values)")
+                raise InvalidArchitectureError(
+                    f"index {int(i)} out of range for {k!r} ({len(self.choices[k])} values)"
+                )
             values[k] = self.choices[k][int(i)]
         return self.arch(values)
 
@@ -152,7 +162,9 @@ class SearchSpace(ABC):
         Spaces whose supernets can choose an architecture themselves implement it;
         the default says the space has none.
         """
-        raise NotImplementedError(f"search space {self.name!r} ({type(self).__name__}) cannot turn a supernet spec back into an architecture")
+        raise NotImplementedError(
+            f"search space {self.name!r} ({type(self).__name__}) cannot turn a supernet spec back into an architecture"
+        )
 
     def build_static(self, arch: Mapping[str, Any], supernet: nn.Module | None = None) -> nn.Module:
         """Standalone network for ``arch``: with ``supernet``'s weights, else freshly initialised."""
@@ -201,7 +213,9 @@ class SearchSpace(ABC):
             "so it has no differentiable expected cost"
         )
 
-    def mixed_forward(self, supernet: nn.Module, x: torch.Tensor, probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def mixed_forward(
+        self, supernet: nn.Module, x: torch.Tensor, probs: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
         """Logits of the ``probs``-weighted mixture of all architectures in one pass (gradient-based search).
 
         Spaces whose supernet entangles every choice (nested slices) implement it
@@ -213,7 +227,9 @@ class SearchSpace(ABC):
             "so gradient-based controllers (darts, gdas) cannot search it; use an mbv3-family space (mbv3, tiny, timm:...) or another controller"
         )
 
-    def probability_tensors(self, probs: Mapping[str, Any], validate: bool = True) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+    def probability_tensors(
+        self, probs: Mapping[str, Any], validate: bool = True
+    ) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
         """Checked per-choice probability tensors (common floating dtype and device) and their batch shape.
 
         Every key of the space must be present and no other; the last dimension of
@@ -226,23 +242,33 @@ class SearchSpace(ABC):
         self._check_keys(probs, "probabilities", ValueError)
         tensors: dict[str, torch.Tensor] = {}
         for k in self.keys:
-            t = probs[k] if isinstance(probs[k], torch.Tensor) else torch.as_tensor(np.asarray(probs[k], dtype=np.float64))
+            t = (
+                probs[k]
+                if isinstance(probs[k], torch.Tensor)
+                else torch.as_tensor(np.asarray(probs[k], dtype=np.float64))
+            )
             if not (t.is_floating_point() or t.is_complex()):
                 t = t.to(torch.float64)
             if t.is_complex():
                 raise ValueError(f"probabilities of {k!r} must be real, got dtype {t.dtype}")
             n = len(self.choices[k])
             if t.ndim < 1 or t.shape[-1] != n:
-                raise ValueError(f"probabilities of {k!r} must have length {n} (one per value {list(self.choices[k])}) in the last dimension, got shape {tuple(t.shape)}")
+                raise ValueError(
+                    f"probabilities of {k!r} must have length {n} (one per value {list(self.choices[k])}) in the last dimension, got shape {tuple(t.shape)}"
+                )
             tensors[k] = t
         first = self.keys[0]
         batch = tuple(tensors[first].shape[:-1])
         devices = {t.device for t in tensors.values()}
         for k, t in tensors.items():
             if tuple(t.shape[:-1]) != batch:
-                raise ValueError(f"probabilities of {k!r} have batch shape {tuple(t.shape[:-1])}, but {first!r} has {batch}; all keys need the same leading dimensions")
+                raise ValueError(
+                    f"probabilities of {k!r} have batch shape {tuple(t.shape[:-1])}, but {first!r} has {batch}; all keys need the same leading dimensions"
+                )
         if len(devices) > 1:
-            raise ValueError(f"probabilities of space {self.name!r} are on several devices {sorted(str(d) for d in devices)}; put them on one")
+            raise ValueError(
+                f"probabilities of space {self.name!r} are on several devices {sorted(str(d) for d in devices)}; put them on one"
+            )
         dtype = tensors[first].dtype
         for t in tensors.values():
             dtype = torch.promote_types(dtype, t.dtype)
@@ -252,20 +278,39 @@ class SearchSpace(ABC):
             with torch.no_grad():
                 for k, t in tensors.items():
                     if not bool(torch.isfinite(t).all()):
-                        raise ValueError(f"probabilities of {k!r} must be finite, got {t.detach().cpu().tolist()}")
+                        raise ValueError(
+                            f"probabilities of {k!r} must be finite, got {t.detach().cpu().tolist()}"
+                        )
                     if bool((t < 0).any()):
-                        raise ValueError(f"probabilities of {k!r} must be >= 0, got {t.detach().cpu().tolist()}")
+                        raise ValueError(
+                            f"probabilities of {k!r} must be >= 0, got {t.detach().cpu().tolist()}"
+                        )
                     tol = max(1e-5, 8 * t.shape[-1] * eps)
                     err = float((t.sum(-1) - 1).abs().max()) if t.numel() else 0.0
                     if err > tol:
-                        raise ValueError(f"probabilities of {k!r} must sum to 1 over the last dimension (off by {err:.3g}, tolerance {tol:.3g})")
+                        raise ValueError(
+                            f"probabilities of {k!r} must sum to 1 over the last dimension (off by {err:.3g}, tolerance {tol:.3g})"
+                        )
         return tensors, batch
 
-    def uniform_probabilities(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None, requires_grad: bool = False) -> dict[str, torch.Tensor]:
+    def uniform_probabilities(
+        self,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+        requires_grad: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """Uniform probability vector per choice (fresh leaf tensors)."""
-        return {k: torch.full((len(v),), 1.0 / len(v), dtype=dtype, device=device, requires_grad=requires_grad) for k, v in self.choices.items()}
+        return {
+            k: torch.full((len(v),), 1.0 / len(v), dtype=dtype, device=device, requires_grad=requires_grad)
+            for k, v in self.choices.items()
+        }
 
-    def one_hot_probabilities(self, arch: Mapping[str, Any], dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    def one_hot_probabilities(
+        self,
+        arch: Mapping[str, Any],
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Point mass on ``arch``: one one-hot vector per choice (validates ``arch``)."""
         code = self.encode(arch)
         out = {}
@@ -276,4 +321,8 @@ class SearchSpace(ABC):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "choices": {k: list(v) for k, v in self.choices.items()}, "num_architectures": self.num_architectures()}
+        return {
+            "name": self.name,
+            "choices": {k: list(v) for k, v in self.choices.items()},
+            "num_architectures": self.num_architectures(),
+        }

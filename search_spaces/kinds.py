@@ -30,7 +30,9 @@ def build_supernet(space: SearchSpace, kind: str = "entangled", seed: int = 0, *
     try:
         return factory(space, seed=seed, **options)
     except TypeError as exc:
-        raise ValueError(f"supernet kind {kind!r} got options it does not take ({exc}); options given: {sorted(options)}") from exc
+        raise ValueError(
+            f"supernet kind {kind!r} got options it does not take ({exc}); options given: {sorted(options)}"
+        ) from exc
 
 
 @register_supernet_kind("entangled")
@@ -40,7 +42,14 @@ def entangled(space: SearchSpace, seed: int = 0) -> nn.Module:
 
 
 @register_supernet_kind("balanced_mixture")
-def balanced_mixture(space: SearchSpace, seed: int = 0, k: int = 2, probe_every: int | None = None, reassign_every: int = 50, max_configurations: int = 10_000) -> nn.Module:
+def balanced_mixture(
+    space: SearchSpace,
+    seed: int = 0,
+    k: int = 2,
+    probe_every: int | None = None,
+    reassign_every: int = 50,
+    max_configurations: int = 10_000,
+) -> nn.Module:
     """K weight sets, each configuration routed to one by a learned, balanced assignment (Balanced Mixture of SuperNets)."""
     from supernets.balanced_mixture import BalancedMixture
 
@@ -51,7 +60,9 @@ def balanced_mixture(space: SearchSpace, seed: int = 0, k: int = 2, probe_every:
             f"(limit {max_configurations}); use it on small spaces such as resnet20_pool"
         )
     configs = [space.to_spec(a) for a in space.enumerate()]
-    return BalancedMixture(space.build_supernet, configs, k=k, seed=seed, probe_every=probe_every, reassign_every=reassign_every)
+    return BalancedMixture(
+        space.build_supernet, configs, k=k, seed=seed, probe_every=probe_every, reassign_every=reassign_every
+    )
 
 
 @register_supernet_kind("mos")
@@ -69,5 +80,7 @@ def single_path(space: SearchSpace, seed: int = 0, temperature: float = 0.05) ->
     from supernets.single_path import SinglePathMBSupernet
 
     if not isinstance(space, MBV3Space):
-        raise ValueError(f"single_path superkernels are MBConv superkernels: they need an MBConv space (mbv3, tiny), not {space.name!r}")
+        raise ValueError(
+            f"single_path superkernels are MBConv superkernels: they need an MBConv space (mbv3, tiny), not {space.name!r}"
+        )
     return SinglePathMBSupernet(space.cfg, temperature=temperature)

@@ -19,7 +19,13 @@ from supernets.mixed import mixed_forward
 from supernets.profiling import FEATURES, forward_features
 
 # Once-for-All MobileNetV3 stages: (channels, stride, activation, squeeze-excite)
-OFA_STAGES = ((24, 2, "relu", False), (40, 2, "relu", True), (80, 2, "hswish", False), (112, 1, "hswish", True), (160, 2, "hswish", True))
+OFA_STAGES = (
+    (24, 2, "relu", False),
+    (40, 2, "relu", True),
+    (80, 2, "hswish", False),
+    (112, 1, "hswish", True),
+    (160, 2, "hswish", True),
+)
 
 
 class MBV3Space(SearchSpace):
@@ -107,7 +113,9 @@ class MBV3Space(SearchSpace):
                 values[f"s{i}.b{j}.kernel"], values[f"s{i}.b{j}.expand"] = k, e
         return self.arch(values)
 
-    def single_path_probabilities(self, indicators: Mapping[tuple[int, int], Mapping[str, list[torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    def single_path_probabilities(
+        self, indicators: Mapping[tuple[int, int], Mapping[str, list[torch.Tensor]]]
+    ) -> dict[str, torch.Tensor]:
         """Per-choice probability vectors from a single-path supernet's nested indicators (differentiable).
 
         Nested gates ``g_1, g_2, ...`` over ordered values give ``P(v_0) = 1 - g_1``,
@@ -117,7 +125,9 @@ class MBV3Space(SearchSpace):
         """
         out: dict[str, torch.Tensor] = {}
         for i in range(self.n_stages):
-            keeps = [indicators[(i, j)]["keep"][0] for j in range(self.max_depth) if indicators[(i, j)]["keep"]]
+            keeps = [
+                indicators[(i, j)]["keep"][0] for j in range(self.max_depth) if indicators[(i, j)]["keep"]
+            ]
             out[f"s{i}.depth"] = _nested_probabilities(keeps)
             for j in range(self.max_depth):
                 out[f"s{i}.b{j}.kernel"] = _nested_probabilities(indicators[(i, j)]["kernel"])
@@ -159,12 +169,21 @@ class MBV3Space(SearchSpace):
                 cin, stride = (c_in, st.stride) if j == 0 else (st.out_channels, 1)
                 for ki, k in enumerate(cfg.kernels):
                     for ei, e in enumerate(cfg.expands):
-                        out.append((slot, 1 + ki * len(cfg.expands) + ei, static_mbconv(cin, st.out_channels, k, e, stride, st.use_se, st.act), shape[(i, j)]))
+                        out.append(
+                            (
+                                slot,
+                                1 + ki * len(cfg.expands) + ei,
+                                static_mbconv(cin, st.out_channels, k, e, stride, st.use_se, st.act),
+                                shape[(i, j)],
+                            )
+                        )
         return out
 
     def op_descriptions(self) -> list[list[str]]:
         cfg = self.cfg
-        blocks = ["skipped (stage shallower than this block)"] + [f"kernel={k} expand={e}" for k in cfg.kernels for e in cfg.expands]
+        blocks = ["skipped (stage shallower than this block)"] + [
+            f"kernel={k} expand={e}" for k in cfg.kernels for e in cfg.expands
+        ]
         fixed = ["stem + first block + head (always runs)"] + [""] * (len(blocks) - 1)
         return [fixed] + [list(blocks) for _ in range(self.n_stages * self.max_depth)]
 
@@ -196,7 +215,6 @@ class MBV3Space(SearchSpace):
                 out[:, 1 + i * self.max_depth + j] = np.where(j < depth, op, 0)
         return out
 
-
     def op_probabilities(self, probs: Mapping[str, torch.Tensor], validate: bool = True) -> torch.Tensor:
         """``[S, O]`` (or ``[*batch, S, O]``) op probabilities per slot, consistent with :meth:`lower`.
 
@@ -216,25 +234,34 @@ class MBV3Space(SearchSpace):
         blocks = [(i, j) for i in range(n_s) for j in range(n_d)]  # slot 1 + i * max_depth + j
         kern = torch.stack([p[f"s{i}.b{j}.kernel"] for i, j in blocks], dim=-2)  # [*b, blocks, |kernels|]
         expa = torch.stack([p[f"s{i}.b{j}.expand"] for i, j in blocks], dim=-2)  # [*b, blocks, |expands|]
-        runs = torch.tensor([[float(d > j) for j in range(n_d)] for d in cfg.depths], dtype=dtype, device=device)  # [|depths|, max_depth]
+        runs = torch.tensor(
+            [[float(d > j) for j in range(n_d)] for d in cfg.depths], dtype=dtype, device=device
+        )  # [|depths|, max_depth]
         active = (depth @ runs).flatten(-2)  # [*b, blocks]
         skipped = (depth @ (1.0 - runs)).flatten(-2)
-        joint = (kern.unsqueeze(-1) * expa.unsqueeze(-2)).flatten(-2)  # [*b, blocks, |k|*|e|], kernel-major like lower
+        joint = (kern.unsqueeze(-1) * expa.unsqueeze(-2)).flatten(
+            -2
+        )  # [*b, blocks, |k|*|e|], kernel-major like lower
         block_rows = torch.cat([skipped.unsqueeze(-1), active.unsqueeze(-1) * joint], dim=-1)
         fixed = torch.zeros(block_rows.shape[-1], dtype=dtype, device=device)
         fixed[0] = 1.0
         fixed = fixed.expand(*batch, 1, block_rows.shape[-1])
         return torch.cat([fixed, block_rows], dim=-2)
 
-
-    def mixed_forward(self, supernet: nn.Module, x: torch.Tensor, probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def mixed_forward(
+        self, supernet: nn.Module, x: torch.Tensor, probs: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
         """TangleNAS mixture: masked kernels/expand groups per block, probability-weighted stage depths."""
         if not isinstance(supernet, MBSupernet):
             raise ValueError(
                 f"gradient search on space {self.name!r} needs its weight-entangled supernet (--supernet entangled or single_path), "
                 f"this run's is {type(supernet).__name__}: use another controller"
             )
-        blocks = [[probs[f"s{i}.b{j}.{kind}"] for j in range(self.max_depth)] for i in range(self.n_stages) for kind in ("kernel", "expand")]
+        blocks = [
+            [probs[f"s{i}.b{j}.{kind}"] for j in range(self.max_depth)]
+            for i in range(self.n_stages)
+            for kind in ("kernel", "expand")
+        ]
         kern = torch.stack([torch.stack(blocks[2 * i]) for i in range(self.n_stages)])
         expa = torch.stack([torch.stack(blocks[2 * i + 1]) for i in range(self.n_stages)])
         depth = torch.stack([probs[f"s{i}.depth"] for i in range(self.n_stages)])
@@ -243,7 +270,12 @@ class MBV3Space(SearchSpace):
 
 def _nested_probabilities(gates: list[torch.Tensor]) -> torch.Tensor:
     """Distribution over ``len(gates) + 1`` ordered values from cumulative keep-going gates."""
-    probs, alive = [], torch.ones((), dtype=gates[0].dtype if gates else torch.float32, device=gates[0].device if gates else None)
+    probs, alive = (
+        [],
+        torch.ones(
+            (), dtype=gates[0].dtype if gates else torch.float32, device=gates[0].device if gates else None
+        ),
+    )
     for g in gates:  # gate n: "given value n-1 or more, take value n or more"
         probs.append(alive * (1 - g))
         alive = alive * g
@@ -256,7 +288,12 @@ class _Head(nn.Module):
 
     def __init__(self, net: MBSupernet):
         super().__init__()
-        self.head_expand, self.feature_mix, self.feature_act, self.classifier = net.head_expand, net.feature_mix, net.feature_act, net.classifier
+        self.head_expand, self.feature_mix, self.feature_act, self.classifier = (
+            net.head_expand,
+            net.feature_mix,
+            net.feature_act,
+            net.classifier,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head_expand(x).mean((2, 3), keepdim=True)

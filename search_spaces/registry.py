@@ -63,7 +63,9 @@ class Registry(Generic[T]):
         """Decorator form of :meth:`add`; returns the member unchanged."""
         return functools.partial(self.add, name)  # type: ignore[return-value]
 
-    def register_prefix(self, prefix: str, shown_as: str | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register_prefix(
+        self, prefix: str, shown_as: str | None = None
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Register a factory for every name ``<prefix><rest>``: :meth:`get` returns ``factory`` bound to ``rest``.
 
         ``shown_as`` is how the family appears in the list of valid names (default ``<prefix><name>``).

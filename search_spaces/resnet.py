@@ -48,7 +48,16 @@ class ResNetSpace(SearchSpace):
         scale = lambda c: max(8, int(round(c * width_mult / 8)) * 8)  # noqa: E731
         stem_stride = stem_stride if stem_stride is not None else (2 if resolution > 32 else 1)
         self.name, self.resolution = name, resolution
-        self.cfg = ResNetConfig(in_channels, num_classes, scale(stem_channels), tuple(scale(c) for c in stage_channels), tuple(stage_strides), tuple(sorted(depths)), tuple(sorted(width_ratios)), stem_stride)
+        self.cfg = ResNetConfig(
+            in_channels,
+            num_classes,
+            scale(stem_channels),
+            tuple(scale(c) for c in stage_channels),
+            tuple(stage_strides),
+            tuple(sorted(depths)),
+            tuple(sorted(width_ratios)),
+            stem_stride,
+        )
         self.n_stages = len(stage_channels)
         choices: dict[str, tuple[Any, ...]] = {}
         for i in range(self.n_stages):
@@ -74,7 +83,12 @@ class ResNetSpace(SearchSpace):
         return tuple((arch[f"s{i}.depth"], arch[f"s{i}.width"]) for i in range(self.n_stages))
 
     def arch_from_spec(self, spec: ResNetSpec):
-        return self.arch({**{f"s{i}.depth": d for i, (d, _) in enumerate(spec)}, **{f"s{i}.width": w for i, (_, w) in enumerate(spec)}})
+        return self.arch(
+            {
+                **{f"s{i}.depth": d for i, (d, _) in enumerate(spec)},
+                **{f"s{i}.width": w for i, (_, w) in enumerate(spec)},
+            }
+        )
 
     # --- cost lowering --------------------------------------------------------------------------
     # Slot 0: stem + head (op = last stage's width index). Slot 1 + i * max_depth + j: block j of
@@ -102,7 +116,14 @@ class ResNetSpace(SearchSpace):
                 for wi, w in enumerate(cfg.widths(i)):
                     if j == 0:
                         for ii, c_in in enumerate(ins):
-                            out.append((slot, 1 + ii * n_w + wi, _Block(c_in, w, cfg.stage_strides[i], True), (c_in, sides[i], sides[i])))
+                            out.append(
+                                (
+                                    slot,
+                                    1 + ii * n_w + wi,
+                                    _Block(c_in, w, cfg.stage_strides[i], True),
+                                    (c_in, sides[i], sides[i]),
+                                )
+                            )
                     else:
                         side = -(-sides[i] // cfg.stage_strides[i])
                         out.append((slot, 1 + wi * n_w + wi, _Block(w, w, 1, False), (w, side, side)))

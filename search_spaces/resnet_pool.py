@@ -21,8 +21,8 @@ from search_spaces.arch import Arch
 from search_spaces.base import CostTable, SearchSpace
 from search_spaces.registry import register_space
 from supernets.blocks import make_divisible
-from supernets.resnet_pool import BasicBlock, PoolResNetConfig, PoolResNetSupernet, PoolSpec
 from supernets.profiling import FEATURES, forward_features
+from supernets.resnet_pool import BasicBlock, PoolResNetConfig, PoolResNetSupernet, PoolSpec
 
 KEY = "downsample_at"
 
@@ -34,13 +34,24 @@ def spec_label(spec: PoolSpec) -> str:
 class ResNetPoolSpace(SearchSpace):
     """Placement of the downsampling blocks of a CIFAR-style ResNet (one choice, ``downsample_at``)."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, resolution: int = 32, width_mult: float = 1.0, num_blocks: int = 9, num_downsamples: int = 2, name: str = "resnet20_pool"):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        resolution: int = 32,
+        width_mult: float = 1.0,
+        num_blocks: int = 9,
+        num_downsamples: int = 2,
+        name: str = "resnet20_pool",
+    ):
         if width_mult <= 0:
             raise ValueError(f"width_mult must be > 0, got {width_mult}")
         if not 1 <= num_downsamples < num_blocks:
             raise ValueError(f"num_downsamples must be in 1..{num_blocks - 1}, got {num_downsamples}")
         self.name, self.resolution = name, resolution
-        self.cfg = PoolResNetConfig(in_channels, num_classes, make_divisible(16 * width_mult), num_blocks, num_downsamples)
+        self.cfg = PoolResNetConfig(
+            in_channels, num_classes, make_divisible(16 * width_mult), num_blocks, num_downsamples
+        )
         self.configurations = self.cfg.configurations()
         super().__init__({KEY: tuple(spec_label(s) for s in self.configurations)})
 
@@ -85,7 +96,11 @@ class ResNetPoolSpace(SearchSpace):
     def _op_block(self, op: int) -> tuple[BasicBlock, tuple[int, int, int]]:
         level, down = (op + 1) // 2, op % 2
         c_out = self.cfg.base_channels * 2**level
-        c_in, side = (c_out // 2, self.resolution // 2 ** (level - 1)) if down else (c_out, self.resolution // 2**level)
+        c_in, side = (
+            (c_out // 2, self.resolution // 2 ** (level - 1))
+            if down
+            else (c_out, self.resolution // 2**level)
+        )
         return BasicBlock(c_in, c_out, 2 if down else 1), (c_in, side, side)
 
     def op_modules(self) -> list[tuple[int, int, nn.Module, tuple[int, ...]]]:
@@ -124,8 +139,12 @@ class ResNetPoolSpace(SearchSpace):
         names = []
         for op in range(n_ops):
             level, down = (op + 1) // 2, op % 2
-            names.append(f"{'downsample into' if down else 'at'} width {self.cfg.base_channels * 2**level}, 1/{2**level} resolution")
-        return [["stem + head (always runs)"] + [""] * (n_ops - 1)] + [list(names) for _ in range(self.cfg.num_blocks)]
+            names.append(
+                f"{'downsample into' if down else 'at'} width {self.cfg.base_channels * 2**level}, 1/{2**level} resolution"
+            )
+        return [["stem + head (always runs)"] + [""] * (n_ops - 1)] + [
+            list(names) for _ in range(self.cfg.num_blocks)
+        ]
 
 
 @register_space("resnet20_pool")

@@ -41,7 +41,9 @@ class TimmModelError(ValueError):
 def _act(module: nn.Module, where: str) -> str:
     name = type(getattr(module, "act", module)).__name__
     if name not in _ACTS:
-        raise TimmModelError(f"{where} uses activation {name}; the MBConv supernet supports {sorted(_ACTS)} (MobileNetV3-family models)")
+        raise TimmModelError(
+            f"{where} uses activation {name}; the MBConv supernet supports {sorted(_ACTS)} (MobileNetV3-family models)"
+        )
     return _ACTS[name]
 
 
@@ -49,28 +51,48 @@ def describe_timm_model(model: nn.Module, name: str) -> dict[str, Any]:
     """Stem, first block, stages (blocks with kernel/expand/stride/SE/act) and head of a timm MobileNetV3."""
     for attr in ("conv_stem", "bn1", "blocks", "conv_head", "classifier"):
         if not hasattr(model, attr):
-            raise TimmModelError(f"timm model {name!r} has no {attr!r}: only EfficientNet/MobileNet-family models (timm's efficientnet.py / mobilenetv3.py) can become a space")
+            raise TimmModelError(
+                f"timm model {name!r} has no {attr!r}: only EfficientNet/MobileNet-family models (timm's efficientnet.py / mobilenetv3.py) can become a space"
+            )
     blocks = list(model.blocks)
     first, last = blocks[0], blocks[-1]
     if len(first) != 1 or not hasattr(first[0], "conv_pw") or hasattr(first[0], "conv_pwl"):
         raise TimmModelError(f"timm model {name!r} does not start with one depthwise-separable block")
     ds = first[0]
     if ds.conv_dw.stride[0] != 1 or ds.conv_dw.kernel_size[0] != 3 or not isinstance(ds.se, nn.Identity):
-        raise TimmModelError(f"timm model {name!r}: its first block (stride {ds.conv_dw.stride[0]}, kernel {ds.conv_dw.kernel_size[0]}, SE {type(ds.se).__name__}) is not the 3x3 stride-1 block without SE that the MBConv supernet fixes")
+        raise TimmModelError(
+            f"timm model {name!r}: its first block (stride {ds.conv_dw.stride[0]}, kernel {ds.conv_dw.kernel_size[0]}, SE {type(ds.se).__name__}) is not the 3x3 stride-1 block without SE that the MBConv supernet fixes"
+        )
     if len(last) != 1 or not hasattr(last[0], "conv") or last[0].conv.kernel_size[0] != 1:
-        raise TimmModelError(f"timm model {name!r} does not end with a 1x1 conv head expansion (MobileNetV3 style); EfficientNet-style heads are not supported yet")
+        raise TimmModelError(
+            f"timm model {name!r} does not end with a 1x1 conv head expansion (MobileNetV3 style); EfficientNet-style heads are not supported yet"
+        )
     stages = []
     for si, stage in enumerate(blocks[1:-1], start=1):
         rows = []
         for bi, b in enumerate(stage):
             if not hasattr(b, "conv_pwl"):
-                raise TimmModelError(f"timm model {name!r}: block {si}.{bi} ({type(b).__name__}) is not an inverted residual")
+                raise TimmModelError(
+                    f"timm model {name!r}: block {si}.{bi} ({type(b).__name__}) is not an inverted residual"
+                )
             se = b.se
             if not isinstance(se, nn.Identity) and type(getattr(se, "gate", None)).__name__ != "Hardsigmoid":
-                raise TimmModelError(f"timm model {name!r}: block {si}.{bi} has a {type(getattr(se, 'gate', se)).__name__} squeeze-excite gate; the supernet's is hard-sigmoid (MobileNetV3)")
+                raise TimmModelError(
+                    f"timm model {name!r}: block {si}.{bi} has a {type(getattr(se, 'gate', se)).__name__} squeeze-excite gate; the supernet's is hard-sigmoid (MobileNetV3)"
+                )
             c_in, mid = b.conv_pw.in_channels, b.conv_pw.out_channels
-            rows.append({"in": c_in, "mid": mid, "out": b.conv_pwl.out_channels, "kernel": b.conv_dw.kernel_size[0], "stride": b.conv_dw.stride[0],
-                         "se": not isinstance(se, nn.Identity), "act": _act(b.bn1, f"block {si}.{bi}"), "expand": round(mid / c_in, 4)})
+            rows.append(
+                {
+                    "in": c_in,
+                    "mid": mid,
+                    "out": b.conv_pwl.out_channels,
+                    "kernel": b.conv_dw.kernel_size[0],
+                    "stride": b.conv_dw.stride[0],
+                    "se": not isinstance(se, nn.Identity),
+                    "act": _act(b.bn1, f"block {si}.{bi}"),
+                    "expand": round(mid / c_in, 4),
+                }
+            )
         stages.append(rows)
     return {
         "stem_channels": model.conv_stem.out_channels,
@@ -84,27 +106,42 @@ def describe_timm_model(model: nn.Module, name: str) -> dict[str, Any]:
 
 
 @SPACES.register_prefix("timm:", shown_as="timm:<model name>")
-def timm_space(model_name: str, num_classes: int = 10, in_channels: int = 3, resolution: int = 224, width_mult: float = 1.0, checkpoint: str | None = None) -> MBV3Space:
+def timm_space(
+    model_name: str,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    resolution: int = 224,
+    width_mult: float = 1.0,
+    checkpoint: str | None = None,
+) -> MBV3Space:
     """Build the space around ``model_name`` (created with random weights: nothing is downloaded)."""
     try:
         import timm
     except ImportError as exc:  # pragma: no cover - timm is a dependency
         raise TimmModelError("timm is not installed") from exc
     if checkpoint is not None and width_mult != 1.0:
-        raise TimmModelError(f"a timm checkpoint initialises the model's own widths: use --width-mult=1.0 with it (got {width_mult})")
+        raise TimmModelError(
+            f"a timm checkpoint initialises the model's own widths: use --width-mult=1.0 with it (got {width_mult})"
+        )
     if model_name not in timm.list_models():
         raise TimmModelError(f"timm has no model {model_name!r} (see `timm.list_models('mobilenetv3*')`)")
     model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
     d = describe_timm_model(model, model_name)
     if d["stem_act"] != "hswish":
-        raise TimmModelError(f"timm model {model_name!r}: its stem uses {d['stem_act']}; the supernet's stem is hard-swish (MobileNetV3)")
+        raise TimmModelError(
+            f"timm model {model_name!r}: its stem uses {d['stem_act']}; the supernet's stem is hard-swish (MobileNetV3)"
+        )
     if d["first_channels"] != d["stem_channels"]:
-        raise TimmModelError(f"timm model {model_name!r}: first block changes width {d['stem_channels']} -> {d['first_channels']}, which the supernet's fixed first block does not")
+        raise TimmModelError(
+            f"timm model {model_name!r}: first block changes width {d['stem_channels']} -> {d['first_channels']}, which the supernet's fixed first block does not"
+        )
     stage_defs, kernels, expands, depths = [], {3, 5, 7}, set(), []
     for rows in d["stages"]:
         acts, ses = {r["act"] for r in rows}, {r["se"] for r in rows}
         if len(acts) > 1 or len(ses) > 1 or any(r["stride"] != 1 for r in rows[1:]):
-            raise TimmModelError(f"timm model {model_name!r}: a stage mixes activations, SE use or strides after its first block")
+            raise TimmModelError(
+                f"timm model {model_name!r}: a stage mixes activations, SE use or strides after its first block"
+            )
         stage_defs.append((rows[0]["out"], rows[0]["stride"], acts.pop(), ses.pop()))
         kernels |= {r["kernel"] for r in rows}
         expands |= {r["expand"] for r in rows}
@@ -112,9 +149,18 @@ def timm_space(model_name: str, num_classes: int = 10, in_channels: int = 3, res
     top = max(expands)
     expands |= {e for e in (3, 4, 6) if e <= top}
     space = _TimmMBV3Space(
-        num_classes=num_classes, in_channels=in_channels, resolution=resolution, width_mult=width_mult, stages=tuple(stage_defs),
-        depths=tuple(range(min(depths), max(depths) + 1)), kernels=tuple(sorted(kernels)), expands=tuple(sorted(expands)),
-        stem_channels=d["stem_channels"], head_channels=d["head_channels"], feature_channels=d["feature_channels"], stem_stride=d["stem_stride"],
+        num_classes=num_classes,
+        in_channels=in_channels,
+        resolution=resolution,
+        width_mult=width_mult,
+        stages=tuple(stage_defs),
+        depths=tuple(range(min(depths), max(depths) + 1)),
+        kernels=tuple(sorted(kernels)),
+        expands=tuple(sorted(expands)),
+        stem_channels=d["stem_channels"],
+        head_channels=d["head_channels"],
+        feature_channels=d["feature_channels"],
+        stem_stride=d["stem_stride"],
         name=f"timm:{model_name}",
     )
     values: dict[str, Any] = {}
@@ -138,13 +184,24 @@ class _TimmMBV3Space(MBV3Space):
     def build_supernet(self) -> MBSupernet:
         net = super().build_supernet()
         if self.checkpoint is not None:
-            load_timm_checkpoint(net, self, torch.load(self.checkpoint, map_location="cpu", weights_only=True))
+            load_timm_checkpoint(
+                net, self, torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            )
         return net
 
 
 def _timm_to_supernet_names(space: MBV3Space, state: dict[str, torch.Tensor]) -> dict[str, str]:
     """timm state-dict name -> supernet name, for the blocks of the model's own architecture."""
-    block = {"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "dw.conv", "bn2": "dw.bn", "se.conv_reduce": "se.reduce", "se.conv_expand": "se.expand", "conv_pwl": "project.conv", "bn3": "project.bn"}
+    block = {
+        "conv_pw": "expand.conv",
+        "bn1": "expand.bn",
+        "conv_dw": "dw.conv",
+        "bn2": "dw.bn",
+        "se.conv_reduce": "se.reduce",
+        "se.conv_expand": "se.expand",
+        "conv_pwl": "project.conv",
+        "bn3": "project.bn",
+    }
     first = {"conv_dw": "dw.conv", "bn1": "dw.bn", "conv_pw": "project.conv", "bn2": "project.bn"}
     n_stages = space.n_stages
     out = {}

@@ -52,7 +52,17 @@ class ViTSpace(SearchSpace):
             raise ValueError(f"width_mult must be > 0, got {width_mult}")
         embed_dims = tuple(sorted({max(8, int(round(e * width_mult / 8)) * 8) for e in embed_dims}))
         self.name, self.resolution = name, resolution
-        self.cfg = ViTConfig(in_channels, num_classes, resolution, patch_size, embed_dims, tuple(sorted(depths)), tuple(sorted(heads)), tuple(sorted(mlp_ratios)), head_dim)
+        self.cfg = ViTConfig(
+            in_channels,
+            num_classes,
+            resolution,
+            patch_size,
+            embed_dims,
+            tuple(sorted(depths)),
+            tuple(sorted(heads)),
+            tuple(sorted(mlp_ratios)),
+            head_dim,
+        )
         self.max_depth = max(depths)
         choices: dict[str, tuple[Any, ...]] = {"embed_dim": self.cfg.embed_dims, "depth": self.cfg.depths}
         for i in range(self.max_depth):
@@ -77,7 +87,10 @@ class ViTSpace(SearchSpace):
         return ViTSupernet(self.cfg)
 
     def to_spec(self, arch: Mapping[str, Any]) -> ViTSpec:
-        return (arch["embed_dim"], tuple((arch[f"l{i}.heads"], arch[f"l{i}.mlp_ratio"]) for i in range(arch["depth"])))
+        return (
+            arch["embed_dim"],
+            tuple((arch[f"l{i}.heads"], arch[f"l{i}.mlp_ratio"]) for i in range(arch["depth"])),
+        )
 
     def arch_from_spec(self, spec: ViTSpec):
         e, layers = spec
@@ -99,7 +112,20 @@ class ViTSpace(SearchSpace):
         for ei, e in enumerate(cfg.embed_dims):
             for hi, h in enumerate(cfg.heads):
                 for ri, r in enumerate(cfg.mlp_ratios):
-                    blk = Block(nn.LayerNorm(e), Attention(nn.Linear(e, h * hd), nn.Linear(e, h * hd), nn.Linear(e, h * hd), nn.Linear(h * hd, e), h, hd), nn.LayerNorm(e), nn.Linear(e, _hidden(e, r)), nn.Linear(_hidden(e, r), e))
+                    blk = Block(
+                        nn.LayerNorm(e),
+                        Attention(
+                            nn.Linear(e, h * hd),
+                            nn.Linear(e, h * hd),
+                            nn.Linear(e, h * hd),
+                            nn.Linear(h * hd, e),
+                            h,
+                            hd,
+                        ),
+                        nn.LayerNorm(e),
+                        nn.Linear(e, _hidden(e, r)),
+                        nn.Linear(_hidden(e, r), e),
+                    )
                     for i in range(self.max_depth):
                         out.append((1 + i, self._layer_op(ei, hi, ri), blk, (n, e)))
         return out

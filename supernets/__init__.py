@@ -4,4 +4,15 @@ from supernets.extract import copy_sliced_state, slice_like
 from supernets.mbnet import MBNet, MBNetConfig, MBSpec, MBSupernet, StageConfig
 from supernets.resnet_pool import PoolResNet, PoolResNetConfig, PoolResNetSupernet
 
-__all__ = ["MBNet", "MBNetConfig", "MBSpec", "MBSupernet", "PoolResNet", "PoolResNetConfig", "PoolResNetSupernet", "StageConfig", "copy_sliced_state", "slice_like"]
+__all__ = [
+    "MBNet",
+    "MBNetConfig",
+    "MBSpec",
+    "MBSupernet",
+    "PoolResNet",
+    "PoolResNetConfig",
+    "PoolResNetSupernet",
+    "StageConfig",
+    "copy_sliced_state",
+    "slice_like",
+]

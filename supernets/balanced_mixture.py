@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
+
 from supernets.base import Supernet
 
 
@@ -59,19 +60,25 @@ class BalancedMixture(Supernet, nn.Module):
         if k < 1:
             raise ValueError(f"a mixture needs k >= 1 weight sets, got {k}")
         if len(configurations) < k:
-            raise ValueError(f"{k} weight sets for only {len(configurations)} configurations: some would never train")
+            raise ValueError(
+                f"{k} weight sets for only {len(configurations)} configurations: some would never train"
+            )
         self.k = k
         self.experts = nn.ModuleList(factory() for _ in range(k))
         self.configurations = [tuple(c) if isinstance(c, list) else c for c in configurations]
         self._index = {c: i for i, c in enumerate(self.configurations)}
         if len(self._index) != len(self.configurations):
             raise ValueError("configurations must be distinct")
-        self.probe_every = probe_every or 4 * k  # K no-grad forwards every 4K steps: about 8% of the training cost
+        self.probe_every = (
+            probe_every or 4 * k
+        )  # K no-grad forwards every 4K steps: about 8% of the training cost
         self.reassign_every, self.affinity_decay = reassign_every, affinity_decay
         rng = np.random.default_rng(seed)
         self.register_buffer("affinity", torch.zeros(len(configurations), k, dtype=torch.float64))
         self.register_buffer("observed", torch.zeros(len(configurations), k, dtype=torch.bool))
-        self.register_buffer("assignment", torch.as_tensor(balanced_assignment(rng.random((len(configurations), k)))))
+        self.register_buffer(
+            "assignment", torch.as_tensor(balanced_assignment(rng.random((len(configurations), k))))
+        )
         self.current = 0
         self._probing = -1
         self.active_spec: Any = None
@@ -82,7 +89,9 @@ class BalancedMixture(Supernet, nn.Module):
         """Index of the weight set ``spec`` is routed to."""
         key = tuple(spec) if isinstance(spec, list) else spec
         if key not in self._index:
-            raise ValueError(f"configuration {spec!r} is not one of the mixture's {len(self.configurations)} configurations")
+            raise ValueError(
+                f"configuration {spec!r} is not one of the mixture's {len(self.configurations)} configurations"
+            )
         return int(self.assignment[self._index[key]])
 
     def set_active(self, spec: Any) -> None:
@@ -100,7 +109,13 @@ class BalancedMixture(Supernet, nn.Module):
 
     # --- learning the routing ------------------------------------------------------------------
     @torch.no_grad()
-    def route_update(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], step: int) -> None:
+    def route_update(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        step: int,
+    ) -> None:
         """Called by the trainer after each step on the active configuration (see module docstring)."""
         if self.k == 1:
             return
@@ -118,7 +133,9 @@ class BalancedMixture(Supernet, nn.Module):
                 torch.distributed.all_reduce(losses)  # every rank keeps the same routing
                 losses /= torch.distributed.get_world_size()
             first = ~self.observed[c]
-            self.affinity[c] = torch.where(first, -losses, self.affinity_decay * self.affinity[c] - (1 - self.affinity_decay) * losses)
+            self.affinity[c] = torch.where(
+                first, -losses, self.affinity_decay * self.affinity[c] - (1 - self.affinity_decay) * losses
+            )
             self.observed[c] = True
         if step > 0 and step % self.reassign_every == 0 and bool(self.observed.any()):
             self.reassign()
@@ -130,13 +147,19 @@ class BalancedMixture(Supernet, nn.Module):
         fill = aff[seen].mean() if seen.any() else 0.0
         aff[~seen] = fill
         keep = np.zeros_like(aff)
-        keep[np.arange(len(aff)), self.assignment.cpu().numpy()] = 1e-9  # ties keep the current expert (no churn)
+        keep[np.arange(len(aff)), self.assignment.cpu().numpy()] = (
+            1e-9  # ties keep the current expert (no churn)
+        )
         self.assignment.copy_(torch.as_tensor(balanced_assignment(aff + keep)))
         self.set_active(self.active_spec)
 
     def routing_summary(self) -> dict[str, Any]:
         counts = np.bincount(self.assignment.cpu().numpy(), minlength=self.k)
-        return {"weight_sets": self.k, "configurations_per_set": counts.tolist(), "probed": int(self.observed.any(dim=1).sum())}
+        return {
+            "weight_sets": self.k,
+            "configurations_per_set": counts.tolist(),
+            "probed": int(self.observed.any(dim=1).sum()),
+        }
 
 
 __all__ = ["BalancedMixture", "balanced_assignment"]

@@ -47,7 +47,13 @@ class Supernet:
             self.set_active(previous)
 
     # --- optional hooks ---------------------------------------------------------------------------
-    def route_update(self, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], step: int) -> None:
+    def route_update(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        step: int,
+    ) -> None:
         """Called by the trainer after each subnetwork's backward pass of training step ``step``, on its batch.
 
         A kind that learns how architectures map to weight sets (a mixture's router)

@@ -96,11 +96,7 @@ def static_mbconv(
     state dict) for its fixed first block so that BN can be synchronised across ranks.
     """
     mid = mid_channels(in_ch, expand)
-    exp = (
-        ConvBNAct(nn.Conv2d(in_ch, mid, 1, bias=False), bn(mid), act)
-        if expand != 1
-        else nn.Identity()
-    )
+    exp = ConvBNAct(nn.Conv2d(in_ch, mid, 1, bias=False), bn(mid), act) if expand != 1 else nn.Identity()
     dw = ConvBNAct(nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False), bn(mid), act)
     se = (
         SqueezeExcite(nn.Conv2d(mid, se_channels(mid), 1), nn.Conv2d(se_channels(mid), mid, 1))
@@ -114,17 +110,31 @@ def static_mbconv(
 class ElasticInvertedResidual(InvertedResidual):
     """MBConv with elastic kernel size and expand ratio (weights entangled across choices)."""
 
-    def __init__(self, in_ch: int, out_ch: int, kernels: tuple[int, ...], expands: tuple[float, ...], stride: int, use_se: bool, act: str):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernels: tuple[int, ...],
+        expands: tuple[float, ...],
+        stride: int,
+        use_se: bool,
+        act: str,
+    ):
         self.in_ch, self.out_ch = in_ch, out_ch
         self.kernels, self.expands = tuple(kernels), tuple(expands)
         k_max, e_max = max(kernels), max(expands)
         mid = mid_channels(in_ch, e_max)
         exp = (
-            ConvBNAct(ElasticConv2d(in_ch, mid, 1), ElasticBatchNorm2d(mid), act) if e_max != 1 else nn.Identity()
+            ConvBNAct(ElasticConv2d(in_ch, mid, 1), ElasticBatchNorm2d(mid), act)
+            if e_max != 1
+            else nn.Identity()
         )
         dw = ConvBNAct(ElasticDepthwiseConv2d(mid, k_max, stride), ElasticBatchNorm2d(mid), act)
         se = (
-            SqueezeExcite(ElasticConv2d(mid, se_channels(mid), 1, bias=True), ElasticConv2d(se_channels(mid), mid, 1, bias=True))
+            SqueezeExcite(
+                ElasticConv2d(mid, se_channels(mid), 1, bias=True),
+                ElasticConv2d(se_channels(mid), mid, 1, bias=True),
+            )
             if use_se
             else nn.Identity()
         )

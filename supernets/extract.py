@@ -18,7 +18,9 @@ def slice_like(src: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     index = []
     for d, (have, want) in enumerate(zip(src.shape, shape)):
         if want > have:
-            raise ValueError(f"static tensor {tuple(shape)} is larger than supernet tensor {tuple(src.shape)}")
+            raise ValueError(
+                f"static tensor {tuple(shape)} is larger than supernet tensor {tuple(src.shape)}"
+            )
         if src.dim() == 4 and d >= 2:  # spatial dims of a conv kernel: centre crop
             start = (have - want) // 2
             if (have - want) % 2:

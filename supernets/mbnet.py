@@ -10,17 +10,17 @@ model treat every block position as one slot.
 
 from __future__ import annotations
 
-from itertools import islice
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import islice
 
 import torch
 from torch import nn
 
+from supernets.base import Supernet
 from supernets.blocks import ConvBNAct, ElasticInvertedResidual, InvertedResidual, activation, static_mbconv
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticBatchNorm2d
-from supernets.base import Supernet
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,17 @@ class MBNet(nn.Module):
         for st, c_in, blocks in zip(cfg.stages, cfg.stage_in_channels(), spec):
             layers = []
             for j, (k, e) in enumerate(blocks):
-                layers.append(static_mbconv(c_in if j == 0 else st.out_channels, st.out_channels, k, e, st.stride if j == 0 else 1, st.use_se, st.act))
+                layers.append(
+                    static_mbconv(
+                        c_in if j == 0 else st.out_channels,
+                        st.out_channels,
+                        k,
+                        e,
+                        st.stride if j == 0 else 1,
+                        st.use_se,
+                        st.act,
+                    )
+                )
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
 
@@ -90,7 +100,15 @@ class MBSupernet(Supernet, nn.Module):
         stages = []
         for st, c_in in zip(cfg.stages, cfg.stage_in_channels()):
             blocks = [
-                ElasticInvertedResidual(c_in if j == 0 else st.out_channels, st.out_channels, cfg.kernels, cfg.expands, st.stride if j == 0 else 1, st.use_se, st.act)
+                ElasticInvertedResidual(
+                    c_in if j == 0 else st.out_channels,
+                    st.out_channels,
+                    cfg.kernels,
+                    cfg.expands,
+                    st.stride if j == 0 else 1,
+                    st.use_se,
+                    st.act,
+                )
                 for j in range(d_max)
             ]
             stages.append(nn.Sequential(*blocks))
@@ -113,7 +131,6 @@ class MBSupernet(Supernet, nn.Module):
                 blk.set_active(k, e)
             self.active_depths[i] = len(blocks)
         self.active_spec = tuple(tuple(b) for b in spec)
-
 
     # --- forward / extraction --------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,10 +156,16 @@ def _build_common(net: nn.Module, cfg: MBNetConfig, bn: Callable[[int], nn.Modul
     every BN of the supernet can be synchronised across ranks; the static network
     keeps plain ``nn.BatchNorm2d``.
     """
-    net.stem = ConvBNAct(nn.Conv2d(cfg.in_channels, cfg.stem_channels, 3, cfg.stem_stride, 1, bias=False), bn(cfg.stem_channels), "hswish")
+    net.stem = ConvBNAct(
+        nn.Conv2d(cfg.in_channels, cfg.stem_channels, 3, cfg.stem_stride, 1, bias=False),
+        bn(cfg.stem_channels),
+        "hswish",
+    )
     net.first = static_mbconv(cfg.stem_channels, cfg.first_channels, 3, 1, 1, False, "relu", bn=bn)
     c_last = cfg.stages[-1].out_channels
-    net.head_expand = ConvBNAct(nn.Conv2d(c_last, cfg.head_channels, 1, bias=False), bn(cfg.head_channels), "hswish")
+    net.head_expand = ConvBNAct(
+        nn.Conv2d(c_last, cfg.head_channels, 1, bias=False), bn(cfg.head_channels), "hswish"
+    )
     net.feature_mix = nn.Conv2d(cfg.head_channels, cfg.feature_channels, 1, bias=True)
     net.feature_act = activation("hswish")
     net.dropout = nn.Dropout(cfg.dropout)

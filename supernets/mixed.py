@@ -31,7 +31,9 @@ from supernets.blocks import SqueezeExcite, mid_channels, se_channels
 from supernets.mbnet import MBSupernet, _head_forward
 
 
-def nested_mask(bounds: Sequence[int], scales: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def nested_mask(
+    bounds: Sequence[int], scales: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """Mask over ``bounds[-1]`` channels: 1 on ``[0, bounds[0])``, ``scales[n]`` on ``[bounds[n], bounds[n+1])``."""
     idx = torch.arange(bounds[-1], device=device)
     mask = (idx < bounds[0]).to(dtype)
@@ -40,7 +42,13 @@ def nested_mask(bounds: Sequence[int], scales: Sequence[torch.Tensor], device: t
     return mask
 
 
-def nested_kernel_mask(kernels: Sequence[int], k_max: int, scales: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def nested_kernel_mask(
+    kernels: Sequence[int],
+    k_max: int,
+    scales: Sequence[torch.Tensor],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """Spatial ``k_max x k_max`` mask: 1 on the smallest kernel's window, ``scales[n]`` on ring ``n``."""
     r = torch.arange(k_max, device=device)
     dist = torch.maximum((r - k_max // 2).abs()[:, None], (r - k_max // 2).abs()[None, :])  # Chebyshev radius
@@ -56,7 +64,14 @@ def survival(probs: torch.Tensor) -> list[torch.Tensor]:
     return [tail[..., n] for n in range(1, probs.shape[-1])]
 
 
-def masked_block_output(blk: nn.Module, x: torch.Tensor, kernels: Sequence[int], expands: Sequence[float], kernel_scales: Sequence[torch.Tensor], expand_scales: Sequence[torch.Tensor]) -> torch.Tensor:
+def masked_block_output(
+    blk: nn.Module,
+    x: torch.Tensor,
+    kernels: Sequence[int],
+    expands: Sequence[float],
+    kernel_scales: Sequence[torch.Tensor],
+    expand_scales: Sequence[torch.Tensor],
+) -> torch.Tensor:
     """The block's branch output (before any residual add) with masked kernel rings and expand groups.
 
     The block must be set to its largest choice (full-width ops); masks do the choosing.
@@ -78,7 +93,13 @@ def masked_block_output(blk: nn.Module, x: torch.Tensor, kernels: Sequence[int],
     return blk.project(h)
 
 
-def mixed_forward(net: MBSupernet, x: torch.Tensor, kernel_probs: torch.Tensor, expand_probs: torch.Tensor, depth_probs: torch.Tensor) -> torch.Tensor:
+def mixed_forward(
+    net: MBSupernet,
+    x: torch.Tensor,
+    kernel_probs: torch.Tensor,
+    expand_probs: torch.Tensor,
+    depth_probs: torch.Tensor,
+) -> torch.Tensor:
     """Logits of the probability-weighted mixture of every subnetwork, at the cost of the largest one.
 
     ``kernel_probs[i, j]`` / ``expand_probs[i, j]``: distribution over ``cfg.kernels`` /
@@ -88,12 +109,16 @@ def mixed_forward(net: MBSupernet, x: torch.Tensor, kernel_probs: torch.Tensor, 
     """
     cfg = net.cfg
     if net.active_spec != net.largest_spec():
-        raise RuntimeError("mixed_forward needs the supernet at its largest choice (net.set_active(net.largest_spec())): masks do the choosing")
+        raise RuntimeError(
+            "mixed_forward needs the supernet at its largest choice (net.set_active(net.largest_spec())): masks do the choosing"
+        )
     x = net.first(net.stem(x))
     for i, stage in enumerate(net.stages):
         out = None
         for j, blk in enumerate(stage):
-            y = masked_block_output(blk, x, cfg.kernels, cfg.expands, survival(kernel_probs[i, j]), survival(expand_probs[i, j]))
+            y = masked_block_output(
+                blk, x, cfg.kernels, cfg.expands, survival(kernel_probs[i, j]), survival(expand_probs[i, j])
+            )
             x = x + y if blk.residual else y
             if j + 1 in cfg.depths:
                 term = depth_probs[i, cfg.depths.index(j + 1)] * x

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from supernets.base import Supernet
 from torch.func import functional_call
+
+from supernets.base import Supernet
 
 
 def spec_features(spec: Any, template: Any) -> list[float]:
@@ -55,12 +56,16 @@ class MixtureOfSupernets(Supernet, nn.Module):
         names = [n for n, _ in base.named_parameters()]
         self._names = names
         experts = []
-        for _ in range(k):  # independently initialised experts, like K supernets; the caller's RNG is left as it was
+        for _ in range(
+            k
+        ):  # independently initialised experts, like K supernets; the caller's RNG is left as it was
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
                 experts.append(dict(factory().named_parameters()))
         # one ParameterList per expert, each tensor in its own shape (so memory-format and device moves apply as usual)
-        self.experts = nn.ModuleList(nn.ParameterList(nn.Parameter(e[n].detach()) for n in names) for e in experts)
+        self.experts = nn.ModuleList(
+            nn.ParameterList(nn.Parameter(e[n].detach()) for n in names) for e in experts
+        )
         for n in names:  # the structure keeps its buffers (BN statistics) but no parameters of its own
             _delete_parameter(base, n)
         self.base = base
@@ -78,7 +83,11 @@ class MixtureOfSupernets(Supernet, nn.Module):
         self.base.set_active(spec)
         self.active_spec = self.base.active_spec
         f = torch.tensor(spec_features(self.active_spec, self.template), dtype=torch.float32)
-        scale = torch.tensor(spec_features(self.template, self.template), dtype=torch.float32).abs().clamp(min=1.0)
+        scale = (
+            torch.tensor(spec_features(self.template, self.template), dtype=torch.float32)
+            .abs()
+            .clamp(min=1.0)
+        )
         self._features = f / scale
 
     def routing(self) -> torch.Tensor:

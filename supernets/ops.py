@@ -146,13 +146,21 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         n_local = x.numel() // c
         # Sums are taken around a shift that every rank shares (the synchronised running mean),
         # so E[(x-s)^2] - E[x-s]^2 does not cancel catastrophically when |mean| >> std.
-        shift = self.running_mean[:c].detach().to(acc.dtype).view(1, c, 1, 1) if self.running_mean is not None else acc.new_zeros(1, c, 1, 1)
+        shift = (
+            self.running_mean[:c].detach().to(acc.dtype).view(1, c, 1, 1)
+            if self.running_mean is not None
+            else acc.new_zeros(1, c, 1, 1)
+        )
         centred = acc - shift
-        local = torch.cat([centred.sum(dim=(0, 2, 3)), (centred * centred).sum(dim=(0, 2, 3)), acc.new_full((1,), n_local)])
+        local = torch.cat(
+            [centred.sum(dim=(0, 2, 3)), (centred * centred).sum(dim=(0, 2, 3)), acc.new_full((1,), n_local)]
+        )
         total = _AllReduceSum.apply(local)
         count = total[-1].detach()  # values per channel over all ranks; kept on device (no host sync)
         if n_local <= 1 and count.item() <= 1:  # host sync only in the degenerate case
-            raise ValueError(f"Expected more than 1 value per channel when training over all ranks, got local input size {tuple(x.shape)}")
+            raise ValueError(
+                f"Expected more than 1 value per channel when training over all ranks, got local input size {tuple(x.shape)}"
+            )
         mean_c = total[:c] / count  # mean of x - shift
         var = (total[c : 2 * c] / count - mean_c * mean_c).clamp_min(0.0)  # biased, as used for normalising
         mean = mean_c + shift.view(c)

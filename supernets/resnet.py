@@ -15,10 +15,10 @@ from itertools import islice
 import torch
 from torch import nn
 
+from supernets.base import Supernet
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticBatchNorm2d, ElasticConv2d
 from supernets.resnet_pool import BasicBlock
-from supernets.base import Supernet
 
 ResNetSpec = tuple[tuple[int, int], ...]  # (depth, width in channels) per stage
 
@@ -36,14 +36,18 @@ class ResNetConfig:
 
     def widths(self, stage: int) -> tuple[int, ...]:
         c = self.stage_channels[stage]
-        return tuple(sorted({max(8, int(round(c * r / 8)) * 8) for r in self.width_ratios}))  # multiples of 8, distinct
+        return tuple(
+            sorted({max(8, int(round(c * r / 8)) * 8) for r in self.width_ratios})
+        )  # multiples of 8, distinct
 
     def check(self, spec: ResNetSpec) -> None:
         if len(spec) != len(self.stage_channels):
             raise ValueError(f"spec has {len(spec)} stages, the network {len(self.stage_channels)}")
         for i, (d, w) in enumerate(spec):
             if d not in self.depths or w not in self.widths(i):
-                raise ValueError(f"stage {i}: (depth={d}, width={w}) outside depths {self.depths} / widths {self.widths(i)}")
+                raise ValueError(
+                    f"stage {i}: (depth={d}, width={w}) outside depths {self.depths} / widths {self.widths(i)}"
+                )
 
 
 class _Block(BasicBlock):
@@ -52,13 +56,19 @@ class _Block(BasicBlock):
     def __init__(self, c_in: int, c_out: int, stride: int, project: bool):
         super().__init__(c_in, c_out, stride)
         if project and self.shortcut is None:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
         elif not project:
             self.shortcut = None
 
 
 def _stem(cfg: ResNetConfig, bn: type[nn.BatchNorm2d]) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cfg.in_channels, cfg.stem_channels, 3, cfg.stem_stride, 1, bias=False), bn(cfg.stem_channels), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(cfg.in_channels, cfg.stem_channels, 3, cfg.stem_stride, 1, bias=False),
+        bn(cfg.stem_channels),
+        nn.ReLU(),
+    )
 
 
 class ResNet(nn.Module):
@@ -71,7 +81,14 @@ class ResNet(nn.Module):
         self.stem = _stem(cfg, nn.BatchNorm2d)
         stages, c_in = [], cfg.stem_channels
         for (d, w), stride in zip(spec, cfg.stage_strides):
-            stages.append(nn.Sequential(*(_Block(c_in if j == 0 else w, w, stride if j == 0 else 1, project=j == 0) for j in range(d))))
+            stages.append(
+                nn.Sequential(
+                    *(
+                        _Block(c_in if j == 0 else w, w, stride if j == 0 else 1, project=j == 0)
+                        for j in range(d)
+                    )
+                )
+            )
             c_in = w
         self.stages = nn.Sequential(*stages)
         self.classifier = nn.Linear(c_in, cfg.num_classes)
@@ -87,7 +104,11 @@ class _ElasticBlock(nn.Module):
         self.bn1 = ElasticBatchNorm2d(c_out)
         self.conv2 = ElasticConv2d(c_out, c_out, 3)
         self.bn2 = ElasticBatchNorm2d(c_out)
-        self.shortcut = nn.Sequential(ElasticConv2d(c_in, c_out, 1, stride), ElasticBatchNorm2d(c_out)) if project else None
+        self.shortcut = (
+            nn.Sequential(ElasticConv2d(c_in, c_out, 1, stride), ElasticBatchNorm2d(c_out))
+            if project
+            else None
+        )
 
     def set_width(self, w: int) -> None:
         self.conv1.active_out = self.conv2.active_out = w
@@ -106,14 +127,23 @@ class ResNetSupernet(Supernet, nn.Module):
         self.stem = _stem(cfg, ElasticBatchNorm2d)
         stages, c_in = [], cfg.stem_channels
         for c, stride in zip(cfg.stage_channels, cfg.stage_strides):
-            stages.append(nn.Sequential(*(_ElasticBlock(c_in if j == 0 else c, c, stride if j == 0 else 1, project=j == 0) for j in range(max(cfg.depths)))))
+            stages.append(
+                nn.Sequential(
+                    *(
+                        _ElasticBlock(c_in if j == 0 else c, c, stride if j == 0 else 1, project=j == 0)
+                        for j in range(max(cfg.depths))
+                    )
+                )
+            )
             c_in = c
         self.stages = nn.Sequential(*stages)
         self.classifier = nn.Linear(c_in, cfg.num_classes)
         self.set_active(self.largest_spec())
 
     def largest_spec(self) -> ResNetSpec:
-        return tuple((max(self.cfg.depths), max(self.cfg.widths(i))) for i in range(len(self.cfg.stage_channels)))
+        return tuple(
+            (max(self.cfg.depths), max(self.cfg.widths(i))) for i in range(len(self.cfg.stage_channels))
+        )
 
     def set_active(self, spec: ResNetSpec) -> None:
         self.cfg.check(spec)

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernets.base import Supernet
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticBatchNorm2d, ElasticConv2d
-from supernets.base import Supernet
 
 PoolSpec = tuple[int, ...]  # sorted indices of the blocks that downsample
 
@@ -74,7 +74,11 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)) if (stride != 1 or c_in != c_out) else None
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            if (stride != 1 or c_in != c_out)
+            else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -106,7 +110,9 @@ class ElasticBasicBlock(nn.Module):
 
 
 def _build_stem_and_head(net: nn.Module, cfg: PoolResNetConfig, bn: type[nn.BatchNorm2d]) -> None:
-    net.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, cfg.base_channels, 3, 1, 1, bias=False), bn(cfg.base_channels), nn.ReLU())
+    net.stem = nn.Sequential(
+        nn.Conv2d(cfg.in_channels, cfg.base_channels, 3, 1, 1, bias=False), bn(cfg.base_channels), nn.ReLU()
+    )
     net.classifier = nn.Linear(cfg.max_channels, cfg.num_classes)  # every configuration ends at the max width
 
 
@@ -152,4 +158,11 @@ class PoolResNetSupernet(Supernet, nn.Module):
         return static.train(self.training)
 
 
-__all__ = ["BasicBlock", "ElasticBasicBlock", "PoolResNet", "PoolResNetConfig", "PoolResNetSupernet", "PoolSpec"]
+__all__ = [
+    "BasicBlock",
+    "ElasticBasicBlock",
+    "PoolResNet",
+    "PoolResNetConfig",
+    "PoolResNetSupernet",
+    "PoolSpec",
+]

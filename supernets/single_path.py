@@ -86,10 +86,16 @@ class SinglePathMBSupernet(MBSupernet):
         rings = []
         for small, big in zip(kernels[:-1], kernels[1:]):
             ring = w[: mids[0], :, window(big), window(big)].clone()
-            ring[..., window(small).start - window(big).start : window(small).stop - window(big).start, window(small).start - window(big).start : window(small).stop - window(big).start] = 0
+            ring[
+                ...,
+                window(small).start - window(big).start : window(small).stop - window(big).start,
+                window(small).start - window(big).start : window(small).stop - window(big).start,
+            ] = 0
             n_ring = big * big - small * small
             rings.append(ring.pow(2).sum().div(mids[0] * n_ring).sqrt())
-        groups = [_rms(w[lo:hi, :, window(kernels[0]), window(kernels[0])]) for lo, hi in zip(mids[:-1], mids[1:])]
+        groups = [
+            _rms(w[lo:hi, :, window(kernels[0]), window(kernels[0])]) for lo, hi in zip(mids[:-1], mids[1:])
+        ]
         base = _rms(w[: mids[0], :, window(kernels[0]), window(kernels[0])])
         return rings, groups, base
 
@@ -135,15 +141,21 @@ class SinglePathMBSupernet(MBSupernet):
         if not self.search_mode:
             return super().forward(x)
         ind = self.indicators()
-        self.last_indicators = ind  # the training step's latency term reuses this step's gates (same graph, computed once)
+        self.last_indicators = (
+            ind  # the training step's latency term reuses this step's gates (same graph, computed once)
+        )
         x = self.first(self.stem(x))
         for i, stage in enumerate(self.stages):
             for j, blk in enumerate(stage):
                 x = self._masked_block(blk, x, ind[(i, j)])
         return _head_forward(self, x)
 
-    def _masked_block(self, blk: nn.Module, x: torch.Tensor, ind: dict[str, list[torch.Tensor]]) -> torch.Tensor:
-        y = masked_block_output(blk, x, self.cfg.kernels, self.cfg.expands, _cumulative(ind["kernel"]), _cumulative(ind["expand"]))
+    def _masked_block(
+        self, blk: nn.Module, x: torch.Tensor, ind: dict[str, list[torch.Tensor]]
+    ) -> torch.Tensor:
+        y = masked_block_output(
+            blk, x, self.cfg.kernels, self.cfg.expands, _cumulative(ind["kernel"]), _cumulative(ind["expand"])
+        )
         if not blk.residual:
             return y
         return x + (ind["run"][0] * y if ind["run"] else y)

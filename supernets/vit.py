@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from supernets.base import Supernet
 from supernets.extract import copy_sliced_state
 from supernets.ops import ElasticConv2d, ElasticLinear
-from supernets.base import Supernet
 
 ViTSpec = tuple[int, tuple[tuple[int, float], ...]]  # (embed_dim, ((heads, mlp_ratio) per layer))
 
@@ -48,7 +48,9 @@ class ViTConfig:
             raise ValueError(f"depth {len(layers)} not in {self.depths}")
         for i, (h, r) in enumerate(layers):
             if h not in self.heads or r not in self.mlp_ratios:
-                raise ValueError(f"layer {i}: (heads={h}, mlp_ratio={r}) outside heads {self.heads} / mlp ratios {self.mlp_ratios}")
+                raise ValueError(
+                    f"layer {i}: (heads={h}, mlp_ratio={r}) outside heads {self.heads} / mlp ratios {self.mlp_ratios}"
+                )
 
 
 def _hidden(embed: int, ratio: float) -> int:
@@ -123,7 +125,20 @@ class ViT(nn.Module):
         hd = cfg.head_dim
         self.blocks = nn.Sequential(
             *(
-                Block(nn.LayerNorm(e, eps=1e-6), Attention(nn.Linear(e, h * hd), nn.Linear(e, h * hd), nn.Linear(e, h * hd), nn.Linear(h * hd, e), h, hd), nn.LayerNorm(e, eps=1e-6), nn.Linear(e, _hidden(e, r)), nn.Linear(_hidden(e, r), e))
+                Block(
+                    nn.LayerNorm(e, eps=1e-6),
+                    Attention(
+                        nn.Linear(e, h * hd),
+                        nn.Linear(e, h * hd),
+                        nn.Linear(e, h * hd),
+                        nn.Linear(h * hd, e),
+                        h,
+                        hd,
+                    ),
+                    nn.LayerNorm(e, eps=1e-6),
+                    nn.Linear(e, _hidden(e, r)),
+                    nn.Linear(_hidden(e, r), e),
+                )
                 for h, r in layers
             )
         )
@@ -148,7 +163,20 @@ class ViTSupernet(Supernet, nn.Module):
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.num_patches + 1, e) * 0.02)
         self.blocks = nn.Sequential(
             *(
-                Block(ElasticLayerNorm(e), Attention(ElasticLinear(e, h * hd), ElasticLinear(e, h * hd), ElasticLinear(e, h * hd), ElasticLinear(h * hd, e), h, hd), ElasticLayerNorm(e), ElasticLinear(e, hidden), ElasticLinear(hidden, e))
+                Block(
+                    ElasticLayerNorm(e),
+                    Attention(
+                        ElasticLinear(e, h * hd),
+                        ElasticLinear(e, h * hd),
+                        ElasticLinear(e, h * hd),
+                        ElasticLinear(h * hd, e),
+                        h,
+                        hd,
+                    ),
+                    ElasticLayerNorm(e),
+                    ElasticLinear(e, hidden),
+                    ElasticLinear(hidden, e),
+                )
                 for _ in range(max(cfg.depths))
             )
         )

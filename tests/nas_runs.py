@@ -27,9 +27,18 @@ from nas.cli import main
 # Small and quick, but every stage is real: 3 epochs, 8 trials, two export formats.
 EPOCHS, TRIALS = 3, 8
 SETTINGS = [
-    "--space=tiny", "--data.resolution=16", "--data.train_limit=256", "--data.val_limit=128", "--train.bn_recal_batches=2",
-    "--trackers=jsonl", f"--epochs={EPOCHS}", f"--trials={TRIALS}", "--search.calibration_archs=8", "--export.latency_repeats=5",
-    "--format=torch,torchscript", "--quiet",
+    "--space=tiny",
+    "--data.resolution=16",
+    "--data.train_limit=256",
+    "--data.val_limit=128",
+    "--train.bn_recal_batches=2",
+    "--trackers=jsonl",
+    f"--epochs={EPOCHS}",
+    f"--trials={TRIALS}",
+    "--search.calibration_archs=8",
+    "--export.latency_repeats=5",
+    "--format=torch,torchscript",
+    "--quiet",
 ]
 
 _made: dict[str, tuple[Path, dict[str, Any]]] = {}
@@ -42,7 +51,12 @@ def cache_dir(factory: pytest.TempPathFactory) -> Path:
 
 def env(factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment for `nas` subprocesses: the session cache, offline trackers."""
-    return {**os.environ, "XDG_CACHE_HOME": str(cache_dir(factory)), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return {
+        **os.environ,
+        "XDG_CACHE_HOME": str(cache_dir(factory)),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
 
 
 def finished_run(factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
@@ -73,7 +87,9 @@ def nas_subprocess(args: list[str], factory: pytest.TempPathFactory, **kwargs: A
     return subprocess.Popen([sys.executable, "-m", "nas.cli", *args], env=env(factory), **kwargs)
 
 
-def sigkill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float, poll: float = 0.01) -> int | None:
+def sigkill_when(
+    proc: subprocess.Popen, ready: Callable[[], bool], timeout: float, poll: float = 0.01
+) -> int | None:
     """SIGKILL ``proc`` the moment ``ready()`` holds (or at ``timeout``) and return its exit code.
 
     ``-signal.SIGKILL`` means it was killed; anything else means it ended on its own first,

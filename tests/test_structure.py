@@ -44,7 +44,10 @@ def _project_imports(name: str, path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
-                hit = next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in MODULES), None)
+                hit = next(
+                    (".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in MODULES),
+                    None,
+                )
                 if hit:
                     out.add(hit)
         elif isinstance(node, ast.ImportFrom) and node.module:

@@ -21,10 +21,10 @@ from nas.export.exporter import ExportError, choose_trial
 from nas.export.formats import EXPORT_FORMATS, resolve_formats
 from nas.run.config import ConfigError, NASConfig
 from nas.run.context import RunContext, resolve_device
-from nas.trials import TrialRow
 from nas.training.checkpoint import checkpoint_path, load_checkpoint, load_supernet
 from nas.training.plans import plan_class
 from nas.training.sampling import SAMPLING_RULES, get_rule
+from nas.trials import TrialRow
 from search_spaces import SPACES, SUPERNET_KINDS, InvalidArchitectureError
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -42,7 +42,12 @@ def validate_config(cfg: NASConfig) -> None:
         registry.get(value, setting=key)
     if cfg.train.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown train.optimizer {cfg.train.optimizer!r}; available: {list(OPTIMIZERS)}")
-    positive = {"train.epochs": cfg.train.epochs, "search.trials": cfg.search.trials, "data.batch_size": cfg.data.batch_size, "train.lr": cfg.train.lr}
+    positive = {
+        "train.epochs": cfg.train.epochs,
+        "search.trials": cfg.search.trials,
+        "data.batch_size": cfg.data.batch_size,
+        "train.lr": cfg.train.lr,
+    }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be > 0, got {value}")
@@ -52,9 +57,13 @@ def validate_config(cfg: NASConfig) -> None:
         own = controller_options(cfg.search.controller)
         unknown = sorted(set(cfg.search.controller_options) - set(own))
         if unknown:
-            raise ConfigError(f"search.controller_options: controller {cfg.search.controller!r} has no option {', '.join(map(repr, unknown))}; its options: {own or 'none'}")
+            raise ConfigError(
+                f"search.controller_options: controller {cfg.search.controller!r} has no option {', '.join(map(repr, unknown))}; its options: {own or 'none'}"
+            )
     if plan_class(cfg.space.supernet).needs_latency_budget and cfg.search.latency_budget_ms is None:
-        raise ConfigError(f"--supernet {cfg.space.supernet} trains towards a latency target: give --latency-budget-ms")
+        raise ConfigError(
+            f"--supernet {cfg.space.supernet} trains towards a latency target: give --latency-budget-ms"
+        )
     try:
         resolve_device(cfg.device)
     except ValueError as exc:
@@ -89,8 +98,16 @@ def search_history(ctx: RunContext) -> list[TrialRow]:
     """The finished trials of the run's study (private SQLite file or the shared storage)."""
     scfg = ctx.cfg.search
     controller = create_controller(
-        scfg.controller, options=scfg.controller_options, space=ctx.space, seed=ctx.cfg.seed, latency_budget_ms=scfg.latency_budget_ms,
-        run_dir=ctx.run_dir, population=scfg.population, n_devices=len(scfg.devices), storage=scfg.storage, study_name=scfg.study,
+        scfg.controller,
+        options=scfg.controller_options,
+        space=ctx.space,
+        seed=ctx.cfg.seed,
+        latency_budget_ms=scfg.latency_budget_ms,
+        run_dir=ctx.run_dir,
+        population=scfg.population,
+        n_devices=len(scfg.devices),
+        storage=scfg.storage,
+        study_name=scfg.study,
     )
     try:
         return controller.history()
@@ -107,7 +124,9 @@ def export_row(ctx: RunContext) -> TrialRow:
     try:
         ctx.space.arch(row["arch"])
     except InvalidArchitectureError as exc:
-        raise InvalidArchitectureError(f"trial {row['trial']}'s architecture does not belong to space {ctx.space.name!r}: {exc}") from None
+        raise InvalidArchitectureError(
+            f"trial {row['trial']}'s architecture does not belong to space {ctx.space.name!r}: {exc}"
+        ) from None
     return row
 
 

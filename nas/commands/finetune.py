@@ -20,11 +20,20 @@ def add_parsers(sub: Any) -> None:
         "Any train.* key can be set as --train.key=value.",
     )
     add_common(fin)
-    fin.add_argument("--init", choices=("inherited", "scratch"), default="inherited",
-                     help="start from the exported weights and BN statistics (default) or re-initialise; output in <run>/finetune/<init>/")
-    fin.add_argument("--epochs", type=int, default=None, help="training epochs (default: the run's train.epochs)")
-    fin.add_argument("--format", default=None,
-                     help="formats to write besides torch (model.pt, always written), as for nas export: e.g. onnx,torchscript or all")
+    fin.add_argument(
+        "--init",
+        choices=("inherited", "scratch"),
+        default="inherited",
+        help="start from the exported weights and BN statistics (default) or re-initialise; output in <run>/finetune/<init>/",
+    )
+    fin.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (default: the run's train.epochs)"
+    )
+    fin.add_argument(
+        "--format",
+        default=None,
+        help="formats to write besides torch (model.pt, always written), as for nas export: e.g. onnx,torchscript or all",
+    )
     fin.set_defaults(handler=main)
 
 
@@ -44,11 +53,22 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
     extra = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
     t0 = time.perf_counter()
     result = run_finetune(
-        Path(args.run_dir), args.init, base, [*overrides, *extra], formats=_formats_arg(args.format),
-        progress=not args.quiet, quiet=args.quiet, validate=validate_config,
+        Path(args.run_dir),
+        args.init,
+        base,
+        [*overrides, *extra],
+        formats=_formats_arg(args.format),
+        progress=not args.quiet,
+        quiet=args.quiet,
+        validate=validate_config,
     )
     summary = {k: v for k, v in result.items() if k not in ("history", "recipe")}
-    summary.update(command="finetune", run_dir=str(Path(args.run_dir).expanduser().resolve()), already_done=result.get("already_done", False), wall_seconds=round(time.perf_counter() - t0, 2))
+    summary.update(
+        command="finetune",
+        run_dir=str(Path(args.run_dir).expanduser().resolve()),
+        already_done=result.get("already_done", False),
+        wall_seconds=round(time.perf_counter() - t0, 2),
+    )
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     else:
@@ -56,6 +76,6 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
             f"fine-tuned {result['arch_id']} ({result['init']}, {result['epochs']} epochs, {result['seconds']:.1f}s): "
             f"val acc {result['val_accuracy_before']:.4f} -> {result['val_accuracy_after']:.4f}, "
             f"test acc {result['test_accuracy_before']:.4f} -> {result['test_accuracy_after']:.4f}\n"
-            f"model: {result['model_dir']}  (nas.load_subnet(\"{result['model_dir']}\"); result.json there)"
+            f'model: {result["model_dir"]}  (nas.load_subnet("{result["model_dir"]}"); result.json there)'
         )
     return 0

@@ -12,13 +12,31 @@ from typing import Any
 def add_parsers(sub: Any) -> None:
     from nas.commands.args import add_common
 
-    rank = sub.add_parser("rank", help="ranking report: supernet accuracy vs. standalone training of K architectures")
+    rank = sub.add_parser(
+        "rank", help="ranking report: supernet accuracy vs. standalone training of K architectures"
+    )
     add_common(rank)
-    rank.add_argument("--archs", type=int, default=20, help="number of architectures, stratified by size (default 20)")
-    rank.add_argument("--epochs", type=int, default=None, help="standalone training epochs (default: the supernet's train.epochs)")
-    rank.add_argument("--seeds", type=int, default=2, help="standalone seeds per architecture (>= 2 reports the ground truth's reliability)")
-    rank.add_argument("--workers", type=int, default=None, help="parallel standalone trainings (default: one per core)")
-    rank.add_argument("--standalone-dir", help="share standalone results between run directories (same data and recipe)")
+    rank.add_argument(
+        "--archs", type=int, default=20, help="number of architectures, stratified by size (default 20)"
+    )
+    rank.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="standalone training epochs (default: the supernet's train.epochs)",
+    )
+    rank.add_argument(
+        "--seeds",
+        type=int,
+        default=2,
+        help="standalone seeds per architecture (>= 2 reports the ground truth's reliability)",
+    )
+    rank.add_argument(
+        "--workers", type=int, default=None, help="parallel standalone trainings (default: one per core)"
+    )
+    rank.add_argument(
+        "--standalone-dir", help="share standalone results between run directories (same data and recipe)"
+    )
     rank.set_defaults(handler=main)
 
 
@@ -29,9 +47,24 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
 
     if not args.run_dir:
         raise ValueError("nas rank needs --run-dir of a run with a trained supernet")
-    with open_run(Path(args.run_dir), base, overrides, progress=not args.quiet, quiet=args.quiet, validate=validate_config, preflight=check_sampler_options) as ctx:
+    with open_run(
+        Path(args.run_dir),
+        base,
+        overrides,
+        progress=not args.quiet,
+        quiet=args.quiet,
+        validate=validate_config,
+        preflight=check_sampler_options,
+    ) as ctx:
         epochs = args.epochs or ctx.cfg.train.epochs
-        report = run_ranking(ctx, args.archs, epochs, seeds=args.seeds, workers=args.workers, standalone_dir=Path(args.standalone_dir) if args.standalone_dir else None)
+        report = run_ranking(
+            ctx,
+            args.archs,
+            epochs,
+            seeds=args.seeds,
+            workers=args.workers,
+            standalone_dir=Path(args.standalone_dir) if args.standalone_dir else None,
+        )
     keys = [k for k in report if k != "rows"]
     summary = {k: report[k] for k in keys}
     if args.json:

@@ -28,21 +28,32 @@ def add_parsers(sub: Any) -> None:
     from nas.commands.args import add_common
 
     for name, help_ in VERBS.items():
-        p = sub.add_parser(name, help=help_, description=help_ + ". Any config key can be set as --section.key=value.")
+        p = sub.add_parser(
+            name, help=help_, description=help_ + ". Any config key can be set as --section.key=value."
+        )
         add_common(p)
         p.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> int:
     t0 = time.perf_counter()
-    summary = run_command(args.command, Path(args.run_dir) if args.run_dir else None, base, overrides, quiet=args.quiet)
+    summary = run_command(
+        args.command, Path(args.run_dir) if args.run_dir else None, base, overrides, quiet=args.quiet
+    )
     summary["wall_seconds"] = round(time.perf_counter() - t0, 2)
     if args.json and summary.pop("rank", 0) == 0:  # under torchrun only rank 0 answers
         print(json.dumps(summary, sort_keys=True, default=str))
     return 0
 
 
-def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | None, overrides: Sequence[str], quiet: bool = False, table_stream: Any = None) -> dict[str, Any]:
+def run_command(
+    command: str,
+    run_dir: Path | None,
+    base: Mapping[str, Any] | None,
+    overrides: Sequence[str],
+    quiet: bool = False,
+    table_stream: Any = None,
+) -> dict[str, Any]:
     """Run ``train``, ``search``, ``export`` or ``run`` (all three) and return the summary."""
     from nas.commands.checks import preflight, search_history, validate_config
     from nas.cost.store import pin_profiles
@@ -57,19 +68,32 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
 
     dist = init_distributed()
     if dist.world_size > 1 and command != "train":
-        raise ValueError(f"`nas {command}` runs in one process; only `nas train` is launched with torchrun (then search/export the run directory)")
+        raise ValueError(
+            f"`nas {command}` runs in one process; only `nas train` is launched with torchrun (then search/export the run directory)"
+        )
     if dist.world_size > 1 and run_dir is None:
         raise ValueError("under torchrun give --run-dir: every rank must use the same run directory")
     run_dir = run_dir or default_run_dir(command)
     checked: dict[str, Any] = {}
-    with open_run(run_dir, base, overrides, progress=not quiet, quiet=quiet, dist=dist, search_only=command == "search",
-                  validate=validate_config, preflight=lambda c: checked.update(preflight(command, c))) as ctx:
+    with open_run(
+        run_dir,
+        base,
+        overrides,
+        progress=not quiet,
+        quiet=quiet,
+        dist=dist,
+        search_only=command == "search",
+        validate=validate_config,
+        preflight=lambda c: checked.update(preflight(command, c)),
+    ) as ctx:
         ctx.say(f"run directory: {ctx.run_dir}")
         formats = checked.get("formats", [])
         summary: dict[str, Any] = {"command": command, "run_dir": str(ctx.run_dir)}
         if command in ("train", "run"):
             if dist.world_size > 1 and ctx.cfg.data.batch_size % dist.world_size:
-                raise ValueError(f"data.batch_size={ctx.cfg.data.batch_size} is the global batch; it must be divisible by the {dist.world_size} processes")
+                raise ValueError(
+                    f"data.batch_size={ctx.cfg.data.batch_size} is the global batch; it must be divisible by the {dist.world_size} processes"
+                )
             summary["train"] = train_supernet(ctx, dist, resume_state=checked.pop("resume_state", None))
             summary["world_size"] = dist.world_size
         if command in ("search", "export", "run"):
@@ -83,23 +107,68 @@ def run_command(command: str, run_dir: Path | None, base: Mapping[str, Any] | No
                 table = format_front(result["pareto"], result["latency_budget_ms"], devices)
                 if not quiet:
                     print(table, file=table_stream or sys.stdout, flush=True)
-                summary["search"] = {"trials": result["trials"], "pareto_size": len(result["pareto"]), "search_seconds": round(result["search_seconds"], 2)}
+                summary["search"] = {
+                    "trials": result["trials"],
+                    "pareto_size": len(result["pareto"]),
+                    "search_seconds": round(result["search_seconds"], 2),
+                }
             if command in ("export", "run"):
-                row = checked["row"] if command == "export" else choose_trial(search_history(ctx), ctx.cfg.export.trial, ctx.cfg.search.latency_budget_ms)
+                row = (
+                    checked["row"]
+                    if command == "export"
+                    else choose_trial(
+                        search_history(ctx), ctx.cfg.export.trial, ctx.cfg.search.latency_budget_ms
+                    )
+                )
                 meta = export_arch(ctx, supernet, costs, row, formats=formats)
-                ctx.trackers.summary({k: meta[k] for k in ("test_accuracy", "val_accuracy", "latency_pred_ms", "latency_measured_ms", "params", "macs")})
+                ctx.trackers.summary(
+                    {
+                        k: meta[k]
+                        for k in (
+                            "test_accuracy",
+                            "val_accuracy",
+                            "latency_pred_ms",
+                            "latency_measured_ms",
+                            "params",
+                            "macs",
+                        )
+                    }
+                )
                 ctx.say(
                     f"exported trial {meta['trial']} ({meta['arch_id']}) to {ctx.run_dir / 'export'}: test acc {meta['test_accuracy']:.4f}, "
                     f"latency predicted {meta['latency_pred_ms']:.3f} ms / measured {meta['latency_measured_ms']:.3f} ms, {meta['params']:,} params"
                 )
-                summary.update({k: meta[k] for k in ("arch_id", "test_accuracy", "val_accuracy", "latency_pred_ms", "latency_measured_ms", "params")})
+                summary.update(
+                    {
+                        k: meta[k]
+                        for k in (
+                            "arch_id",
+                            "test_accuracy",
+                            "val_accuracy",
+                            "latency_pred_ms",
+                            "latency_measured_ms",
+                            "params",
+                        )
+                    }
+                )
                 summary["export_dir"] = str(ctx.run_dir / "export")
                 summary["formats"] = {f: r["ok"] for f, r in meta["formats"].items()}
-                ctx.say("formats: " + ", ".join(f"{f} {'ok' if r['ok'] else 'FAILED'}" + (f" (max diff {r['max_abs_diff']:.2g})" if "max_abs_diff" in r else "") for f, r in meta["formats"].items()))
-                report_after_run(ctx)  # figures + report.html in <run>/report/ and to the trackers (a failure only warns)
+                ctx.say(
+                    "formats: "
+                    + ", ".join(
+                        f"{f} {'ok' if r['ok'] else 'FAILED'}"
+                        + (f" (max diff {r['max_abs_diff']:.2g})" if "max_abs_diff" in r else "")
+                        for f, r in meta["formats"].items()
+                    )
+                )
+                report_after_run(
+                    ctx
+                )  # figures + report.html in <run>/report/ and to the trackers (a failure only warns)
                 failed = failed_formats(meta)
                 if failed:
-                    raise ExportError(f"export format(s) failed: {'; '.join(f'{f}: {e}' for f, e in failed.items())} (the other formats are in {ctx.run_dir / 'export'}; see meta.json)")
+                    raise ExportError(
+                        f"export format(s) failed: {'; '.join(f'{f}: {e}' for f, e in failed.items())} (the other formats are in {ctx.run_dir / 'export'}; see meta.json)"
+                    )
         ctx.say(f"run directory: {ctx.run_dir}")
     cleanup(dist)
     summary["rank"] = dist.rank

@@ -21,14 +21,23 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
     rows = []
     for name, doc in list_spaces().items():
         space = create_space(name)
-        rows.append({"name": name, "num_architectures": space.num_architectures(), "num_choices": len(space.keys), "description": doc})
+        rows.append(
+            {
+                "name": name,
+                "num_architectures": space.num_architectures(),
+                "num_choices": len(space.keys),
+                "description": doc,
+            }
+        )
     kinds = [{"supernet": k, "description": d} for k, d in list_supernet_kinds().items()]
     if as_json:
         print(json.dumps({"spaces": rows, "supernet_kinds": kinds}))
     else:
         print(f"{'space':<14} {'architectures':>14} {'choices':>8}  description")
         for r in rows:
-            print(f"{r['name']:<14} {r['num_architectures']:>14.3g} {r['num_choices']:>8}  {r['description']}")
+            print(
+                f"{r['name']:<14} {r['num_architectures']:>14.3g} {r['num_choices']:>8}  {r['description']}"
+            )
         print(f"\n{'supernet kind (--supernet)':<28} description")
         for k in kinds:
             print(f"{k['supernet']:<28} {k['description']}")

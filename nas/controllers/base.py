@@ -50,7 +50,12 @@ class Controller(ABC):
     """Whether other processes add trials to the same search (a shared study): results may appear between asks."""
 
     def __init__(self, space: SearchSpace, seed: int, latency_budget_ms: float | None, n_devices: int = 1):
-        self.space, self.seed, self.latency_budget_ms, self.n_devices = space, seed, latency_budget_ms, n_devices
+        self.space, self.seed, self.latency_budget_ms, self.n_devices = (
+            space,
+            seed,
+            latency_budget_ms,
+            n_devices,
+        )
 
     @abstractmethod
     def ask(self, n: int = 1) -> list[Arch]:
@@ -80,7 +85,9 @@ class Controller(ABC):
         the budget device's :class:`~nas.cost.CostModel`. Returns what was learned, with
         ``argmax_arch`` (the architecture it would pick) and ``argmax_latency_ms``.
         """
-        raise NotImplementedError(f"controller {type(self).__name__} does not learn on the supernet (needs_supernet is False)")
+        raise NotImplementedError(
+            f"controller {type(self).__name__} does not learn on the supernet (needs_supernet is False)"
+        )
 
     def ask_within(self, trials: int) -> Arch | None:
         """The next architecture to evaluate, or None once the search holds ``trials`` finished results.
@@ -89,7 +96,7 @@ class Controller(ABC):
         """
         return None if self.n_finished() >= trials else self.ask(1)[0]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook with a no-op default, not an abstract method
         """Release what the controller holds (threads, connections); the default holds nothing."""
 
     @abstractmethod
@@ -114,11 +121,22 @@ def create_controller(name: str, options: Mapping[str, Any] | None = None, **kwa
         own = controller_options(name)
         unknown = sorted(set(options) - set(own))
         if unknown:
-            raise ValueError(f"controller {name!r} has no option {', '.join(map(repr, unknown))}; its options: {own or 'none'}")
+            raise ValueError(
+                f"controller {name!r} has no option {', '.join(map(repr, unknown))}; its options: {own or 'none'}"
+            )
     return factory(**kwargs, **options)
 
 
-_COMMON = {"space", "seed", "latency_budget_ms", "run_dir", "population", "storage", "study_name", "n_devices"}
+_COMMON = {
+    "space",
+    "seed",
+    "latency_budget_ms",
+    "run_dir",
+    "population",
+    "storage",
+    "study_name",
+    "n_devices",
+}
 
 
 def controller_options(name: str) -> dict[str, Any]:

@@ -33,12 +33,15 @@ def _fitness(t: FrozenTrial) -> tuple[int, float]:
 class AgingEvolutionSampler(SpaceSampler):
     def __init__(self, space: SearchSpace, seed: int, population: int = 10, sample_size: int = 3):
         if not 1 <= sample_size <= population:
-            raise ValueError(f"evolution needs 1 <= sample_size <= population, got {sample_size} and {population}")
+            raise ValueError(
+                f"evolution needs 1 <= sample_size <= population, got {sample_size} and {population}"
+            )
         super().__init__(space, seed)
         self.population, self.sample_size = population, sample_size
 
-
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         rng = self.rng(trial)
         done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
         if len(done) < self.population:  # fill the first population at random
@@ -54,9 +57,24 @@ class AgingEvolutionSampler(SpaceSampler):
         return child
 
 
-
 @register_controller("evolution")
-def evolution(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+def evolution(
+    space: SearchSpace,
+    seed: int,
+    latency_budget_ms: float | None,
+    run_dir: Any,
+    population: int = 10,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_devices: int = 1,
+) -> OptunaController:
     """Regularised (aging) evolution with one-choice mutations, latency-constrained (feasible architectures first)."""
     sampler = AgingEvolutionSampler(space, seed, population=population, sample_size=max(2, population // 4))
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
+    return OptunaController(
+        space,
+        seed,
+        latency_budget_ms,
+        *_storage_and_name(run_dir, storage, study_name),
+        sampler=sampler,
+        n_devices=n_devices,
+    )

@@ -60,7 +60,9 @@ class ArchitectureLogits(nn.Module):
     def __init__(self, space: SearchSpace):
         super().__init__()
         self.keys = list(space.keys)
-        self.logits = nn.ParameterList([nn.Parameter(torch.zeros(len(space.choices[k]), dtype=torch.float64)) for k in self.keys])
+        self.logits = nn.ParameterList(
+            [nn.Parameter(torch.zeros(len(space.choices[k]), dtype=torch.float64)) for k in self.keys]
+        )
 
     def probabilities(self) -> dict[str, torch.Tensor]:
         return {k: torch.softmax(v, 0) for k, v in zip(self.keys, self.logits)}
@@ -86,18 +88,26 @@ class DistributionSampler(SpaceSampler):
 
     def argmax(self) -> Arch:
         assert self.probs is not None
-        return self.space.arch({k: self.space.choices[k][int(np.argmax(self.probs[k]))] for k in self.space.keys})
+        return self.space.arch(
+            {k: self.space.choices[k][int(np.argmax(self.probs[k]))] for k in self.space.keys}
+        )
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         if self.probs is None:
-            raise RuntimeError(f"controller {self.name!r} has no architecture distribution yet: call prepare() with the supernet before ask()")
+            raise RuntimeError(
+                f"controller {self.name!r} has no architecture distribution yet: call prepare() with the supernet before ask()"
+            )
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         if not any(t.number != trial.number for t in done):
             return dict(self.argmax())
         seen = {t.user_attrs.get("arch_id") for t in done}
         rng = self.rng(trial)
         for _ in range(32):  # duplicates are free (cached) but waste a trial: prefer a new architecture
-            arch = self.space.arch({k: v[int(rng.choice(len(v), p=self.probs[k]))] for k, v in self.space.choices.items()})
+            arch = self.space.arch(
+                {k: v[int(rng.choice(len(v), p=self.probs[k]))] for k, v in self.space.choices.items()}
+            )
             if arch.id not in seen:
                 break
         return dict(arch)
@@ -108,17 +118,49 @@ class GradientController(OptunaController):
 
     needs_supernet = True
 
-    def __init__(self, method: str, space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, storage: str | None, study_name: str | None, n_devices: int, settings: dict[str, float]):
+    def __init__(
+        self,
+        method: str,
+        space: SearchSpace,
+        seed: int,
+        latency_budget_ms: float | None,
+        run_dir: Any,
+        storage: str | None,
+        study_name: str | None,
+        n_devices: int,
+        settings: dict[str, float],
+    ):
         self.method, self.settings = method, settings
         self.sampler = DistributionSampler(space, seed, method)
-        super().__init__(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=self.sampler, n_devices=n_devices)
+        super().__init__(
+            space,
+            seed,
+            latency_budget_ms,
+            *_storage_and_name(run_dir, storage, study_name),
+            sampler=self.sampler,
+            n_devices=n_devices,
+        )
         self.state_path = Path(run_dir) / "search" / f"{method}_distribution.json"
         self.log: list[dict[str, float]] = []
 
     def _identity(self) -> dict[str, Any]:
-        return {"method": self.method, "seed": self.seed, "latency_budget_ms": self.latency_budget_ms, **self.settings}
+        return {
+            "method": self.method,
+            "seed": self.seed,
+            "latency_budget_ms": self.latency_budget_ms,
+            **self.settings,
+        }
 
-    def prepare(self, supernet: nn.Module, train_batches: Callable[[int], Batches], val_batches: Callable[[int], Batches], cost: CostModel, device: torch.device | str = "cpu", channels_last: bool = False, progress: bool = False) -> dict[str, Any]:
+    def prepare(
+        self,
+        supernet: nn.Module,
+        train_batches: Callable[[int], Batches],
+        val_batches: Callable[[int], Batches],
+        cost: CostModel,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        progress: bool = False,
+    ) -> dict[str, Any]:
         """Learn the architecture distribution (or load it from a previous run of the same settings)."""
         if type(self.space).mixed_forward is SearchSpace.mixed_forward:
             raise ValueError(
@@ -131,7 +173,9 @@ class GradientController(OptunaController):
                 self._set_probs(state["probabilities"])
                 return state
         dev = torch.device(device)
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # seeded here, the caller's RNG untouched
+        with torch.random.fork_rng(
+            devices=[dev] if dev.type == "cuda" else []
+        ):  # seeded here, the caller's RNG untouched
             torch.manual_seed(self.seed)
             state = self._search(supernet, train_batches, val_batches, cost, dev, channels_last, progress)
         atomic_write_json(self.state_path, state)
@@ -141,7 +185,16 @@ class GradientController(OptunaController):
     def _set_probs(self, probs: dict[str, list[float]]) -> None:
         self.sampler.probs = {k: np.asarray(v, dtype=np.float64) / np.sum(v) for k, v in probs.items()}
 
-    def _search(self, supernet: nn.Module, train_batches: Callable[[int], Batches], val_batches: Callable[[int], Batches], cost: CostModel, device: torch.device, channels_last: bool, progress: bool) -> dict[str, Any]:
+    def _search(
+        self,
+        supernet: nn.Module,
+        train_batches: Callable[[int], Batches],
+        val_batches: Callable[[int], Batches],
+        cost: CostModel,
+        device: torch.device,
+        channels_last: bool,
+        progress: bool,
+    ) -> dict[str, Any]:
         s = self.settings
         net = copy.deepcopy(supernet).to(device).train()
         if channels_last:
@@ -179,21 +232,35 @@ class GradientController(OptunaController):
                 # 1. architecture step (validation batch)
                 ce = F.cross_entropy(self.space.mixed_forward(net, xv, probs), yv)
                 lat = expected_latency(cost, alphas.probabilities(), validate=False)
-                penalty = s["latency_weight"] * F.relu(torch.log(lat / budget)) if budget is not None else lat.new_zeros(())
+                penalty = (
+                    s["latency_weight"] * F.relu(torch.log(lat / budget))
+                    if budget is not None
+                    else lat.new_zeros(())
+                )
                 a_opt.zero_grad(set_to_none=True)
                 (ce + penalty.to(ce.dtype)).backward()
                 net.zero_grad(set_to_none=True)  # the architecture step must not move the weights
                 a_opt.step()
                 # 2. weight step (training batch), architecture fixed
                 with torch.no_grad():
-                    fixed = alphas.probabilities() if self.method == "darts" else alphas.gumbel_one_hot(tau, gen)
+                    fixed = (
+                        alphas.probabilities() if self.method == "darts" else alphas.gumbel_one_hot(tau, gen)
+                    )
                 loss = F.cross_entropy(self.space.mixed_forward(net, xt, fixed), yt)
                 w_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 w_opt.step()
                 step += 1
                 if step % 10 == 0 or step == 1:
-                    self.log.append({"step": step, "val_ce": ce.item(), "train_ce": loss.item(), "expected_latency_ms": lat.item(), "tau": tau})
+                    self.log.append(
+                        {
+                            "step": step,
+                            "val_ce": ce.item(),
+                            "train_ce": loss.item(),
+                            "expected_latency_ms": lat.item(),
+                            "tau": tau,
+                        }
+                    )
                 bar.update(1)
                 bar.set_postfix(ce=f"{ce.item():.3f}", lat=f"{lat.item():.2f}ms")
         bar.close()
@@ -214,7 +281,15 @@ class GradientController(OptunaController):
         }
 
 
-def _settings(epochs: float, arch_lr: float, weight_lr: float, latency_weight: float, tau_max: float, tau_min: float, max_steps: int = 0) -> dict[str, float]:
+def _settings(
+    epochs: float,
+    arch_lr: float,
+    weight_lr: float,
+    latency_weight: float,
+    tau_max: float,
+    tau_min: float,
+    max_steps: int = 0,
+) -> dict[str, float]:
     if epochs < 1 or not math.isfinite(epochs) or int(epochs) != epochs:
         raise ValueError(f"gradient search needs a whole number of epochs >= 1, got {epochs}")
     for name, v in (("arch_lr", arch_lr), ("weight_lr", weight_lr), ("latency_weight", latency_weight)):
@@ -223,23 +298,77 @@ def _settings(epochs: float, arch_lr: float, weight_lr: float, latency_weight: f
     if not 0 < tau_min <= tau_max:
         raise ValueError(f"gradient search needs 0 < tau_min <= tau_max, got {tau_min}, {tau_max}")
     if max_steps < 0 or int(max_steps) != max_steps:
-        raise ValueError(f"gradient search option max_steps must be a whole number >= 0 (0 = no limit), got {max_steps}")
-    return {"epochs": int(epochs), "max_steps": int(max_steps), "arch_lr": arch_lr, "weight_lr": weight_lr, "latency_weight": latency_weight, "tau_max": tau_max, "tau_min": tau_min}
+        raise ValueError(
+            f"gradient search option max_steps must be a whole number >= 0 (0 = no limit), got {max_steps}"
+        )
+    return {
+        "epochs": int(epochs),
+        "max_steps": int(max_steps),
+        "arch_lr": arch_lr,
+        "weight_lr": weight_lr,
+        "latency_weight": latency_weight,
+        "tau_max": tau_max,
+        "tau_min": tau_min,
+    }
 
 
 @register_controller("darts")
 def darts(
-    space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1,
-    epochs: int = 2, arch_lr: float = 0.05, weight_lr: float = 0.005, latency_weight: float = 1.0, max_steps: int = 0,
+    space: SearchSpace,
+    seed: int,
+    latency_budget_ms: float | None,
+    run_dir: Any,
+    population: int = 10,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_devices: int = 1,
+    epochs: int = 2,
+    arch_lr: float = 0.05,
+    weight_lr: float = 0.005,
+    latency_weight: float = 1.0,
+    max_steps: int = 0,
 ) -> GradientController:
     """First-order DARTS on the weight-entangled supernet (TangleNAS mixture), latency-penalised; argmax first."""
-    return GradientController("darts", space, seed, latency_budget_ms, run_dir, storage, study_name, n_devices, _settings(epochs, arch_lr, weight_lr, latency_weight, 1.0, 1.0, max_steps))
+    return GradientController(
+        "darts",
+        space,
+        seed,
+        latency_budget_ms,
+        run_dir,
+        storage,
+        study_name,
+        n_devices,
+        _settings(epochs, arch_lr, weight_lr, latency_weight, 1.0, 1.0, max_steps),
+    )
 
 
 @register_controller("gdas")
 def gdas(
-    space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1,
-    epochs: int = 2, arch_lr: float = 0.05, weight_lr: float = 0.005, latency_weight: float = 1.0, tau_max: float = 5.0, tau_min: float = 0.5, max_steps: int = 0,
+    space: SearchSpace,
+    seed: int,
+    latency_budget_ms: float | None,
+    run_dir: Any,
+    population: int = 10,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_devices: int = 1,
+    epochs: int = 2,
+    arch_lr: float = 0.05,
+    weight_lr: float = 0.005,
+    latency_weight: float = 1.0,
+    tau_max: float = 5.0,
+    tau_min: float = 0.5,
+    max_steps: int = 0,
 ) -> GradientController:
     """GDAS: straight-through Gumbel one-hot samples (one subnetwork per step), annealed temperature; argmax first."""
-    return GradientController("gdas", space, seed, latency_budget_ms, run_dir, storage, study_name, n_devices, _settings(epochs, arch_lr, weight_lr, latency_weight, tau_max, tau_min, max_steps))
+    return GradientController(
+        "gdas",
+        space,
+        seed,
+        latency_budget_ms,
+        run_dir,
+        storage,
+        study_name,
+        n_devices,
+        _settings(epochs, arch_lr, weight_lr, latency_weight, tau_max, tau_min, max_steps),
+    )

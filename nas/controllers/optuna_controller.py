@@ -34,7 +34,11 @@ from search_spaces import Arch, SearchSpace
 
 RETRIES = 2  # times a trial whose worker died is re-queued with the same architecture
 GRACE_HEARTBEATS = 3  # a running trial is stale after this many heartbeat intervals without one
-_COUNTED = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)  # will be (or are) complete unless a worker dies
+_COUNTED = (
+    TrialState.COMPLETE,
+    TrialState.RUNNING,
+    TrialState.WAITING,
+)  # will be (or are) complete unless a worker dies
 
 
 class StorageError(ValueError):
@@ -84,23 +88,37 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.RDBStor
     url = _with_installed_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.split(":", 1)[0] in ("postgresql+psycopg2", "postgresql+psycopg"):
-        engine_kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails in seconds, not minutes
+        engine_kwargs["connect_args"] = {
+            "connect_timeout": 10
+        }  # an unreachable host fails in seconds, not minutes
     for attempt in range(6):
         try:
-            with warnings.catch_warnings():  # heartbeat arguments are "experimental" since Optuna 2.9; tested here
+            with (
+                warnings.catch_warnings()
+            ):  # heartbeat arguments are "experimental" since Optuna 2.9; tested here
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_s,  # type: ignore[arg-type]  (Optuna only compares and adds it)
                     grace_period=GRACE_HEARTBEATS * heartbeat_s,  # type: ignore[arg-type]
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=RETRIES),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=RETRIES
+                    ),
                 )
         except ImportError as exc:
-            hint = "pip install psycopg2-binary" if url.startswith("postgresql") else "install the Python driver SQLAlchemy names for this URL"
-            raise StorageError(f"cannot open search storage {shown}: its database driver is not installed ({exc.__cause__ or exc}); {hint}") from None
+            hint = (
+                "pip install psycopg2-binary"
+                if url.startswith("postgresql")
+                else "install the Python driver SQLAlchemy names for this URL"
+            )
+            raise StorageError(
+                f"cannot open search storage {shown}: its database driver is not installed ({exc.__cause__ or exc}); {hint}"
+            ) from None
         except sa_exc.ArgumentError as exc:
-            raise StorageError(f"search storage {shown} is not a database URL SQLAlchemy understands ({exc}); e.g. postgresql://user@host/db") from None
+            raise StorageError(
+                f"search storage {shown} is not a database URL SQLAlchemy understands ({exc}); e.g. postgresql://user@host/db"
+            ) from None
         except sa_exc.SQLAlchemyError as exc:
             if attempt < 5 and _retryable(exc):
                 time.sleep(0.2 + 0.3 * attempt)  # another worker is creating the same tables
@@ -111,7 +129,11 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.RDBStor
 
 
 def describe_storage(storage: str | BaseStorage) -> str:
-    url = storage if isinstance(storage, str) else getattr(storage, "url", None) or getattr(getattr(storage, "_backend", None), "url", None)
+    url = (
+        storage
+        if isinstance(storage, str)
+        else getattr(storage, "url", None) or getattr(getattr(storage, "_backend", None), "url", None)
+    )
     return _safe_url(url) if url else type(storage).__name__
 
 
@@ -145,7 +167,9 @@ class _Heartbeat:
                 try:
                     self.storage.record_heartbeat(trial_id)
                 except Exception as exc:  # noqa: BLE001 - a database hiccup must not stop later heartbeats
-                    warnings.warn(f"heartbeat for trial id {trial_id} failed: {exc}", RuntimeWarning, stacklevel=1)
+                    warnings.warn(
+                        f"heartbeat for trial id {trial_id} failed: {exc}", RuntimeWarning, stacklevel=1
+                    )
 
     def close(self) -> None:
         self._stop.set()
@@ -157,11 +181,24 @@ class OptunaController(Controller):
     """Multi-objective search: maximise accuracy, minimise predicted latency, latency budget as a constraint."""
 
     def __init__(
-        self, space: SearchSpace, seed: int, latency_budget_ms: float | None, storage: str | BaseStorage, study_name: str, sampler: optuna.samplers.BaseSampler, n_devices: int = 1
+        self,
+        space: SearchSpace,
+        seed: int,
+        latency_budget_ms: float | None,
+        storage: str | BaseStorage,
+        study_name: str,
+        sampler: optuna.samplers.BaseSampler,
+        n_devices: int = 1,
     ):
         super().__init__(space, seed, latency_budget_ms, n_devices)
         directions = ["maximize"] + ["minimize"] * n_devices  # accuracy, then latency on each device
-        self.study = optuna.create_study(storage=storage, study_name=study_name, directions=directions, sampler=sampler, load_if_exists=True)
+        self.study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            directions=directions,
+            sampler=sampler,
+            load_if_exists=True,
+        )
         if len(self.study.directions) != len(directions):
             raise ValueError(
                 f"study {study_name!r} in {describe_storage(storage)} optimises {len(self.study.directions) - 1} latency objective(s), this search {n_devices}: "
@@ -171,7 +208,9 @@ class OptunaController(Controller):
         self.shared = is_heartbeat_enabled(self.study._storage)
         self._heartbeat: _Heartbeat | None = None
         if self.shared:
-            self._heartbeat = _Heartbeat(self.study._storage, float(self.study._storage.get_heartbeat_interval()))  # type: ignore[attr-defined]
+            self._heartbeat = _Heartbeat(
+                self.study._storage, float(self.study._storage.get_heartbeat_interval())
+            )  # type: ignore[attr-defined]
             self.study.sampler.reseed_rng()  # workers built with one seed must not propose the same architectures
         else:
             self._fail_stale_trials()
@@ -190,7 +229,9 @@ class OptunaController(Controller):
                 optuna.storages.fail_stale_trials(self.study)
 
     def _new_trial(self) -> optuna.trial.Trial:
-        with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize": ours beats for ask/tell
+        with (
+            warnings.catch_warnings()
+        ):  # "heartbeat is supposed to be used with Study.optimize": ours beats for ask/tell
             warnings.simplefilter("ignore", UserWarning)
             trial = self.study.ask()
         if self._heartbeat is not None:
@@ -198,7 +239,9 @@ class OptunaController(Controller):
         return trial
 
     def _suggest(self, trial: optuna.trial.Trial) -> Arch:
-        arch = self.space.arch({k: trial.suggest_categorical(k, list(v)) for k, v in self.space.choices.items()})
+        arch = self.space.arch(
+            {k: trial.suggest_categorical(k, list(v)) for k, v in self.space.choices.items()}
+        )
         trial.set_user_attr("arch_id", arch.id)
         trial.set_user_attr("arch", arch.to_json())
         if self.shared:
@@ -235,13 +278,20 @@ class OptunaController(Controller):
                 time.sleep(poll_s)
                 continue
             trial = self._new_trial()
-            ahead = sum(1 for t in self.study.get_trials(deepcopy=False, states=_COUNTED) if t.number < trial.number)
+            ahead = sum(
+                1 for t in self.study.get_trials(deepcopy=False, states=_COUNTED) if t.number < trial.number
+            )
             if ahead >= trials:
                 self._finish(trial, state=TrialState.PRUNED)
                 continue
             return self._suggest(trial)
 
-    def _finish(self, trial: optuna.trial.Trial, values: Sequence[float] | None = None, state: TrialState | None = None) -> None:
+    def _finish(
+        self,
+        trial: optuna.trial.Trial,
+        values: Sequence[float] | None = None,
+        state: TrialState | None = None,
+    ) -> None:
         try:
             self.study.tell(trial, values, state=state)
         finally:
@@ -255,7 +305,9 @@ class OptunaController(Controller):
         for arch, res in zip(archs, results, strict=True):
             queue = self._pending.get(arch.id)
             if not queue:
-                raise KeyError(f"architecture {arch.id} was not asked by this controller (or was already told)")
+                raise KeyError(
+                    f"architecture {arch.id} was not asked by this controller (or was already told)"
+                )
             trial = queue.pop(0)
             trial.set_user_attr("latency_ms", res.latency_ms)
             budget = self.latency_budget_ms
@@ -268,7 +320,9 @@ class OptunaController(Controller):
             else:
                 trial.set_user_attr("accuracy", res.accuracy)
                 if len(res.extra_latencies_ms) != self.n_devices - 1:
-                    raise ValueError(f"expected latencies on {self.n_devices} devices, got {1 + len(res.extra_latencies_ms)}")
+                    raise ValueError(
+                        f"expected latencies on {self.n_devices} devices, got {1 + len(res.extra_latencies_ms)}"
+                    )
                 self._finish(trial, [res.accuracy, res.latency_ms, *res.extra_latencies_ms])
 
     def close(self) -> None:
@@ -280,10 +334,15 @@ class OptunaController(Controller):
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     def history(self) -> list[TrialRow]:
-        return [row_from_study_trial(t) for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        return [
+            row_from_study_trial(t)
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ]
 
 
-def _storage_and_name(run_dir: Any, storage: str | BaseStorage | None, study_name: str | None) -> tuple[str | BaseStorage, str]:
+def _storage_and_name(
+    run_dir: Any, storage: str | BaseStorage | None, study_name: str | None
+) -> tuple[str | BaseStorage, str]:
     """No storage: the run directory's private SQLite file; a URL: a shared storage (see :func:`open_storage`)."""
     if storage is None:
         return f"sqlite:///{run_dir}/study.db", study_name or "search"
@@ -291,36 +350,121 @@ def _storage_and_name(run_dir: Any, storage: str | BaseStorage | None, study_nam
 
 
 @register_controller("nsga2")
-def nsga2(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+def nsga2(
+    space: SearchSpace,
+    seed: int,
+    latency_budget_ms: float | None,
+    run_dir: Any,
+    population: int = 10,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_devices: int = 1,
+) -> OptunaController:
     """Optuna NSGA-II over (accuracy, latency on each device), constrained by the latency budget."""
     sampler = seed_per_trial(optuna.samplers.NSGAIISampler(population_size=population, seed=seed), seed)
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
+    return OptunaController(
+        space,
+        seed,
+        latency_budget_ms,
+        *_storage_and_name(run_dir, storage, study_name),
+        sampler=sampler,
+        n_devices=n_devices,
+    )
 
 
 @register_controller("random")
-def random_search(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+def random_search(
+    space: SearchSpace,
+    seed: int,
+    latency_budget_ms: float | None,
+    run_dir: Any,
+    population: int = 10,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_devices: int = 1,
+) -> OptunaController:
     """Uniform random search (the baseline every other controller must beat)."""
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=seed_per_trial(optuna.samplers.RandomSampler(seed=seed), seed), n_devices=n_devices)
+    return OptunaController(
+        space,
+        seed,
+        latency_budget_ms,
+        *_storage_and_name(run_dir, storage, study_name),
+        sampler=seed_per_trial(optuna.samplers.RandomSampler(seed=seed), seed),
+        n_devices=n_devices,
+    )
 
 
 @register_controller("tpe")
-def tpe(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+def tpe(
+    space: SearchSpace,
+    seed: int,
+    latency_budget_ms: float | None,
+    run_dir: Any,
+    population: int = 10,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_devices: int = 1,
+) -> OptunaController:
     """Optuna multivariate TPE (multi-objective), ``population`` random start-up trials, budget as a constraint."""
-    sampler = seed_per_trial(optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=population), seed)
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
+    sampler = seed_per_trial(
+        optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=population), seed
+    )
+    return OptunaController(
+        space,
+        seed,
+        latency_budget_ms,
+        *_storage_and_name(run_dir, storage, study_name),
+        sampler=sampler,
+        n_devices=n_devices,
+    )
 
 
 @register_controller("nsga3")
-def nsga3(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+def nsga3(
+    space: SearchSpace,
+    seed: int,
+    latency_budget_ms: float | None,
+    run_dir: Any,
+    population: int = 10,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_devices: int = 1,
+) -> OptunaController:
     """Optuna NSGA-III (reference-point selection: better spread with three or more objectives, e.g. several devices)."""
     with warnings.catch_warnings():  # "experimental" since Optuna 3.2; the behaviour is what we test
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = seed_per_trial(optuna.samplers.NSGAIIISampler(population_size=population, seed=seed), seed)
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
+    return OptunaController(
+        space,
+        seed,
+        latency_budget_ms,
+        *_storage_and_name(run_dir, storage, study_name),
+        sampler=sampler,
+        n_devices=n_devices,
+    )
 
 
 @register_controller("gp")
-def gp(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+def gp(
+    space: SearchSpace,
+    seed: int,
+    latency_budget_ms: float | None,
+    run_dir: Any,
+    population: int = 10,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_devices: int = 1,
+) -> OptunaController:
     """Optuna Gaussian-process Bayesian optimisation (small evaluation budgets; its cost grows with the trials)."""
-    sampler = seed_per_trial(optuna.samplers.GPSampler(seed=seed, n_startup_trials=population, warn_independent_sampling=False), seed)
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
+    sampler = seed_per_trial(
+        optuna.samplers.GPSampler(seed=seed, n_startup_trials=population, warn_independent_sampling=False),
+        seed,
+    )
+    return OptunaController(
+        space,
+        seed,
+        latency_budget_ms,
+        *_storage_and_name(run_dir, storage, study_name),
+        sampler=sampler,
+        n_devices=n_devices,
+    )

@@ -32,11 +32,15 @@ class SobolSampler(SpaceSampler):
         engine = qmc.Sobol(d=len(self.space.keys), scramble=True, seed=self.seed)
         if number:
             engine.fast_forward(number)
-        with warnings.catch_warnings():  # single points break Sobol's power-of-two balance warning, not its order
+        with (
+            warnings.catch_warnings()
+        ):  # single points break Sobol's power-of-two balance warning, not its order
             warnings.simplefilter("ignore", UserWarning)
             return engine.random(1)[0]
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         u = self.point(trial.number)
         out = {}
         for x, (k, values) in zip(u, self.space.choices.items()):
@@ -45,6 +49,22 @@ class SobolSampler(SpaceSampler):
 
 
 @register_controller("qmc")
-def qmc_search(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+def qmc_search(
+    space: SearchSpace,
+    seed: int,
+    latency_budget_ms: float | None,
+    run_dir: Any,
+    population: int = 10,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_devices: int = 1,
+) -> OptunaController:
     """Scrambled Sobol' quasi-random search over every choice (an evenly spread baseline)."""
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=SobolSampler(space, seed), n_devices=n_devices)
+    return OptunaController(
+        space,
+        seed,
+        latency_budget_ms,
+        *_storage_and_name(run_dir, storage, study_name),
+        sampler=SobolSampler(space, seed),
+        n_devices=n_devices,
+    )

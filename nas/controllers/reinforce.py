@@ -32,7 +32,16 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 class ReinforceSampler(SpaceSampler):
-    def __init__(self, space: SearchSpace, seed: int, target_ms: float | None, lr: float = 0.2, baseline_decay: float = 0.9, entropy: float = 0.01, w: float = -0.07):
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        target_ms: float | None,
+        lr: float = 0.2,
+        baseline_decay: float = 0.9,
+        entropy: float = 0.01,
+        w: float = -0.07,
+    ):
         super().__init__(space, seed)
         self.target_ms = target_ms
         self.lr, self.decay, self.entropy, self.w = lr, baseline_decay, entropy, w
@@ -44,7 +53,9 @@ class ReinforceSampler(SpaceSampler):
         """Choice probabilities after replaying every finished trial's update, in trial order."""
         logits = {k: np.zeros(len(v)) for k, v in self.space.choices.items()}
         baseline = None
-        for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+        for t in sorted(
+            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number
+        ):
             r = self.reward(t.values[0], t.values[1])
             baseline = r if baseline is None else baseline
             advantage = r - baseline
@@ -57,15 +68,31 @@ class ReinforceSampler(SpaceSampler):
             baseline = self.decay * baseline + (1 - self.decay) * r
         return {k: _softmax(z) for k, z in logits.items()}
 
-
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         rng = self.rng(trial)
         return {k: self.space.choices[k][int(rng.choice(len(p), p=p))] for k, p in self.policy(study).items()}
 
 
-
 @register_controller("reinforce")
-def reinforce(space: SearchSpace, seed: int, latency_budget_ms: float | None, run_dir: Any, population: int = 10, storage: str | None = None, study_name: str | None = None, n_devices: int = 1) -> OptunaController:
+def reinforce(
+    space: SearchSpace,
+    seed: int,
+    latency_budget_ms: float | None,
+    run_dir: Any,
+    population: int = 10,
+    storage: str | None = None,
+    study_name: str | None = None,
+    n_devices: int = 1,
+) -> OptunaController:
     """REINFORCE over independent categoricals, MnasNet reward acc * (lat / budget) ** -0.07, moving-average baseline, entropy bonus."""
     sampler = ReinforceSampler(space, seed, latency_budget_ms)
-    return OptunaController(space, seed, latency_budget_ms, *_storage_and_name(run_dir, storage, study_name), sampler=sampler, n_devices=n_devices)
+    return OptunaController(
+        space,
+        seed,
+        latency_budget_ms,
+        *_storage_and_name(run_dir, storage, study_name),
+        sampler=sampler,
+        n_devices=n_devices,
+    )

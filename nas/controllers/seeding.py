@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import optuna
 
-
 _WARM_START_CACHES = ("_gprs_cache_list", "_constraints_gprs_cache_list")
 
 
@@ -41,13 +40,17 @@ def seed_per_trial(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.sa
     """Make ``sampler`` re-seed all its random states from ``(seed, trial number)`` before each trial."""
     states = _random_states(sampler)
     if not states:
-        raise TypeError(f"{type(sampler).__name__} holds no random state this Optuna version exposes; cannot seed it per trial")
+        raise TypeError(
+            f"{type(sampler).__name__} holds no random state this Optuna version exposes; cannot seed it per trial"
+        )
     original = sampler.before_trial
 
     def before_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         for n, rng in enumerate(states):
             rng.seed([seed % 2**32, trial.number, n])
-        for name in _WARM_START_CACHES:  # GPSampler warm-starts each fit from the previous one: history a restart lacks
+        for name in (
+            _WARM_START_CACHES
+        ):  # GPSampler warm-starts each fit from the previous one: history a restart lacks
             if getattr(sampler, name, None) is not None:
                 setattr(sampler, name, None)
         original(study, trial)

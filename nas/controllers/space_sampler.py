@@ -26,9 +26,13 @@ class SpaceSampler(optuna.samplers.BaseSampler):
     def rng(self, trial: FrozenTrial, *salt: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, trial.number, *salt])
 
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
         return {k: CategoricalDistribution(list(v)) for k, v in self.space.choices.items()}
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         choices = param_distribution.choices  # type: ignore[attr-defined]
         return choices[int(self.rng(trial, 1).integers(len(choices)))]

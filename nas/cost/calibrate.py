@@ -27,9 +27,21 @@ from search_spaces.arch import Arch
 from search_spaces.base import SearchSpace
 
 
-def measure_latency_ms(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1, threads: int = 1, warmup: int = 5, repeats: int = 20, min_seconds: float = 1.5) -> float:
+def measure_latency_ms(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    batch: int = 1,
+    threads: int = 1,
+    warmup: int = 5,
+    repeats: int = 20,
+    min_seconds: float = 1.5,
+) -> float:
     """Steady-state forward time (ms) of one model in eval/inference mode; restores threads and mode."""
-    return float(measure_latencies_ms([model], input_shape, batch, threads, warmup, repeats, min_seconds=min_seconds)[0])
+    return float(
+        measure_latencies_ms([model], input_shape, batch, threads, warmup, repeats, min_seconds=min_seconds)[
+            0
+        ]
+    )
 
 
 def measure_latencies_ms(
@@ -58,7 +70,9 @@ def measure_latencies_ms(
     each model its own input shape (e.g. single blocks of a lookup table).
     """
     if batch < 1 or threads < 1 or warmup < 0 or repeats < 1:
-        raise ValueError(f"need batch >= 1, threads >= 1, warmup >= 0, repeats >= 1; got {batch}, {threads}, {warmup}, {repeats}")
+        raise ValueError(
+            f"need batch >= 1, threads >= 1, warmup >= 0, repeats >= 1; got {batch}, {threads}, {warmup}, {repeats}"
+        )
     prev_threads, modes = torch.get_num_threads(), [m.training for m in models]
     shapes = list(shapes) if shapes is not None else [tuple(input_shape)] * len(models)
     if len(shapes) != len(models):
@@ -81,7 +95,13 @@ def measure_latencies_ms(
             if progress:
                 from tqdm import tqdm
 
-                bar = tqdm(total=repeats, desc=f"timing {len(models)} networks", unit="round", disable=None, leave=False)
+                bar = tqdm(
+                    total=repeats,
+                    desc=f"timing {len(models)} networks",
+                    unit="round",
+                    disable=None,
+                    leave=False,
+                )
             start, r = time.perf_counter(), 0
             while r < repeats or time.perf_counter() - start < min_seconds:
                 row = np.full(len(models), np.inf)
@@ -212,16 +232,33 @@ def calibrate(
         raise ValueError(f"holdout must be in [0, 1), got {holdout}")
     t_start = time.perf_counter()
     archs = sample_archs(space, n_archs, seed)
-    supernet = space.build_supernet()  # one supernet, many extractions: far cheaper than build_static each time
+    supernet = (
+        space.build_supernet()
+    )  # one supernet, many extractions: far cheaper than build_static each time
     iterator: Any = archs
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(archs, desc=f"building {len(archs)} {space.name} networks", unit="arch", disable=None, leave=False)
+        iterator = tqdm(
+            archs, desc=f"building {len(archs)} {space.name} networks", unit="arch", disable=None, leave=False
+        )
     models = [supernet.extract(space.to_spec(a)) for a in iterator]
-    ops = space.op_modules() if lut else []  # (slot, op, module, input shape) of every block position and choice
+    ops = (
+        space.op_modules() if lut else []
+    )  # (slot, op, module, input shape) of every block position and choice
     shapes = [tuple(space.input_shape)] * len(models) + [tuple(shape) for _, _, _, shape in ops]
-    times = measure_latencies_ms([*models, *(m for _, _, m, _ in ops)], space.input_shape, batch, threads, warmup, repeats, progress, min_seconds=3.0, shapes=shapes, device=measure_on)
+    times = measure_latencies_ms(
+        [*models, *(m for _, _, m, _ in ops)],
+        space.input_shape,
+        batch,
+        threads,
+        warmup,
+        repeats,
+        progress,
+        min_seconds=3.0,
+        shapes=shapes,
+        device=measure_on,
+    )
     y = times[: len(models)]
     table = space.cost_table()
     lut_table = np.full(table.features.shape[:2], np.nan)
@@ -260,14 +297,18 @@ def calibrate(
         "n_holdout": int(len(held)),
         "measured_ms": {"min": float(y.min()), "median": float(np.median(y)), "max": float(y.max())},
         "model": "lookup table + analytical fallback" if ops else "analytical",
-        "analytical_only": fit_diagnostics(analytic_pred[held] if len(held) else analytic_pred[train], y[held] if len(held) else y[train]),
+        "analytical_only": fit_diagnostics(
+            analytic_pred[held] if len(held) else analytic_pred[train], y[held] if len(held) else y[train]
+        ),
         "lut_ops_measured": int(len(ops)),
         "seconds": time.perf_counter() - t_start,
     }
     meta = {
         "threads": threads,
         "batch": batch,
-        "measured_on": measure_on if measure_on == "cpu" else torch.cuda.get_device_name(torch.device(measure_on)),
+        "measured_on": measure_on
+        if measure_on == "cpu"
+        else torch.cuda.get_device_name(torch.device(measure_on)),
         "warmup": warmup,
         "repeats": repeats,
         "seed": seed,
@@ -282,8 +323,14 @@ def calibrate(
         "fit": diag,
     }
     profile = DeviceProfile(
-        device_name, tuple(table.feature_names), tuple(coef), intercept, space_signature(space), meta,
-        lut=tuple(map(tuple, lut_table)) if ops else None, lut_scale=lut_scale,
+        device_name,
+        tuple(table.feature_names),
+        tuple(coef),
+        intercept,
+        space_signature(space),
+        meta,
+        lut=tuple(map(tuple, lut_table)) if ops else None,
+        lut_scale=lut_scale,
     )
     return profile, diag
 

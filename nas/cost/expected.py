@@ -34,11 +34,15 @@ def _expected(model: CostModel, probs: Mapping[str, torch.Tensor], validate: boo
     P = model.space.op_probabilities(probs, validate=validate)  # [*batch, S, O]
     table = torch.as_tensor(model.latency_table(), dtype=P.dtype, device=P.device)
     if P.shape[-2:] != table.shape:
-        raise ValueError(f"space {model.space.name!r} gave op probabilities of shape {tuple(P.shape[-2:])} but its latency table is {tuple(table.shape)}")
+        raise ValueError(
+            f"space {model.space.name!r} gave op probabilities of shape {tuple(P.shape[-2:])} but its latency table is {tuple(table.shape)}"
+        )
     return model.intercept + (P * table).sum(dim=(-2, -1))
 
 
-def expected_latency(model: CostModel, probs: Mapping[str, torch.Tensor], validate: bool = True) -> torch.Tensor:
+def expected_latency(
+    model: CostModel, probs: Mapping[str, torch.Tensor], validate: bool = True
+) -> torch.Tensor:
     """Expected predicted latency (ms), a 0-d tensor differentiable w.r.t. every probability tensor.
 
     ``probs`` maps each choice key of ``model.space`` to a 1-D probability vector
@@ -48,13 +52,19 @@ def expected_latency(model: CostModel, probs: Mapping[str, torch.Tensor], valida
     """
     for k, v in probs.items():
         if _ndim(v) != 1:
-            raise ValueError(f"expected_latency takes 1-D probabilities, but {k!r} has shape {tuple(np.shape(v))}; use expected_latency_batch for a batch")
+            raise ValueError(
+                f"expected_latency takes 1-D probabilities, but {k!r} has shape {tuple(np.shape(v))}; use expected_latency_batch for a batch"
+            )
     return _expected(model, probs, validate)
 
 
-def expected_latency_batch(model: CostModel, probs: Mapping[str, torch.Tensor], validate: bool = True) -> torch.Tensor:
+def expected_latency_batch(
+    model: CostModel, probs: Mapping[str, torch.Tensor], validate: bool = True
+) -> torch.Tensor:
     """Expected latency (ms) of ``B`` distributions at once, ``[B]``: ``probs[k]`` has shape ``[B, n_k]``."""
     for k, v in probs.items():
         if _ndim(v) != 2:
-            raise ValueError(f"expected_latency_batch takes [B, n] probability tensors, but {k!r} has shape {tuple(np.shape(v))}")
+            raise ValueError(
+                f"expected_latency_batch takes [B, n] probability tensors, but {k!r} has shape {tuple(np.shape(v))}"
+            )
     return _expected(model, probs, validate)

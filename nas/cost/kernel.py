@@ -44,7 +44,9 @@ def check_op_ids(op_ids: np.ndarray, n_slots: int, n_ops: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, fastmath=False)
-def _gather_serial(op_ids: np.ndarray, table: np.ndarray, intercept: float) -> np.ndarray:  # pragma: no cover - compiled
+def _gather_serial(
+    op_ids: np.ndarray, table: np.ndarray, intercept: float
+) -> np.ndarray:  # pragma: no cover - compiled
     n, s_count = op_ids.shape
     out = np.empty(n)
     for b in range(n):
@@ -56,7 +58,9 @@ def _gather_serial(op_ids: np.ndarray, table: np.ndarray, intercept: float) -> n
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
-def _gather_parallel(op_ids: np.ndarray, table: np.ndarray, intercept: float) -> np.ndarray:  # pragma: no cover - compiled
+def _gather_parallel(
+    op_ids: np.ndarray, table: np.ndarray, intercept: float
+) -> np.ndarray:  # pragma: no cover - compiled
     n, s_count = op_ids.shape
     out = np.empty(n)
     for b in prange(n):

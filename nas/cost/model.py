@@ -29,7 +29,9 @@ class CostModel:
         if profile.lut is not None:
             lut = np.asarray(profile.lut, dtype=np.float64)
             if lut.shape != analytic.shape:
-                raise ProfileError(f"profile {profile.name!r}: lookup table has shape {lut.shape}, the space has [slots, ops] = {analytic.shape}; {RECALIBRATE_HINT}")
+                raise ProfileError(
+                    f"profile {profile.name!r}: lookup table has shape {lut.shape}, the space has [slots, ops] = {analytic.shape}; {RECALIBRATE_HINT}"
+                )
             analytic = np.where(np.isnan(lut), analytic, lut)  # measured where measured, fitted elsewhere
         # One [S, O] table per device: prediction is a gather-and-sum, whatever the model behind it.
         self._table = np.ascontiguousarray(profile.lut_scale * analytic)

@@ -55,26 +55,38 @@ class DeviceProfile:
             try:
                 lut = tuple(tuple(math.nan if v is None else float(v) for v in row) for row in self.lut)
             except (TypeError, ValueError) as exc:
-                raise ProfileError(f"profile {self.name!r}: lut entries must be numbers or null ({exc})") from None
+                raise ProfileError(
+                    f"profile {self.name!r}: lut entries must be numbers or null ({exc})"
+                ) from None
             if any(v < 0 for row in lut for v in row if not math.isnan(v)):
                 raise ProfileError(f"profile {self.name!r}: lut latencies must be >= 0 ms")
             object.__setattr__(self, "lut", lut)
         if not math.isfinite(float(self.lut_scale)) or float(self.lut_scale) <= 0:
-            raise ProfileError(f"profile {self.name!r}: lut_scale must be a finite number > 0, got {self.lut_scale}")
+            raise ProfileError(
+                f"profile {self.name!r}: lut_scale must be a finite number > 0, got {self.lut_scale}"
+            )
         object.__setattr__(self, "lut_scale", float(self.lut_scale))
         object.__setattr__(self, "feature_names", tuple(str(n) for n in self.feature_names))
         try:
             object.__setattr__(self, "coef", tuple(float(c) for c in self.coef))
             object.__setattr__(self, "intercept", float(self.intercept))
         except (TypeError, ValueError) as exc:
-            raise ProfileError(f"profile {self.name!r}: coefficients and intercept must be numbers ({exc})") from None
+            raise ProfileError(
+                f"profile {self.name!r}: coefficients and intercept must be numbers ({exc})"
+            ) from None
         if len(self.coef) != len(self.feature_names):
-            raise ProfileError(f"profile {self.name!r} has {len(self.coef)} coefficients for {len(self.feature_names)} feature names {list(self.feature_names)}")
+            raise ProfileError(
+                f"profile {self.name!r} has {len(self.coef)} coefficients for {len(self.feature_names)} feature names {list(self.feature_names)}"
+            )
         for n, c in zip(self.feature_names, self.coef):
             if not math.isfinite(c) or c < 0:
-                raise ProfileError(f"profile {self.name!r}: coefficient of {n!r} is {c}; coefficients must be finite and >= 0 ({RECALIBRATE_HINT})")
+                raise ProfileError(
+                    f"profile {self.name!r}: coefficient of {n!r} is {c}; coefficients must be finite and >= 0 ({RECALIBRATE_HINT})"
+                )
         if not math.isfinite(self.intercept) or self.intercept < 0:
-            raise ProfileError(f"profile {self.name!r}: intercept is {self.intercept}; it must be finite and >= 0 ({RECALIBRATE_HINT})")
+            raise ProfileError(
+                f"profile {self.name!r}: intercept is {self.intercept}; it must be finite and >= 0 ({RECALIBRATE_HINT})"
+            )
 
     def check_compatible(self, signature: str, feature_names: Sequence[str]) -> None:
         """Raise :class:`ProfileError` unless this profile was calibrated for this space configuration."""
@@ -99,7 +111,9 @@ class DeviceProfile:
             "intercept": self.intercept,
             "space_signature": self.space_signature,
             "meta": _json_safe(self.meta),
-            "lut": None if self.lut is None else [[None if math.isnan(v) else v for v in row] for row in self.lut],
+            "lut": None
+            if self.lut is None
+            else [[None if math.isnan(v) else v for v in row] for row in self.lut],
             "lut_scale": self.lut_scale,
         }
 
@@ -112,7 +126,9 @@ class DeviceProfile:
             raise ProfileError(f"{source}: a device profile must be a JSON object, got {type(data).__name__}")
         version = data.get("format_version")
         if version not in READABLE_VERSIONS:
-            raise ProfileError(f"{source}: format_version is {version!r}, this version of nas reads format_version {list(READABLE_VERSIONS)}; {RECALIBRATE_HINT}")
+            raise ProfileError(
+                f"{source}: format_version is {version!r}, this version of nas reads format_version {list(READABLE_VERSIONS)}; {RECALIBRATE_HINT}"
+            )
         missing = [k for k in _FIELDS if k not in data]
         if missing:
             raise ProfileError(f"{source}: missing field(s) {missing}; a profile needs {list(_FIELDS)}")
@@ -120,7 +136,9 @@ class DeviceProfile:
             raise ProfileError(f"{source}: feature_names and coef must be lists")
         numbers = [data["intercept"], *data["coef"]]
         if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in numbers):
-            raise ProfileError(f"{source}: coef and intercept must be JSON numbers, got coef={data['coef']!r}, intercept={data['intercept']!r}")
+            raise ProfileError(
+                f"{source}: coef and intercept must be JSON numbers, got coef={data['coef']!r}, intercept={data['intercept']!r}"
+            )
         if not isinstance(data["meta"], dict):
             raise ProfileError(f"{source}: meta must be an object, got {type(data['meta']).__name__}")
         try:
@@ -128,8 +146,14 @@ class DeviceProfile:
             if lut is not None and (not isinstance(lut, list) or not all(isinstance(r, list) for r in lut)):
                 raise ProfileError("lut must be a list of rows (one per slot) of op latencies in ms or null")
             return cls(
-                str(data["name"]), tuple(data["feature_names"]), tuple(data["coef"]), data["intercept"], str(data["space_signature"]), dict(data["meta"]),
-                lut=None if lut is None else tuple(tuple(r) for r in lut), lut_scale=data.get("lut_scale", 1.0),
+                str(data["name"]),
+                tuple(data["feature_names"]),
+                tuple(data["coef"]),
+                data["intercept"],
+                str(data["space_signature"]),
+                dict(data["meta"]),
+                lut=None if lut is None else tuple(tuple(r) for r in lut),
+                lut_scale=data.get("lut_scale", 1.0),
             )
         except ProfileError as exc:
             raise ProfileError(f"{source}: {exc}") from None
@@ -139,7 +163,9 @@ class DeviceProfile:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ProfileError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); {RECALIBRATE_HINT}") from None
+            raise ProfileError(
+                f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); {RECALIBRATE_HINT}"
+            ) from None
         return cls.from_dict(data, source)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -153,7 +179,9 @@ class DeviceProfile:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ProfileError(f"no device profile at {path}; run `nas latency calibrate` to create one") from None
+            raise ProfileError(
+                f"no device profile at {path}; run `nas latency calibrate` to create one"
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ProfileError(f"cannot read device profile {path}: {exc}") from None
         return cls.from_json(text, source=f"device profile {path}")
@@ -168,7 +196,12 @@ def space_signature(space: SearchSpace) -> str:
     """
     ct = space.cost_table()
     h = hashlib.sha256()
-    h.update(json.dumps({"choices": {k: list(v) for k, v in space.choices.items()}, "config": repr(space.cfg)}, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {"choices": {k: list(v) for k, v in space.choices.items()}, "config": repr(space.cfg)},
+            sort_keys=True,
+        ).encode()
+    )
     h.update(json.dumps([list(ct.feature_names), list(ct.slot_names), list(ct.features.shape)]).encode())
     h.update(np.ascontiguousarray(ct.features, dtype="<f8").tobytes())
     shape = "x".join(str(d) for d in space.input_shape)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def predict_reference(op_ids: np.ndarray, features: np.ndarray, coef: np.ndarray, intercept: float) -> np.ndarray:
+def predict_reference(
+    op_ids: np.ndarray, features: np.ndarray, coef: np.ndarray, intercept: float
+) -> np.ndarray:
     """Latency (ms) per architecture, float64 ``[B]``, computed one arch, slot and feature at a time."""
     ids = np.asarray(op_ids).tolist()
     feats = np.asarray(features, dtype=np.float64).tolist()

@@ -69,18 +69,26 @@ class DeviceSpec:
     def __post_init__(self) -> None:
         for f in ("name", "description", "source"):
             if not isinstance(getattr(self, f), str) or not getattr(self, f).strip():
-                raise SpecError(f"device spec {self.name!r}: {f} must be a non-empty string, got {getattr(self, f)!r}")
+                raise SpecError(
+                    f"device spec {self.name!r}: {f} must be a non-empty string, got {getattr(self, f)!r}"
+                )
         for f in ("peak_macs_per_s", "depthwise_efficiency", "memory_bytes_per_s", "per_op_overhead_ms"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise SpecError(f"device spec {self.name!r}: {f} must be a finite number, got {v!r}")
             object.__setattr__(self, f, float(v))
         if self.peak_macs_per_s <= 0 or self.memory_bytes_per_s <= 0:
-            raise SpecError(f"device spec {self.name!r}: peak_macs_per_s and memory_bytes_per_s must be > 0, got {self.peak_macs_per_s}, {self.memory_bytes_per_s}")
+            raise SpecError(
+                f"device spec {self.name!r}: peak_macs_per_s and memory_bytes_per_s must be > 0, got {self.peak_macs_per_s}, {self.memory_bytes_per_s}"
+            )
         if not 0 < self.depthwise_efficiency <= 1:
-            raise SpecError(f"device spec {self.name!r}: depthwise_efficiency is a fraction of peak in (0, 1], got {self.depthwise_efficiency}")
+            raise SpecError(
+                f"device spec {self.name!r}: depthwise_efficiency is a fraction of peak in (0, 1], got {self.depthwise_efficiency}"
+            )
         if self.per_op_overhead_ms < 0:
-            raise SpecError(f"device spec {self.name!r}: per_op_overhead_ms must be >= 0, got {self.per_op_overhead_ms}")
+            raise SpecError(
+                f"device spec {self.name!r}: per_op_overhead_ms must be >= 0, got {self.per_op_overhead_ms}"
+            )
 
     def coefficients(self) -> dict[str, float]:
         """ms per unit of each cost feature (names of ``supernets.profiling.FEATURES``)."""
@@ -109,16 +117,24 @@ def load_specs(path: str | os.PathLike[str] | None = None) -> dict[str, DeviceSp
     except FileNotFoundError:
         raise SpecError(f"no {where}") from None
     except json.JSONDecodeError as exc:
-        raise SpecError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise SpecError(
+            f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read {where}: {exc}") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{where}: must be a JSON object with format_version and specs, got {type(data).__name__}")
+        raise SpecError(
+            f"{where}: must be a JSON object with format_version and specs, got {type(data).__name__}"
+        )
     if data.get("format_version") != SPECS_FORMAT_VERSION:
-        raise SpecError(f"{where}: format_version is {data.get('format_version')!r}, this version of nas reads {SPECS_FORMAT_VERSION}")
+        raise SpecError(
+            f"{where}: format_version is {data.get('format_version')!r}, this version of nas reads {SPECS_FORMAT_VERSION}"
+        )
     entries = data.get("specs")
     if not isinstance(entries, list):
-        raise SpecError(f"{where}: field 'specs' must be a list of device specs, got {type(entries).__name__}")
+        raise SpecError(
+            f"{where}: field 'specs' must be a list of device specs, got {type(entries).__name__}"
+        )
     specs: dict[str, DeviceSpec] = {}
     for i, entry in enumerate(entries):
         label = f"{where}: specs[{i}]"
@@ -172,6 +188,16 @@ def spec_profile(spec: DeviceSpec | str, space: SearchSpace) -> DeviceProfile:
     names = tuple(space.cost_table().feature_names)
     unpriced = [n for n in names if n not in per_unit]
     if unpriced:
-        raise ValueError(f"space {space.name!r} has cost feature {unpriced[0]!r}, which device spec {spec.name!r} cannot price (it prices {list(per_unit)})")
-    meta: dict[str, Any] = {"kind": "spec-derived", "spec": asdict(spec), "warning": SPEC_WARNING, "input_shape": list(space.input_shape), "batch": 1}
-    return DeviceProfile(spec.name, names, tuple(per_unit[n] for n in names), 0.0, space_signature(space), meta)
+        raise ValueError(
+            f"space {space.name!r} has cost feature {unpriced[0]!r}, which device spec {spec.name!r} cannot price (it prices {list(per_unit)})"
+        )
+    meta: dict[str, Any] = {
+        "kind": "spec-derived",
+        "spec": asdict(spec),
+        "warning": SPEC_WARNING,
+        "input_shape": list(space.input_shape),
+        "batch": 1,
+    }
+    return DeviceProfile(
+        spec.name, names, tuple(per_unit[n] for n in names), 0.0, space_signature(space), meta
+    )

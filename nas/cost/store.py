@@ -35,7 +35,13 @@ def default_profile_path(device: str, signature: str) -> Path:
     return cache_home() / "profiles" / f"{safe_device}-{digest}.json"
 
 
-def load_or_calibrate(space: SearchSpace, device: str = "cpu", path: str | os.PathLike[str] | None = None, recalibrate: bool = False, **calib_kwargs: Any) -> CostModel:
+def load_or_calibrate(
+    space: SearchSpace,
+    device: str = "cpu",
+    path: str | os.PathLike[str] | None = None,
+    recalibrate: bool = False,
+    **calib_kwargs: Any,
+) -> CostModel:
     """Cost model from the cached profile when it is valid for ``space``; else calibrate and cache it.
 
     A cached profile measured with other ``threads``/``batch`` than requested is
@@ -46,10 +52,16 @@ def load_or_calibrate(space: SearchSpace, device: str = "cpu", path: str | os.Pa
         try:
             profile = DeviceProfile.load(path)
             model = CostModel(space, profile)
-            stale = [k for k in ("threads", "batch") if k in calib_kwargs and profile.meta.get(k) != calib_kwargs[k]]
+            stale = [
+                k
+                for k in ("threads", "batch")
+                if k in calib_kwargs and profile.meta.get(k) != calib_kwargs[k]
+            ]
             if not stale:
                 return model
-            warnings.warn(f"cached profile {path} was measured with other {stale}; recalibrating", stacklevel=2)
+            warnings.warn(
+                f"cached profile {path} was measured with other {stale}; recalibrating", stacklevel=2
+            )
         except ProfileError as exc:
             warnings.warn(f"ignoring cached profile: {exc}; recalibrating", stacklevel=2)
     profile, _ = calibrate(space, device_name=device, **calib_kwargs)
@@ -57,7 +69,13 @@ def load_or_calibrate(space: SearchSpace, device: str = "cpu", path: str | os.Pa
     return CostModel(space, profile)
 
 
-def profile_for(space: SearchSpace, device: str, explicit: str | None = None, run_dir: Path | None = None, progress: bool = False) -> CostModel:
+def profile_for(
+    space: SearchSpace,
+    device: str,
+    explicit: str | None = None,
+    run_dir: Path | None = None,
+    progress: bool = False,
+) -> CostModel:
     """Lookup order: an explicit file, the run's pinned profile (cpu), a spec name, a JSON path, the cache (cpu calibrates)."""
     if explicit:
         return CostModel(space, DeviceProfile.load(explicit))
@@ -90,7 +108,13 @@ def run_cost_model(ctx: RunContext, pin: bool = True) -> CostModel:
         model = CostModel(ctx.space, DeviceProfile.load(pinned))
     else:
         ctx.say("calibrating the cpu latency model on this machine (cached for later runs)...")
-        model = load_or_calibrate(ctx.space, device="cpu", n_archs=ctx.cfg.search.calibration_archs, seed=ctx.cfg.seed, progress=ctx.progress)
+        model = load_or_calibrate(
+            ctx.space,
+            device="cpu",
+            n_archs=ctx.cfg.search.calibration_archs,
+            seed=ctx.cfg.seed,
+            progress=ctx.progress,
+        )
     if pin and not pinned.exists():
         model.profile.save(pinned)
     return model

@@ -58,7 +58,9 @@ def import_table(space: SearchSpace, path: str | os.PathLike[str], device: str) 
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in ("slot", "op", "latency_ms") if c not in (reader.fieldnames or [])]
     if missing:
-        raise ProfileError(f"{path}: missing column(s) {missing}; expected header {','.join(COLUMNS)} (see `nas latency template`)")
+        raise ProfileError(
+            f"{path}: missing column(s) {missing}; expected header {','.join(COLUMNS)} (see `nas latency template`)"
+        )
     for line, row in enumerate(reader, start=2):
         where = f"{path}, line {line}"
         if row["slot"] not in slots:
@@ -81,7 +83,17 @@ def import_table(space: SearchSpace, path: str | os.PathLike[str], device: str) 
         lut[slots[row["slot"]], op] = ms
     measured = ~np.isnan(lut) & table.features.any(axis=2)
     if measured.sum() < 2:
-        raise ProfileError(f"{path}: needs at least 2 measured ops with non-zero cost, found {int(measured.sum())}")
+        raise ProfileError(
+            f"{path}: needs at least 2 measured ops with non-zero cost, found {int(measured.sum())}"
+        )
     coef, _ = fit_nnls(table.features[measured], lut[measured])
     meta = {"kind": "imported table", "source": str(path), "measured_ops": int(measured.sum())}
-    return DeviceProfile(device, tuple(table.feature_names), tuple(coef), 0.0, space_signature(space), meta, lut=tuple(map(tuple, lut)))
+    return DeviceProfile(
+        device,
+        tuple(table.feature_names),
+        tuple(coef),
+        0.0,
+        space_signature(space),
+        meta,
+        lut=tuple(map(tuple, lut)),
+    )

@@ -22,15 +22,32 @@ from nas.cost.model import CostModel
 from nas.cost.profile import DeviceProfile
 
 
-def measure_archs(model: CostModel, archs: Sequence[Mapping[str, Any]], threads: int = 1, batch: int = 1, repeats: int = 40, progress: bool = False) -> np.ndarray:
+def measure_archs(
+    model: CostModel,
+    archs: Sequence[Mapping[str, Any]],
+    threads: int = 1,
+    batch: int = 1,
+    repeats: int = 40,
+    progress: bool = False,
+) -> np.ndarray:
     """Measured latency (ms) of each architecture's standalone network, all timed in the same rounds."""
     space = model.space
     supernet = space.build_supernet()
     nets = [supernet.extract(space.to_spec(space.arch(a))) for a in archs]
-    return measure_latencies_ms(nets, space.input_shape, batch, threads, warmup=5, repeats=repeats, progress=progress, min_seconds=3.0)
+    return measure_latencies_ms(
+        nets, space.input_shape, batch, threads, warmup=5, repeats=repeats, progress=progress, min_seconds=3.0
+    )
 
 
-def validate(model: CostModel, n: int = 100, seed: int = 1234, threads: int = 1, batch: int = 1, repeats: int = 40, progress: bool = False) -> dict[str, Any]:
+def validate(
+    model: CostModel,
+    n: int = 100,
+    seed: int = 1234,
+    threads: int = 1,
+    batch: int = 1,
+    repeats: int = 40,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Sample ``n`` distinct architectures (seed differs from calibration's), predict and measure them."""
     space = model.space
     chosen = distinct_samples(space, n, seed)
@@ -43,20 +60,32 @@ def validate(model: CostModel, n: int = 100, seed: int = 1234, threads: int = 1,
             "threads": threads,
             "batch": batch,
             "device": model.profile.name,
-            "rows": [{"arch_id": a.id, "predicted_ms": float(p), "measured_ms": float(m)} for a, p, m in zip(chosen, predicted, measured)],
+            "rows": [
+                {"arch_id": a.id, "predicted_ms": float(p), "measured_ms": float(m)}
+                for a, p, m in zip(chosen, predicted, measured)
+            ],
         }
     )
     return report
 
 
-def refit(model: CostModel, archs: Sequence[Mapping[str, Any]], measured_ms: Sequence[float]) -> DeviceProfile:
+def refit(
+    model: CostModel, archs: Sequence[Mapping[str, Any]], measured_ms: Sequence[float]
+) -> DeviceProfile:
     """A copy of the profile whose scale and offset are refitted to these measurements (table shape kept)."""
     base = np.asarray(model.predict(archs)) - model.intercept  # the table sum (already scaled)
     (scale,), intercept = fit_nnls(base[:, None], np.asarray(measured_ms, dtype=float))
     scale = scale if scale > 0 else 1.0
-    meta = {**model.profile.meta, "refit": {"n": len(base), "scale_factor": float(scale), "intercept": float(intercept)}}
-    return replace(model.profile, lut_scale=model.profile.lut_scale * scale, intercept=intercept, meta=meta) if model.profile.lut is not None else replace(
-        model.profile, coef=tuple(c * scale for c in model.profile.coef), intercept=intercept, meta=meta
+    meta = {
+        **model.profile.meta,
+        "refit": {"n": len(base), "scale_factor": float(scale), "intercept": float(intercept)},
+    }
+    return (
+        replace(model.profile, lut_scale=model.profile.lut_scale * scale, intercept=intercept, meta=meta)
+        if model.profile.lut is not None
+        else replace(
+            model.profile, coef=tuple(c * scale for c in model.profile.coef), intercept=intercept, meta=meta
+        )
     )
 
 
@@ -71,11 +100,16 @@ def plot_validation(report: dict[str, Any], path: str | os.PathLike[str]) -> Non
     fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=120)
     lo, hi = float(min(pred.min(), meas.min())) * 0.95, float(max(pred.max(), meas.max())) * 1.05
     ax.plot([lo, hi], [lo, hi], color="gray", lw=1, label="predicted = measured")
-    ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="gray", alpha=0.15, label="+/-10%")
+    ax.fill_between(
+        [lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="gray", alpha=0.15, label="+/-10%"
+    )
     ax.scatter(meas, pred, s=12, label=f"{report['n']} architectures")
     ax.set_xlabel("measured latency [ms]")
     ax.set_ylabel("predicted latency [ms]")
-    ax.set_title(f"{report['device']}: tau {report['kendall_tau']:.2f}, MAPE {100 * report['mape']:.1f}%, within 10% {100 * report['within_10pct']:.0f}%", fontsize=9)
+    ax.set_title(
+        f"{report['device']}: tau {report['kendall_tau']:.2f}, MAPE {100 * report['mape']:.1f}%, within 10% {100 * report['within_10pct']:.0f}%",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

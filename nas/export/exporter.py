@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nas.run.context import RunContext
 from nas.cost import CostModel, measure_latency_ms, predict_many
 from nas.cost.calibrate import processor_name
 from nas.evaluation import accuracy, recalibrate_bn
 from nas.export.formats import ExportJob, format_files, resolve_formats, space_settings, write_formats
+from nas.run.context import RunContext
 from nas.run.files import atomic_write_json, atomic_write_text
 from search_spaces import Arch
 from supernets.profiling import forward_features
@@ -42,14 +42,25 @@ def choose_trial(history: list[dict[str, Any]], trial: int | None, budget: float
         for row in history:
             if row["trial"] == trial:
                 return row
-        raise ExportError(f"trial {trial} is not a finished trial of this search; finished: {sorted(r['trial'] for r in history)}")
+        raise ExportError(
+            f"trial {trial} is not a finished trial of this search; finished: {sorted(r['trial'] for r in history)}"
+        )
     feasible = [r for r in history if r["feasible"]]
     if not feasible:
-        raise ExportError(f"no searched architecture meets the latency budget of {budget} ms; raise the budget or search longer")
+        raise ExportError(
+            f"no searched architecture meets the latency budget of {budget} ms; raise the budget or search longer"
+        )
     return max(feasible, key=lambda r: (r["accuracy"], -r["latency_ms"], -r["trial"]))
 
 
-def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], row: dict[str, Any], latency_threads: int = 1, formats: list[str] | None = None) -> dict[str, Any]:
+def export_arch(
+    ctx: RunContext,
+    supernet: nn.Module,
+    costs: list[CostModel],
+    row: dict[str, Any],
+    latency_threads: int = 1,
+    formats: list[str] | None = None,
+) -> dict[str, Any]:
     """Extract, verify, save and measure ``row``'s architecture; returns ``meta.json``'s content.
 
     ``formats`` defaults to ``export.formats`` (resolved against the space). A format
@@ -61,7 +72,9 @@ def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], ro
     spec = ctx.space.to_spec(arch)
     out_dir = ctx.run_dir / "export"
     supernet.set_active(spec)
-    recalibrate_bn(supernet, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device)
+    recalibrate_bn(
+        supernet, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device
+    )
     supernet.eval()
     static = supernet.extract().eval()
 
@@ -70,7 +83,9 @@ def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], ro
     with torch.no_grad():
         parity = (supernet(x) - static(x)).abs().max().item()
     if parity > PARITY_TOLERANCE:
-        raise ExportError(f"extracted network differs from the supernet by {parity:.3g} (> {PARITY_TOLERANCE}); refusing to export")
+        raise ExportError(
+            f"extracted network differs from the supernet by {parity:.3g} (> {PARITY_TOLERANCE}); refusing to export"
+        )
     val_acc = accuracy(static, ctx.loader("val"), ctx.device)
     test_acc = accuracy(static, ctx.loader("test"), ctx.device)
 
@@ -78,19 +93,35 @@ def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], ro
     feats, _ = forward_features(static_cpu, ctx.space.input_shape)
     macs = int(feats[0] + feats[1])
     # measured before the formats are written: the timm check runs in a second process meanwhile
-    measured = measure_latency_ms(static_cpu, ctx.space.input_shape, batch=1, threads=latency_threads, repeats=ctx.cfg.export.latency_repeats)
+    measured = measure_latency_ms(
+        static_cpu,
+        ctx.space.input_shape,
+        batch=1,
+        threads=latency_threads,
+        repeats=ctx.cfg.export.latency_repeats,
+    )
     by_device = dict(zip(ctx.cfg.search.devices, (float(v) for v in predict_many(costs, [arch])[0])))
     primary = ctx.cfg.search.devices[0]
     predicted = by_device[primary]
 
-    (out_dir / "meta.json").unlink(missing_ok=True)  # its presence means a complete export; this one is not yet
+    (out_dir / "meta.json").unlink(
+        missing_ok=True
+    )  # its presence means a complete export; this one is not yet
     atomic_write_text(out_dir / "arch.json", arch.to_json() + "\n")
     x_cpu, y_cpu = x.cpu(), y.cpu()
     with torch.no_grad():
         logits = static_cpu(x_cpu)
     job = ExportJob(
-        net=static_cpu, out_dir=out_dir, space=ctx.space, spec=spec, x=x_cpu, y=y_cpu, logits=logits,
-        space_json=space_settings(ctx.space, ctx.cfg, ctx.data.num_classes, ctx.data.in_channels, ctx.data.resolution),
+        net=static_cpu,
+        out_dir=out_dir,
+        space=ctx.space,
+        spec=spec,
+        x=x_cpu,
+        y=y_cpu,
+        logits=logits,
+        space_json=space_settings(
+            ctx.space, ctx.cfg, ctx.data.num_classes, ctx.data.in_channels, ctx.data.resolution
+        ),
     )
     t0 = time.perf_counter()
     results = write_formats(job, formats)
@@ -119,7 +150,13 @@ def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], ro
         "latency_pred_ms_by_device": by_device,
         # the measurement runs on this machine's CPU: comparable with the prediction only for the cpu profile
         "latency_error_pct": 100.0 * (predicted - measured) / measured if primary == "cpu" else None,
-        "latency_setup": {"batch": 1, "threads": latency_threads, "device": "cpu", "processor": processor_name(), "repeats": ctx.cfg.export.latency_repeats},
+        "latency_setup": {
+            "batch": 1,
+            "threads": latency_threads,
+            "device": "cpu",
+            "processor": processor_name(),
+            "repeats": ctx.cfg.export.latency_repeats,
+        },
         "val_accuracy": val_acc,
         "test_accuracy": test_acc,
         "search_val_accuracy": row["accuracy"],
@@ -137,4 +174,6 @@ def export_arch(ctx: RunContext, supernet: nn.Module, costs: list[CostModel], ro
 
 def failed_formats(meta: dict[str, Any]) -> dict[str, str]:
     """Format -> reason, for the formats of an export that failed."""
-    return {fmt: res.get("error", "failed") for fmt, res in meta.get("formats", {}).items() if not res.get("ok")}
+    return {
+        fmt: res.get("error", "failed") for fmt, res in meta.get("formats", {}).items() if not res.get("ok")
+    }

@@ -60,7 +60,9 @@ class ExportFormat:
 
 
 _ALIASES: dict[str, str] = {}
-EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format", normalize=lambda n: _ALIASES.get(n.strip().lower(), n.strip().lower()))
+EXPORT_FORMATS: Registry[ExportFormat] = Registry(
+    "export format", normalize=lambda n: _ALIASES.get(n.strip().lower(), n.strip().lower())
+)
 """Format name -> :class:`ExportFormat`; registration order is the order files are written and listed."""
 
 
@@ -112,11 +114,20 @@ def resolve_formats(requested: list[str] | None, space: Any) -> list[str]:
 # --------------------------------------------------------------------------- load_subnet
 
 
-def space_settings(space: Any, cfg: Any, num_classes: int, in_channels: int, resolution: int) -> dict[str, Any]:
+def space_settings(
+    space: Any, cfg: Any, num_classes: int, in_channels: int, resolution: int
+) -> dict[str, Any]:
     """What :func:`load_subnet` needs to rebuild the space: its name and factory options (as ``nas.run.context.build_space`` passes them)."""
-    options = {"num_classes": num_classes, "in_channels": in_channels, "resolution": resolution, "width_mult": cfg.space.width_mult}
+    options = {
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "resolution": resolution,
+        "width_mult": cfg.space.width_mult,
+    }
     options.update(cfg.space.options)
-    options.pop("checkpoint", None)  # timm spaces: the checkpoint only initialises the supernet; model.pt holds the weights
+    options.pop(
+        "checkpoint", None
+    )  # timm spaces: the checkpoint only initialises the supernet; model.pt holds the weights
     return {"name": space.name, "options": options, "supernet": cfg.space.supernet}
 
 
@@ -140,7 +151,9 @@ def load_subnet(path: str | Path, map_location: str | torch.device = "cpu") -> n
     d = _export_dir(path)
     missing = [f for f in ("arch.json", SPACE_FILE, "model.pt") if not (d / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{d} is not a torch export (missing {', '.join(missing)}); run `nas export --run-dir RUN --format=torch`")
+        raise FileNotFoundError(
+            f"{d} is not a torch export (missing {', '.join(missing)}); run `nas export --run-dir RUN --format=torch`"
+        )
     settings = json.loads((d / SPACE_FILE).read_text())
     space = create_space(settings["name"], **settings["options"])
     arch = space.arch(json.loads((d / "arch.json").read_text()))
@@ -183,7 +196,12 @@ def _write_torch(job: ExportJob) -> dict[str, Any]:
     atomic_write_json(job.out_dir / SPACE_FILE, job.space_json)
     with torch.no_grad():
         out = load_subnet(job.out_dir)(job.x)
-    return {"file": "model.pt", "files": ["model.pt", SPACE_FILE, "arch.json"], "load": "nas.load_subnet(EXPORT_DIR)", **job.diff(out)}
+    return {
+        "file": "model.pt",
+        "files": ["model.pt", SPACE_FILE, "arch.json"],
+        "load": "nas.load_subnet(EXPORT_DIR)",
+        **job.diff(out),
+    }
 
 
 def _write_torchscript(job: ExportJob) -> dict[str, Any]:
@@ -214,7 +232,12 @@ def _write_torch_export(job: ExportJob) -> dict[str, Any]:
     with torch.no_grad():
         out = torch.export.load(io.BytesIO(buf.getvalue())).module()(job.x)
     atomic_write_bytes(job.out_dir / "model.pt2", buf.getvalue())
-    return {"file": "model.pt2", "load": "torch.export.load(FILE).module()", "dynamic_batch": True, **job.diff(out)}
+    return {
+        "file": "model.pt2",
+        "load": "torch.export.load(FILE).module()",
+        "dynamic_batch": True,
+        **job.diff(out),
+    }
 
 
 def _write_onnx(job: ExportJob) -> dict[str, Any]:
@@ -224,17 +247,34 @@ def _write_onnx(job: ExportJob) -> dict[str, Any]:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if program is not None:
-            onnx_program = torch.onnx.export(program, job.example(), None, dynamo=True, input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], verbose=False)
+            onnx_program = torch.onnx.export(
+                program,
+                job.example(),
+                None,
+                dynamo=True,
+                input_names=[ONNX_INPUT],
+                output_names=[ONNX_OUTPUT],
+                verbose=False,
+            )
         else:
             batch = torch.export.Dim("batch", min=1)
             onnx_program = torch.onnx.export(
-                job.net, job.example(), None, dynamo=True, dynamic_shapes=({0: batch},), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], verbose=False
+                job.net,
+                job.example(),
+                None,
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                input_names=[ONNX_INPUT],
+                output_names=[ONNX_OUTPUT],
+                verbose=False,
             )
     data = onnx_program.model_proto.SerializeToString()
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     out = torch.from_numpy(session.run([ONNX_OUTPUT], {ONNX_INPUT: job.x.numpy()})[0])
     atomic_write_bytes(job.out_dir / "model.onnx", data)
-    opset = next((o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = next(
+        (o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None
+    )
     return {
         "file": "model.onnx",
         "load": f"onnxruntime.InferenceSession(FILE).run(['{ONNX_OUTPUT}'], {{'{ONNX_INPUT}': x}})",
@@ -257,8 +297,12 @@ def _now(write: Callable[[ExportJob], Result]) -> Callable[[ExportJob], Callable
 
 
 register_format(ExportFormat("torch", ("model.pt", SPACE_FILE), _now(_write_torch), aliases=("state_dict",)))
-register_format(ExportFormat("torchscript", ("model.torchscript.pt",), _now(_write_torchscript), aliases=("jit",)))
-register_format(ExportFormat("torch_export", ("model.pt2",), _now(_write_torch_export), aliases=("torch.export", "pt2")))
+register_format(
+    ExportFormat("torchscript", ("model.torchscript.pt",), _now(_write_torchscript), aliases=("jit",))
+)
+register_format(
+    ExportFormat("torch_export", ("model.pt2",), _now(_write_torch_export), aliases=("torch.export", "pt2"))
+)
 register_format(ExportFormat("onnx", ("model.onnx",), _now(_write_onnx)))
 
 
@@ -269,19 +313,27 @@ def _one_line(exc: BaseException) -> str:
 
 def write_formats(job: ExportJob, formats: list[str]) -> dict[str, dict[str, Any]]:
     """Write and verify each of ``formats``; a failure is recorded (``ok: false`` and ``error``), never raised."""
-    for name in format_names():  # files of formats not asked for this time would describe another export: remove them
+    for name in (
+        format_names()
+    ):  # files of formats not asked for this time would describe another export: remove them
         if name not in formats:
             for file in format_files(name):
                 (job.out_dir / file).unlink(missing_ok=True)
     results: dict[str, dict[str, Any]] = {}
     finishers: dict[str, tuple[float, Callable[[], Result]]] = {}
     chosen = [EXPORT_FORMATS.get(name) for name in formats]
-    for fmt in sorted(chosen, key=lambda f: not f.background):  # background checks first, so they overlap the rest
+    for fmt in sorted(
+        chosen, key=lambda f: not f.background
+    ):  # background checks first, so they overlap the rest
         t0 = time.perf_counter()
         try:
             finish = fmt.start(job)
         except Exception as exc:  # noqa: BLE001 - recorded, the other formats go on
-            results[fmt.name] = {"ok": False, "error": _one_line(exc), "seconds": round(time.perf_counter() - t0, 3)}
+            results[fmt.name] = {
+                "ok": False,
+                "error": _one_line(exc),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
             continue
         if fmt.background:
             finishers[fmt.name] = (t0, finish)
@@ -291,7 +343,9 @@ def write_formats(job: ExportJob, formats: list[str]) -> dict[str, dict[str, Any
         results[name] = _finish(finish, t0)
     for res in results.values():
         if not res["ok"] and "error" not in res:
-            res["error"] = f"verification failed: max abs difference {res['max_abs_diff']:.3g} > tolerance {res['tolerance']:.3g}"
+            res["error"] = (
+                f"verification failed: max abs difference {res['max_abs_diff']:.3g} > tolerance {res['tolerance']:.3g}"
+            )
     return {f: results[f] for f in formats}
 
 
@@ -304,4 +358,15 @@ def _finish(finish: Callable[[], Result], t0: float) -> Result:
     return res
 
 
-__all__ = ["EXPORT_FORMATS", "ExportFormat", "ExportJob", "format_files", "format_names", "load_subnet", "register_format", "resolve_formats", "space_settings", "write_formats"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "ExportFormat",
+    "ExportJob",
+    "format_files",
+    "format_names",
+    "load_subnet",
+    "register_format",
+    "resolve_formats",
+    "space_settings",
+    "write_formats",
+]

@@ -50,8 +50,24 @@ LOADER_FILE = "load_timm.py"
 TIMM_OUTPUT_STRIDE = 32  # timm's MobileNetV3 builds its blocks with output_stride=32
 TIMM_STEM_STRIDE = 2  # fixed in timm's MobileNetV3 stem
 _ACT_SUFFIX = {"relu": "nre", "hswish": "nhs"}
-_IR_NAMES = {"expand.conv": "conv_pw", "expand.bn": "bn1", "dw.conv": "conv_dw", "dw.bn": "bn2", "se.reduce": "se.conv_reduce", "se.expand": "se.conv_expand", "project.conv": "conv_pwl", "project.bn": "bn3"}
-_DS_NAMES = {"dw.conv": "conv_dw", "dw.bn": "bn1", "se.reduce": "se.conv_reduce", "se.expand": "se.conv_expand", "project.conv": "conv_pw", "project.bn": "bn2"}
+_IR_NAMES = {
+    "expand.conv": "conv_pw",
+    "expand.bn": "bn1",
+    "dw.conv": "conv_dw",
+    "dw.bn": "bn2",
+    "se.reduce": "se.conv_reduce",
+    "se.expand": "se.conv_expand",
+    "project.conv": "conv_pwl",
+    "project.bn": "bn3",
+}
+_DS_NAMES = {
+    "dw.conv": "conv_dw",
+    "dw.bn": "bn1",
+    "se.reduce": "se.conv_reduce",
+    "se.expand": "se.conv_expand",
+    "project.conv": "conv_pw",
+    "project.bn": "bn2",
+}
 
 LOADER = '''"""Build the exported subnetwork as a timm MobileNetV3 with timm and torch alone (nas-engine is not needed).
 
@@ -123,16 +139,24 @@ def timm_incompatibility(space: Any) -> str | None:
     total = cfg.stem_stride * math.prod(st.stride for st in cfg.stages)
     if total > TIMM_OUTPUT_STRIDE:
         return f"its total stride is {total}; timm's MobileNetV3 turns strides beyond {TIMM_OUTPUT_STRIDE} into dilation"
-    for what, c in [("first block", cfg.first_channels), *((f"stage {i}", st.out_channels) for i, st in enumerate(cfg.stages)), ("head", cfg.head_channels)]:
+    for what, c in [
+        ("first block", cfg.first_channels),
+        *((f"stage {i}", st.out_channels) for i, st in enumerate(cfg.stages)),
+        ("head", cfg.head_channels),
+    ]:
         if _timm_round(c) != c:
-            return f"its {what} has {c} channels, which timm's channel rounding would change to {_timm_round(c)}"
+            return (
+                f"its {what} has {c} channels, which timm's channel rounding would change to {_timm_round(c)}"
+            )
     for i, (st, c_in) in enumerate(zip(cfg.stages, cfg.stage_in_channels())):
         for c in {c_in, st.out_channels}:
             for e in cfg.expands:
                 mid = mid_channels(c, e)
                 timm_mid = c if e == 1 else _timm_round(c * e)
                 if mid != timm_mid:
-                    return f"stage {i}: expand {e} of {c} channels gives {mid} channels here, {timm_mid} in timm"
+                    return (
+                        f"stage {i}: expand {e} of {c} channels gives {mid} channels here, {timm_mid} in timm"
+                    )
                 if st.use_se and se_channels(mid) != _timm_round(mid * 0.25):
                     return f"stage {i}: squeeze-excite of {mid} channels reduces to {se_channels(mid)} here, {_timm_round(mid * 0.25)} in timm"
     return None
@@ -151,10 +175,14 @@ def timm_arch_def(cfg: MBNetConfig, spec: MBSpec) -> list[list[str]]:
         for j, (k, e) in enumerate(blocks):
             kind = "ds" if e == 1 else "ir"
             se = "_se0.25" if st.use_se else ""
-            strings.append(f"{kind}_r1_k{k}_s{st.stride if j == 0 else 1}_e{_num(e)}_c{st.out_channels}{se}_{_ACT_SUFFIX[st.act]}")
+            strings.append(
+                f"{kind}_r1_k{k}_s{st.stride if j == 0 else 1}_e{_num(e)}_c{st.out_channels}{se}_{_ACT_SUFFIX[st.act]}"
+            )
         merged: list[list[Any]] = []  # runs of equal blocks -> one string with r<N>, as timm writes them
         for s in strings:
-            if merged and merged[-1][0] == s:  # timm gives every block after a stage's first stride 1, as we do
+            if (
+                merged and merged[-1][0] == s
+            ):  # timm gives every block after a stage's first stride 1, as we do
                 merged[-1][1] += 1
             else:
                 merged.append([s, 1])
@@ -191,7 +219,9 @@ def timm_state_dict(static: MBNet) -> dict[str, torch.Tensor]:
         try:
             out[_timm_name(static, name)] = tensor.detach().clone()
         except KeyError as exc:
-            raise TimmExportError(f"tensor {name!r} of the exported network has no place in timm's MobileNetV3 (unmapped {exc})") from None
+            raise TimmExportError(
+                f"tensor {name!r} of the exported network has no place in timm's MobileNetV3 (unmapped {exc})"
+            ) from None
     return out
 
 
@@ -206,7 +236,9 @@ def timm_model_spec(space: Any, static: nn.Module, spec: MBSpec) -> dict[str, An
     bns = [m for m in static.modules() if isinstance(m, nn.BatchNorm2d)]
     eps, momentum = {m.eps for m in bns}, {m.momentum for m in bns}
     if len(eps) != 1 or len(momentum) != 1:
-        raise TimmExportError(f"timm's MobileNetV3 uses one batch-norm setting; this network mixes eps {sorted(eps)} / momentum {sorted(momentum, key=str)}")
+        raise TimmExportError(
+            f"timm's MobileNetV3 uses one batch-norm setting; this network mixes eps {sorted(eps)} / momentum {sorted(momentum, key=str)}"
+        )
     import timm
 
     return {
@@ -234,7 +266,7 @@ def timm_model_spec(space: Any, static: nn.Module, spec: MBSpec) -> dict[str, An
 
 
 # Run in a separate interpreter by the export: builds the model with the shipped loader and compares outputs.
-VERIFY_SCRIPT = r'''
+VERIFY_SCRIPT = r"""
 import json, runpy, sys
 import torch
 loader, export_dir, batch = sys.argv[1:4]
@@ -252,10 +284,21 @@ print(json.dumps({
     "argmax_agree": (out.argmax(1) == ours.argmax(1)).float().mean().item(),
     "project_modules_imported": foreign,
 }))
-'''
+"""
 
 
-__all__ = ["LOADER", "LOADER_FILE", "SPEC_FILE", "TimmExportError", "VERIFY_SCRIPT", "WEIGHTS_FILE", "timm_arch_def", "timm_incompatibility", "timm_model_spec", "timm_state_dict"]
+__all__ = [
+    "LOADER",
+    "LOADER_FILE",
+    "SPEC_FILE",
+    "TimmExportError",
+    "VERIFY_SCRIPT",
+    "WEIGHTS_FILE",
+    "timm_arch_def",
+    "timm_incompatibility",
+    "timm_model_spec",
+    "timm_state_dict",
+]
 
 
 def _start_timm(job: ExportJob) -> Callable[[], dict[str, Any]]:
@@ -270,9 +313,18 @@ def _start_timm(job: ExportJob) -> Callable[[], dict[str, Any]]:
     batch = Path(tmp.name) / "batch.pt"
     torch.save({"x": job.x, "y": job.y, "logits": job.logits}, batch)
     # cwd is the temporary folder: nothing of this project is on the child's import path unless installed
-    cmd = [sys.executable, "-c", VERIFY_SCRIPT, str((job.out_dir / LOADER_FILE).resolve()), str(job.out_dir.resolve()), str(batch)]
+    cmd = [
+        sys.executable,
+        "-c",
+        VERIFY_SCRIPT,
+        str((job.out_dir / LOADER_FILE).resolve()),
+        str(job.out_dir.resolve()),
+        str(batch),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.Popen(cmd, cwd=tmp.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
     def finish() -> dict[str, Any]:
         try:
@@ -290,7 +342,9 @@ def _start_timm(job: ExportJob) -> Callable[[], dict[str, Any]]:
         if not res["max_abs_diff"] <= tol:
             problems.append(f"max abs difference {res['max_abs_diff']:.3g} > tolerance {tol:.3g}")
         if res["accuracy"] != res["accuracy_ours"]:
-            problems.append(f"validation-batch accuracy {res['accuracy']:.4f} in timm vs {res['accuracy_ours']:.4f} here")
+            problems.append(
+                f"validation-batch accuracy {res['accuracy']:.4f} in timm vs {res['accuracy_ours']:.4f} here"
+            )
         if res["project_modules_imported"]:
             problems.append(f"the check imported {res['project_modules_imported']}")
         out = {
@@ -313,4 +367,12 @@ def _start_timm(job: ExportJob) -> Callable[[], dict[str, Any]]:
     return finish
 
 
-register_format(ExportFormat("timm", (SPEC_FILE, WEIGHTS_FILE, LOADER_FILE), _start_timm, inapplicable=timm_incompatibility, background=True))
+register_format(
+    ExportFormat(
+        "timm",
+        (SPEC_FILE, WEIGHTS_FILE, LOADER_FILE),
+        _start_timm,
+        inapplicable=timm_incompatibility,
+        background=True,
+    )
+)

@@ -19,7 +19,6 @@ by ``nas report`` does not duplicate it.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import hashlib
@@ -28,17 +27,29 @@ import io
 import json
 import math
 import re
-import sys
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from nas.run.config import NASConfig, load_yaml
-from nas.run.files import RunDirError, RunLock, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from nas.run.tracking import EVENTS_NAME, JsonlTracker, Trackers, TrackingWarning, markdown_table, read_events, tracker_classes
+from nas.run.config import NASConfig
+from nas.run.files import (
+    RunDirError,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+)
+from nas.run.tracking import (
+    EVENTS_NAME,
+    JsonlTracker,
+    Trackers,
+    TrackingWarning,
+    markdown_table,
+    read_events,
+    tracker_classes,
+)
 from nas.trials import TrialRow, row_from_study_trial, trial_row
 
 if TYPE_CHECKING:
@@ -76,7 +87,9 @@ class RunRecord:
 
     run_dir: Path
     cfg: NASConfig
-    rows: list[TrialRow] = field(default_factory=list)  # completed trials, as Controller.history() returns them
+    rows: list[TrialRow] = field(
+        default_factory=list
+    )  # completed trials, as Controller.history() returns them
     states: dict[str, int] = field(default_factory=dict)  # trials per Optuna state
     trials_source: str = ""  # where the trials came from, or why there are none
     study_name: str = "search"
@@ -98,7 +111,13 @@ class RunRecord:
             if r["trial"] == self.export_meta.get("trial"):
                 return r
         m = self.export_meta  # the study is gone or elsewhere: what the export recorded
-        return trial_row(m.get("trial"), m.get("arch", {}), m.get("arch_id"), m.get("search_val_accuracy", m.get("val_accuracy")), m.get("latency_pred_ms"))
+        return trial_row(
+            m.get("trial"),
+            m.get("arch", {}),
+            m.get("arch_id"),
+            m.get("search_val_accuracy", m.get("val_accuracy")),
+            m.get("latency_pred_ms"),
+        )
 
 
 def _dedupe_by_step(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,7 +159,15 @@ def _trials_from_study(run_dir: Path, cfg: NASConfig) -> tuple[list[dict[str, An
         reader = csv.DictReader(f)
         lat_cols = [c for c in reader.fieldnames or [] if c.startswith("latency_pred_ms_")]
         rows = [
-            trial_row(int(r["trial"]), {}, r["arch_id"], float(r["val_accuracy"]), float(r[lat_cols[0]]), [float(r[c]) for c in lat_cols[1:]], r["feasible"] == "1")
+            trial_row(
+                int(r["trial"]),
+                {},
+                r["arch_id"],
+                float(r["val_accuracy"]),
+                float(r[lat_cols[0]]),
+                [float(r[c]) for c in lat_cols[1:]],
+                r["feasible"] == "1",
+            )
             for r in reader
         ]
     return rows, {"COMPLETE": len(rows)}, f"search/history.csv ({why})"
@@ -148,14 +175,22 @@ def _trials_from_study(run_dir: Path, cfg: NASConfig) -> tuple[list[dict[str, An
 
 def load_run(run_dir: str | Path, cfg: NASConfig | None = None) -> RunRecord:
     """Read a run directory; ``cfg`` defaults to its ``config.yaml``."""
-    from nas.run.context import CONFIG_FILE, resolve_config
     from nas.pareto import pareto_front
+    from nas.run.context import CONFIG_FILE, resolve_config
 
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / CONFIG_FILE).is_file():
-        raise RunDirError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); give the --run-dir of a `nas run`/`nas train`")
+        raise RunDirError(
+            f"{run_dir} is not a run directory (no {CONFIG_FILE}); give the --run-dir of a `nas run`/`nas train`"
+        )
     cfg = cfg or resolve_config(run_dir, None, ())
-    rec = RunRecord(run_dir=run_dir, cfg=cfg, study_name=cfg.search.study or "search", budget_ms=cfg.search.latency_budget_ms, devices=list(cfg.search.devices))
+    rec = RunRecord(
+        run_dir=run_dir,
+        cfg=cfg,
+        study_name=cfg.search.study or "search",
+        budget_ms=cfg.search.latency_budget_ms,
+        devices=list(cfg.search.devices),
+    )
     events = read_events(run_dir) if (run_dir / EVENTS_NAME).exists() else []
     rec.epochs = _dedupe_by_step([e for e in events if e.get("kind") == "epoch"])
     for e in events:
@@ -166,7 +201,9 @@ def load_run(run_dir: str | Path, cfg: NASConfig | None = None) -> RunRecord:
     for f in sorted(run_dir.glob("finetune/*/result.json")):
         rec.finetune_results[f.parent.name] = read_json(f)
     pareto_file = run_dir / "search" / "pareto.json"
-    if pareto_file.exists():  # the budget and devices the search itself used (config.yaml holds the latest command's)
+    if (
+        pareto_file.exists()
+    ):  # the budget and devices the search itself used (config.yaml holds the latest command's)
         saved = read_json(pareto_file)
         rec.budget_ms = saved.get("latency_budget_ms", rec.budget_ms)
         rec.devices = list(saved.get("devices") or rec.devices)
@@ -190,14 +227,29 @@ def build_figures(rec: RunRecord) -> dict[str, Figure | str]:
     makers: dict[str, tuple[str | None, Any]] = {
         "pareto": (
             None if rec.rows else f"no finished search trials ({rec.trials_source})",
-            lambda: rf.pareto_figure(rec.rows, rec.front, rec.budget_ms, rec.exported, device=rec.devices[0], n_devices=len(rec.devices)),
+            lambda: rf.pareto_figure(
+                rec.rows,
+                rec.front,
+                rec.budget_ms,
+                rec.exported,
+                device=rec.devices[0],
+                n_devices=len(rec.devices),
+            ),
         ),
         "training": (
-            None if rec.epochs or rec.finetune_epochs else f"no epoch events in {EVENTS_NAME} (train the supernet with `nas train`)",
-            lambda: rf.training_figure(rec.epochs, rec.finetune_epochs, {k: r.get("val_accuracy_before") for k, r in rec.finetune_results.items()}),
+            None
+            if rec.epochs or rec.finetune_epochs
+            else f"no epoch events in {EVENTS_NAME} (train the supernet with `nas train`)",
+            lambda: rf.training_figure(
+                rec.epochs,
+                rec.finetune_epochs,
+                {k: r.get("val_accuracy_before") for k, r in rec.finetune_results.items()},
+            ),
         ),
         "ranking": (
-            None if rec.ranking and rec.ranking.get("rows") else "no ranking.json (run `nas rank --run-dir DIR`)",
+            None
+            if rec.ranking and rec.ranking.get("rows")
+            else "no ranking.json (run `nas rank --run-dir DIR`)",
             lambda: rf.ranking_figure(rec.ranking or {}),
         ),
         "anytime": (
@@ -213,7 +265,9 @@ def build_figures(rec: RunRecord) -> dict[str, Figure | str]:
         try:
             out[name] = make()
         except Exception as e:  # noqa: BLE001 - one broken figure must not cost the rest of the report
-            warnings.warn(f"report figure {name!r} failed: {type(e).__name__}: {e}", TrackingWarning, stacklevel=2)
+            warnings.warn(
+                f"report figure {name!r} failed: {type(e).__name__}: {e}", TrackingWarning, stacklevel=2
+            )
             out[name] = f"drawing it failed ({type(e).__name__}: {e})"
     return out
 
@@ -236,14 +290,31 @@ def _fmt(v: Any, digits: int = 4) -> str:
 def pareto_table(rec: RunRecord) -> tuple[list[str], list[list[Any]]]:
     """The Pareto front (plus the exported trial when it is not on it), as the trackers receive it."""
     exported = rec.exported
-    cols = ["trial", "arch_id", "val_accuracy", "latency_pred_ms", *(f"latency_pred_ms_{d}" for d in rec.devices[1:]), "on_front", "exported", "arch"]
+    cols = [
+        "trial",
+        "arch_id",
+        "val_accuracy",
+        "latency_pred_ms",
+        *(f"latency_pred_ms_{d}" for d in rec.devices[1:]),
+        "on_front",
+        "exported",
+        "arch",
+    ]
     rows = list(rec.front)
     if exported is not None and all(r["trial"] != exported["trial"] for r in rows):
         rows.append(exported)
     front_trials = {r["trial"] for r in rec.front}
     table = [
-        [r["trial"], r["arch_id"], r["accuracy"], r["latency_ms"], *r.get("extra_latencies_ms", []), r["trial"] in front_trials,
-         exported is not None and r["trial"] == exported["trial"], json.dumps(r.get("arch", {}), sort_keys=True)]
+        [
+            r["trial"],
+            r["arch_id"],
+            r["accuracy"],
+            r["latency_ms"],
+            *r.get("extra_latencies_ms", []),
+            r["trial"] in front_trials,
+            exported is not None and r["trial"] == exported["trial"],
+            json.dumps(r.get("arch", {}), sort_keys=True),
+        ]
         for r in rows
     ]
     return cols, table
@@ -253,7 +324,10 @@ def numeric_summary(rec: RunRecord) -> dict[str, float | int]:
     """What the report adds to the trackers' run summary (numbers only)."""
     from nas.pareto import anytime_curves
 
-    out: dict[str, float | int] = {"report/trials_complete": len(rec.rows), "report/pareto_size": len(rec.front)}
+    out: dict[str, float | int] = {
+        "report/trials_complete": len(rec.rows),
+        "report/pareto_size": len(rec.front),
+    }
     if rec.rows:
         curves = anytime_curves(rec.rows, rec.budget_ms)
         best = curves["best_feasible_accuracy_pct"][-1]
@@ -263,7 +337,15 @@ def numeric_summary(rec: RunRecord) -> dict[str, float | int]:
         out["report/feasible_trials"] = sum(1 for r in rec.rows if r["feasible"])
     m = rec.export_meta
     if m:
-        for key in ("trial", "test_accuracy", "val_accuracy", "latency_pred_ms", "latency_measured_ms", "params", "macs"):
+        for key in (
+            "trial",
+            "test_accuracy",
+            "val_accuracy",
+            "latency_pred_ms",
+            "latency_measured_ms",
+            "params",
+            "macs",
+        ):
             if isinstance(m.get(key), (int, float)):
                 out[f"report/exported_{key}"] = m[key]
     for init, res in rec.finetune_results.items():
@@ -283,36 +365,87 @@ def summary_rows(rec: RunRecord) -> list[tuple[str, str]]:
     """The run at a glance: what was searched, how, and what came out."""
     c = rec.cfg
     rows: list[tuple[str, str]] = [("run directory", str(rec.run_dir))]
-    space = f"{c.space.name} (supernet {c.space.supernet}, width x{c.space.width_mult:g}" + (f", options {c.space.options}" if c.space.options else "") + ")"
+    space = (
+        f"{c.space.name} (supernet {c.space.supernet}, width x{c.space.width_mult:g}"
+        + (f", options {c.space.options}" if c.space.options else "")
+        + ")"
+    )
     rows.append(("search space", space))
-    data = c.data.name + (f", {c.data.resolution} px" if c.data.resolution else "") + (f", {c.data.train_limit} training images" if c.data.train_limit else "")
+    data = (
+        c.data.name
+        + (f", {c.data.resolution} px" if c.data.resolution else "")
+        + (f", {c.data.train_limit} training images" if c.data.train_limit else "")
+    )
     rows.append(("data", data))
     done = len(rec.epochs)
-    rows.append(("supernet training", f"{done}/{c.train.epochs} epochs, sampler {c.train.sampler}" + (" + distillation" if c.train.distill else "") + f", {c.train.optimizer} lr {c.train.lr:g}"))
+    rows.append(
+        (
+            "supernet training",
+            f"{done}/{c.train.epochs} epochs, sampler {c.train.sampler}"
+            + (" + distillation" if c.train.distill else "")
+            + f", {c.train.optimizer} lr {c.train.lr:g}",
+        )
+    )
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(rec.states.items())) or "none"
     rows.append(("controller", f"{c.search.controller}: {states} trials (from {rec.trials_source})"))
-    rows.append(("latency budget", f"{rec.budget_ms:g} ms on {rec.devices[0]}" if rec.budget_ms is not None else "none (unconstrained)"))
+    rows.append(
+        (
+            "latency budget",
+            f"{rec.budget_ms:g} ms on {rec.devices[0]}"
+            if rec.budget_ms is not None
+            else "none (unconstrained)",
+        )
+    )
     if len(rec.devices) > 1:
         rows.append(("latency objectives", ", ".join(rec.devices)))
     summ = numeric_summary(rec)
     if rec.rows:
         best = summ.get("report/best_feasible_val_accuracy")
-        rows.append(("Pareto front", f"{len(rec.front)} architectures; best val accuracy within budget {100 * best:.2f} %" if best is not None else f"{len(rec.front)} architectures; no trial within budget"))
+        rows.append(
+            (
+                "Pareto front",
+                f"{len(rec.front)} architectures; best val accuracy within budget {100 * best:.2f} %"
+                if best is not None
+                else f"{len(rec.front)} architectures; no trial within budget",
+            )
+        )
     m = rec.export_meta
     if m is None:
         rows.append(("exported network", "not available: no export/meta.json (run `nas export`)"))
         return rows + _extra_rows(rec)
-    rows.append(("exported network", f"trial {m.get('trial')}, arch {m.get('arch_id')}: {_arch_text(m.get('arch', {}))}"))
+    rows.append(
+        (
+            "exported network",
+            f"trial {m.get('trial')}, arch {m.get('arch_id')}: {_arch_text(m.get('arch', {}))}",
+        )
+    )
     rows.append(("test accuracy", f"{100 * m['test_accuracy']:.2f} % (val {100 * m['val_accuracy']:.2f} %)"))
     setup = m.get("latency_setup", {})
     err = m.get("latency_error_pct")
-    rows.append(("latency", f"predicted {m['latency_pred_ms']:.3f} ms, measured {m['latency_measured_ms']:.3f} ms" + (f" ({err:+.1f} %)" if isinstance(err, (int, float)) else "")
-                 + (f"; batch {setup.get('batch')}, {setup.get('threads')} thread(s) on {setup.get('processor')}" if setup else "")))
+    rows.append(
+        (
+            "latency",
+            f"predicted {m['latency_pred_ms']:.3f} ms, measured {m['latency_measured_ms']:.3f} ms"
+            + (f" ({err:+.1f} %)" if isinstance(err, (int, float)) else "")
+            + (
+                f"; batch {setup.get('batch')}, {setup.get('threads')} thread(s) on {setup.get('processor')}"
+                if setup
+                else ""
+            ),
+        )
+    )
     rows.append(("size", f"{m.get('params', 0):,} parameters, {m.get('macs', 0):,} MACs"))
     fmts = []
     for fmt, r in m.get("formats", {}).items():
         if r.get("ok"):
-            fmts.append(f"{fmt} ok" + (f" (max abs diff {r['max_abs_diff']:.2g})" if isinstance(r.get("max_abs_diff"), (int, float)) else ""))
+            fmts.append(
+                f"{fmt} ok"
+                + (
+                    f" (max abs diff {r['max_abs_diff']:.2g})"
+                    if isinstance(r.get("max_abs_diff"), (int, float))
+                    else ""
+                )
+            )
         else:
             fmts.append(f"{fmt} FAILED ({r.get('error', 'failed')})")
     rows.append(("export formats", "; ".join(fmts) or "none recorded"))
@@ -322,24 +455,57 @@ def summary_rows(rec: RunRecord) -> list[tuple[str, str]]:
 def _extra_rows(rec: RunRecord) -> list[tuple[str, str]]:
     rows = []
     for init, r in rec.finetune_results.items():
-        rows.append((f"fine-tuned ({init})", f"{r.get('epochs')} epochs: val {100 * r['val_accuracy_before']:.2f} -> {100 * r['val_accuracy_after']:.2f} %, "
-                     f"test {100 * r['test_accuracy_before']:.2f} -> {100 * r['test_accuracy_after']:.2f} %"))
+        rows.append(
+            (
+                f"fine-tuned ({init})",
+                f"{r.get('epochs')} epochs: val {100 * r['val_accuracy_before']:.2f} -> {100 * r['val_accuracy_after']:.2f} %, "
+                f"test {100 * r['test_accuracy_before']:.2f} -> {100 * r['test_accuracy_after']:.2f} %",
+            )
+        )
     if rec.ranking:
         r = rec.ranking
-        rows.append(("ranking", f"{r.get('k')} architectures: Kendall tau {_fmt(r.get('kendall_tau'), 3)}, Spearman {_fmt(r.get('spearman'), 3)}, regret {_fmt(r.get('regret'), 3)}"
-                     + (f", seed-to-seed tau {_fmt(r['seed_to_seed_kendall_tau'], 3)}" if "seed_to_seed_kendall_tau" in r else "")))
+        rows.append(
+            (
+                "ranking",
+                f"{r.get('k')} architectures: Kendall tau {_fmt(r.get('kendall_tau'), 3)}, Spearman {_fmt(r.get('spearman'), 3)}, regret {_fmt(r.get('regret'), 3)}"
+                + (
+                    f", seed-to-seed tau {_fmt(r['seed_to_seed_kendall_tau'], 3)}"
+                    if "seed_to_seed_kendall_tau" in r
+                    else ""
+                ),
+            )
+        )
     return rows
 
 
 # --------------------------------------------------------------------------- documents
 
 
-def _human_pareto(rec: RunRecord, cols: list[str], table: list[list[Any]]) -> tuple[list[str], list[list[str]]]:
-    head = ["trial", "arch id", "val accuracy [%]", f"predicted latency on {rec.devices[0]} [ms]", *(f"on {d} [ms]" for d in rec.devices[1:]), "on front", "exported"]
+def _human_pareto(
+    rec: RunRecord, cols: list[str], table: list[list[Any]]
+) -> tuple[list[str], list[list[str]]]:
+    head = [
+        "trial",
+        "arch id",
+        "val accuracy [%]",
+        f"predicted latency on {rec.devices[0]} [ms]",
+        *(f"on {d} [ms]" for d in rec.devices[1:]),
+        "on front",
+        "exported",
+    ]
     n_lat = len(rec.devices)
     rows = []
     for r in table:
-        rows.append([str(r[0]), str(r[1]), f"{100 * r[2]:.2f}", *(f"{v:.3f}" for v in r[3 : 3 + n_lat]), "yes" if r[3 + n_lat] else "no", "yes" if r[4 + n_lat] else ""])
+        rows.append(
+            [
+                str(r[0]),
+                str(r[1]),
+                f"{100 * r[2]:.2f}",
+                *(f"{v:.3f}" for v in r[3 : 3 + n_lat]),
+                "yes" if r[3 + n_lat] else "no",
+                "yes" if r[4 + n_lat] else "",
+            ]
+        )
     return head, rows
 
 
@@ -357,14 +523,31 @@ figcaption { font-size: 0.9em; color: #555; margin-top: 0.3em; }
 
 def _html_table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     e = html.escape
-    return "<table>\n<tr>" + "".join(f"<th>{e(str(h))}</th>" for h in head) + "</tr>\n" + "".join(
-        "<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>\n" for row in rows
-    ) + "</table>\n"
+    return (
+        "<table>\n<tr>"
+        + "".join(f"<th>{e(str(h))}</th>" for h in head)
+        + "</tr>\n"
+        + "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>\n" for row in rows)
+        + "</table>\n"
+    )
 
 
-def render_markdown(rec: RunRecord, figures: dict[str, Path | str], summary: list[tuple[str, str]], pareto: tuple[list[str], list[list[str]]], generated: str) -> str:
+def render_markdown(
+    rec: RunRecord,
+    figures: dict[str, Path | str],
+    summary: list[tuple[str, str]],
+    pareto: tuple[list[str], list[list[str]]],
+    generated: str,
+) -> str:
     """report.md: the PNGs linked (relative), tables as Markdown."""
-    out = [f"# NAS report: {rec.run_dir.name}", "", f"Generated {generated} by `nas report` from `{rec.run_dir}`.", "", "## Summary", ""]
+    out = [
+        f"# NAS report: {rec.run_dir.name}",
+        "",
+        f"Generated {generated} by `nas report` from `{rec.run_dir}`.",
+        "",
+        "## Summary",
+        "",
+    ]
     out += [markdown_table(["item", "value"], summary), "", "## Figures", ""]
     for name in FIGURES:
         fig = figures[name]
@@ -380,7 +563,14 @@ def render_markdown(rec: RunRecord, figures: dict[str, Path | str], summary: lis
     return "\n".join(out) + "\n"
 
 
-def render_html(rec: RunRecord, figures: dict[str, Path | str], images: dict[str, bytes], summary: list[tuple[str, str]], pareto: tuple[list[str], list[list[str]]], generated: str) -> str:
+def render_html(
+    rec: RunRecord,
+    figures: dict[str, Path | str],
+    images: dict[str, bytes],
+    summary: list[tuple[str, str]],
+    pareto: tuple[list[str], list[list[str]]],
+    generated: str,
+) -> str:
     """report.html: one file, every figure embedded, nothing fetched (a Content-Security-Policy forbids it)."""
     e = html.escape
     title = f"NAS report: {rec.run_dir.name}"
@@ -400,11 +590,15 @@ def render_html(rec: RunRecord, figures: dict[str, Path | str], images: dict[str
         parts.append(f"<h3>{e(TITLES[name])}</h3>")
         if name in images:
             data = base64.b64encode(images[name]).decode("ascii")
-            parts.append(f'<figure id="fig-{name}"><img src="data:image/png;base64,{data}" alt="{e(TITLES[name])}"><figcaption>{e(CAPTIONS[name])}</figcaption></figure>')
+            parts.append(
+                f'<figure id="fig-{name}"><img src="data:image/png;base64,{data}" alt="{e(TITLES[name])}"><figcaption>{e(CAPTIONS[name])}</figcaption></figure>'
+            )
         else:
             parts.append(f'<p class="na" id="fig-{name}">Not available: {e(str(figures[name]))}.</p>')
     parts.append("<h2>Pareto front</h2>")
-    parts.append(_html_table(*pareto) if pareto[1] else '<p class="na">Not available: no finished search trials.</p>')
+    parts.append(
+        _html_table(*pareto) if pareto[1] else '<p class="na">Not available: no finished search trials.</p>'
+    )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -429,7 +623,9 @@ class ReportResult:
     seconds: float
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None, cfg: NASConfig | None = None) -> ReportResult:
+def write_report(
+    run_dir: str | Path, out_dir: str | Path | None = None, cfg: NASConfig | None = None
+) -> ReportResult:
     """Read ``run_dir`` and write the figures, report.md, report.html and report.json (atomically) to ``out_dir``."""
     t0 = time.perf_counter()
     rec = load_run(run_dir, cfg)
@@ -452,16 +648,46 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, cfg: NA
     human = _human_pareto(rec, cols, table)
     generated = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     numbers = numeric_summary(rec)
-    inputs = {"rows": rec.rows, "epochs": rec.epochs, "finetune": rec.finetune_epochs, "export": rec.export_meta, "ranking": rec.ranking, "budget": rec.budget_ms, "figures": sorted(images)}
+    inputs = {
+        "rows": rec.rows,
+        "epochs": rec.epochs,
+        "finetune": rec.finetune_epochs,
+        "export": rec.export_meta,
+        "ranking": rec.ranking,
+        "budget": rec.budget_ms,
+        "figures": sorted(images),
+    }
     fingerprint = hashlib.sha1(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
-    atomic_write_json(out / "report.json", {
-        "run_dir": str(rec.run_dir), "generated": generated,
-        "figures": {n: ({"file": f.name} if isinstance(f, Path) else {"not_available": f}) for n, f in figures.items()},
-        "summary": dict(summary), "numbers": numbers, "pareto": {"columns": cols, "rows": table}, "fingerprint": fingerprint,
-    })
+    atomic_write_json(
+        out / "report.json",
+        {
+            "run_dir": str(rec.run_dir),
+            "generated": generated,
+            "figures": {
+                n: ({"file": f.name} if isinstance(f, Path) else {"not_available": f})
+                for n, f in figures.items()
+            },
+            "summary": dict(summary),
+            "numbers": numbers,
+            "pareto": {"columns": cols, "rows": table},
+            "fingerprint": fingerprint,
+        },
+    )
     atomic_write_text(out / "report.md", render_markdown(rec, figures, summary, human, generated))
     atomic_write_text(out / "report.html", render_html(rec, figures, images, summary, human, generated))
-    return ReportResult(out, rec, figures, out / "report.md", out / "report.html", out / "report.json", cols, table, numbers, fingerprint, time.perf_counter() - t0)
+    return ReportResult(
+        out,
+        rec,
+        figures,
+        out / "report.md",
+        out / "report.html",
+        out / "report.json",
+        cols,
+        table,
+        numbers,
+        fingerprint,
+        time.perf_counter() - t0,
+    )
 
 
 def already_tracked(result: ReportResult, trackers: Sequence[str]) -> bool:
@@ -486,30 +712,74 @@ def send_to_trackers(result: ReportResult, trackers: Trackers) -> None:
     if rec.rows:
         curves = anytime_curves(rec.rows, rec.budget_ms)
         front = {r["trial"] for r in rec.front}
-        for r, best, hv in zip(sorted(rec.rows, key=lambda r: r["trial"]), curves["best_feasible_accuracy_pct"], curves["hypervolume"]):
-            values: dict[str, float | int] = {"val_accuracy": r["accuracy"], "latency_pred_ms": r["latency_ms"], "feasible": int(r["feasible"]), "on_front": int(r["trial"] in front), "hypervolume": hv}
+        for r, best, hv in zip(
+            sorted(rec.rows, key=lambda r: r["trial"]),
+            curves["best_feasible_accuracy_pct"],
+            curves["hypervolume"],
+        ):
+            values: dict[str, float | int] = {
+                "val_accuracy": r["accuracy"],
+                "latency_pred_ms": r["latency_ms"],
+                "feasible": int(r["feasible"]),
+                "on_front": int(r["trial"] in front),
+                "hypervolume": hv,
+            }
             if math.isfinite(best):
                 values["best_feasible_val_accuracy"] = best / 100
             trackers.log("report/trial", r["trial"], values)
     exported = rec.exported
-    sessions = list(rec.front) + ([exported] if exported is not None and all(r["trial"] != exported["trial"] for r in rec.front) else [])
+    sessions = list(rec.front) + (
+        [exported] if exported is not None and all(r["trial"] != exported["trial"] for r in rec.front) else []
+    )
     for r in sessions:
-        hp: dict[str, Any] = {k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v)) for k, v in r.get("arch", {}).items()}
-        hp.update(trial=int(r["trial"]), arch_id=str(r["arch_id"]), exported=exported is not None and r["trial"] == exported["trial"])
-        trackers.log_hparams(f"hparams/trial-{int(r['trial']):04d}", hp, {"hparam/val_accuracy": float(r["accuracy"]), "hparam/latency_pred_ms": float(r["latency_ms"])})
+        hp: dict[str, Any] = {
+            k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
+            for k, v in r.get("arch", {}).items()
+        }
+        hp.update(
+            trial=int(r["trial"]),
+            arch_id=str(r["arch_id"]),
+            exported=exported is not None and r["trial"] == exported["trial"],
+        )
+        trackers.log_hparams(
+            f"hparams/trial-{int(r['trial']):04d}",
+            hp,
+            {"hparam/val_accuracy": float(r["accuracy"]), "hparam/latency_pred_ms": float(r["latency_ms"])},
+        )
     if rec.export_meta is not None:
         m = rec.export_meta
-        meta = {k: m[k] for k in ("trial", "arch_id", "arch", "space", "data", "test_accuracy", "latency_pred_ms", "latency_measured_ms", "params") if k in m}
-        trackers.log_artifact(f"{rec.run_dir.name}-export", rec.run_dir / "export", type="model", metadata=meta)
+        meta = {
+            k: m[k]
+            for k in (
+                "trial",
+                "arch_id",
+                "arch",
+                "space",
+                "data",
+                "test_accuracy",
+                "latency_pred_ms",
+                "latency_measured_ms",
+                "params",
+            )
+            if k in m
+        }
+        trackers.log_artifact(
+            f"{rec.run_dir.name}-export", rec.run_dir / "export", type="model", metadata=meta
+        )
     trackers.summary(result.summary)
 
 
-def track_report(result: ReportResult, trackers: Trackers, names: Sequence[str], resend: bool = False) -> bool:
+def track_report(
+    result: ReportResult, trackers: Trackers, names: Sequence[str], resend: bool = False
+) -> bool:
     """Send the report unless these trackers already have it; True if sent."""
     if not resend and already_tracked(result, names):
         return False
     send_to_trackers(result, trackers)
-    atomic_write_json(result.record.run_dir / REPORT_DIR / TRACKED_FILE, {"fingerprint": result.fingerprint, "trackers": sorted(names), "time": time.time()})
+    atomic_write_json(
+        result.record.run_dir / REPORT_DIR / TRACKED_FILE,
+        {"fingerprint": result.fingerprint, "trackers": sorted(names), "time": time.time()},
+    )
     return True
 
 
@@ -522,7 +792,11 @@ def report_after_run(ctx: RunContext) -> ReportResult | None:
         result = write_report(ctx.run_dir, cfg=ctx.cfg)
         track_report(result, ctx.trackers, tracker_names(ctx.trackers))
     except Exception as e:  # noqa: BLE001
-        warnings.warn(f"the report could not be written ({type(e).__name__}: {e}); run `nas report {ctx.run_dir}`", TrackingWarning, stacklevel=2)
+        warnings.warn(
+            f"the report could not be written ({type(e).__name__}: {e}); run `nas report {ctx.run_dir}`",
+            TrackingWarning,
+            stacklevel=2,
+        )
         return None
     ctx.say(f"report: {result.html} ({result.seconds:.1f}s)")
     return result
@@ -534,7 +808,22 @@ def tracker_names(trackers: Trackers) -> list[str]:
 
 def configured_tracker_names(names: Sequence[str]) -> list[str]:
     """The class names :func:`nas.run.tracking.make_trackers` builds for ``names`` (without building them)."""
-    return ["JsonlTracker", *(cls.__name__ for cls in tracker_classes(names).values() if cls is not JsonlTracker)]
+    return [
+        "JsonlTracker",
+        *(cls.__name__ for cls in tracker_classes(names).values() if cls is not JsonlTracker),
+    ]
 
 
-__all__ = ["FIGURES", "ReportResult", "RunRecord", "build_figures", "configured_tracker_names", "load_run", "pareto_table", "report_after_run", "send_to_trackers", "track_report", "write_report"]
+__all__ = [
+    "FIGURES",
+    "ReportResult",
+    "RunRecord",
+    "build_figures",
+    "configured_tracker_names",
+    "load_run",
+    "pareto_table",
+    "report_after_run",
+    "send_to_trackers",
+    "track_report",
+    "write_report",
+]

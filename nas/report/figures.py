@@ -9,12 +9,13 @@ legends). Accuracy is shown in percent and latency in milliseconds throughout.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from matplotlib.figure import Figure  # not pyplot: no global state, no window, no backend switch for the caller
+from matplotlib.figure import (
+    Figure,
+)  # not pyplot: no global state, no window, no backend switch for the caller
 
 from nas.pareto import anytime_curves
 
@@ -46,19 +47,52 @@ def pareto_figure(
     feas = [r for r in rows if r["feasible"]]
     infeas = [r for r in rows if not r["feasible"]]
     if feas:
-        ax.scatter([r["latency_ms"] for r in feas], [_pct(r["accuracy"]) for r in feas], s=22, color=FEASIBLE_COLOR, alpha=0.55, label=f"trial within budget ({len(feas)})")
+        ax.scatter(
+            [r["latency_ms"] for r in feas],
+            [_pct(r["accuracy"]) for r in feas],
+            s=22,
+            color=FEASIBLE_COLOR,
+            alpha=0.55,
+            label=f"trial within budget ({len(feas)})",
+        )
     if infeas:
-        ax.scatter([r["latency_ms"] for r in infeas], [_pct(r["accuracy"]) for r in infeas], s=28, marker="x", color=INFEASIBLE_COLOR, label=f"trial over budget ({len(infeas)})")
+        ax.scatter(
+            [r["latency_ms"] for r in infeas],
+            [_pct(r["accuracy"]) for r in infeas],
+            s=28,
+            marker="x",
+            color=INFEASIBLE_COLOR,
+            label=f"trial over budget ({len(infeas)})",
+        )
     if front:
         xs = [r["latency_ms"] for r in front]
         ys = [_pct(r["accuracy"]) for r in front]
         if n_devices == 1:  # on one device the front is a staircase; with more its 2-D projection need not be
             ax.plot(xs, ys, drawstyle="steps-post", color=FRONT_COLOR, lw=1.5, zorder=2)
-        ax.scatter(xs, ys, s=60, facecolors="none", edgecolors=FRONT_COLOR, linewidths=1.8, zorder=3, label=f"Pareto front ({len(front)})")
+        ax.scatter(
+            xs,
+            ys,
+            s=60,
+            facecolors="none",
+            edgecolors=FRONT_COLOR,
+            linewidths=1.8,
+            zorder=3,
+            label=f"Pareto front ({len(front)})",
+        )
     if budget_ms is not None:
         ax.axvline(budget_ms, color=BUDGET_COLOR, ls="--", lw=1.2, label=f"latency budget {budget_ms:g} ms")
     if exported is not None:
-        ax.scatter([exported["latency_ms"]], [_pct(exported["accuracy"])], s=220, marker="*", color=EXPORT_COLOR, edgecolors="black", linewidths=0.8, zorder=4, label=f"exported: trial {exported['trial']} ({exported['arch_id']})")
+        ax.scatter(
+            [exported["latency_ms"]],
+            [_pct(exported["accuracy"])],
+            s=220,
+            marker="*",
+            color=EXPORT_COLOR,
+            edgecolors="black",
+            linewidths=0.8,
+            zorder=4,
+            label=f"exported: trial {exported['trial']} ({exported['arch_id']})",
+        )
     title = f"Search: {len(rows)} finished trials, accuracy vs. predicted latency"
     if n_devices > 1:
         title += f"\n(front over all {n_devices} devices' latencies; shown on {device})"
@@ -79,7 +113,11 @@ def _metric_label(key: str) -> str:
 _INIT_LABELS = {"inherited": "from inherited weights", "scratch": "from scratch"}
 
 
-def training_figure(epochs: Sequence[Row], finetune: Mapping[str, Sequence[Row]] | None = None, finetune_start: Mapping[str, float] | None = None) -> Figure:
+def training_figure(
+    epochs: Sequence[Row],
+    finetune: Mapping[str, Sequence[Row]] | None = None,
+    finetune_start: Mapping[str, float] | None = None,
+) -> Figure:
     """Per-epoch training loss and validation accuracy: the supernet's (largest/smallest subnets), then each fine-tuning's.
 
     ``epochs`` are ``epoch`` events (``train_loss`` and ``val_acc*`` keys);
@@ -103,12 +141,22 @@ def training_figure(epochs: Sequence[Row], finetune: Mapping[str, Sequence[Row]]
             x = [int(e["step"]) for e in evs]
             if any("train_loss" in e for e in evs):
                 label = _INIT_LABELS.get(name, name) if name else "training loss (mean over sampled subnets)"
-                ax_loss.plot([xi for xi, e in zip(x, evs) if "train_loss" in e], [e["train_loss"] for e in evs if "train_loss" in e], marker="o", ms=4, label=label)
-            keys = sorted({k for e in evs for k in e if k.startswith("val_acc") and isinstance(e[k], (int, float))})
+                ax_loss.plot(
+                    [xi for xi, e in zip(x, evs) if "train_loss" in e],
+                    [e["train_loss"] for e in evs if "train_loss" in e],
+                    marker="o",
+                    ms=4,
+                    label=label,
+                )
+            keys = sorted(
+                {k for e in evs for k in e if k.startswith("val_acc") and isinstance(e[k], (int, float))}
+            )
             for key in keys:
                 pts = [(xi, _pct(e[key])) for xi, e in zip(x, evs) if isinstance(e.get(key), (int, float))]
                 if name and key == "val_acc" and isinstance(starts.get(name), (int, float)):
-                    pts.insert(0, (0, _pct(starts[name])))  # before fine-tuning: the exported network's accuracy (inherited) or chance (scratch)
+                    pts.insert(
+                        0, (0, _pct(starts[name]))
+                    )  # before fine-tuning: the exported network's accuracy (inherited) or chance (scratch)
                 label = _INIT_LABELS.get(name, name) if name else _metric_label(key)
                 ax_acc.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, label=label)
         ax_loss.set_title(f"{what}: training loss per epoch", fontsize=10)
@@ -134,7 +182,16 @@ def ranking_figure(report: Mapping[str, Any]) -> Figure:
     x = [_pct(r["supernet_val_acc"]) for r in rows]
     y = [_pct(r["standalone_mean"]) for r in rows]
     spread = [_pct(max(r["standalone_val_acc"]) - min(r["standalone_val_acc"])) / 2 for r in rows]
-    ax.errorbar(x, y, yerr=spread, fmt="o", ms=4, capsize=2, label=f"{len(rows)} architectures" + (" (bars: seed range)" if any(len(r["standalone_val_acc"]) > 1 for r in rows) else ""))
+    ax.errorbar(
+        x,
+        y,
+        yerr=spread,
+        fmt="o",
+        ms=4,
+        capsize=2,
+        label=f"{len(rows)} architectures"
+        + (" (bars: seed range)" if any(len(r["standalone_val_acc"]) > 1 for r in rows) else ""),
+    )
     title = f"{report['sampler']}{' + distill' if report.get('distill') else ''}: Kendall tau {report['kendall_tau']:.2f}"
     if "seed_to_seed_kendall_tau" in report:
         title += f" (seed-to-seed {report['seed_to_seed_kendall_tau']:.2f})"
@@ -157,15 +214,46 @@ def anytime_figure(rows: Sequence[Row], budget_ms: float | None, controller: str
     feas = [(i, _pct(r["accuracy"])) for i, r in zip(n, ordered) if r["feasible"]]
     infeas = [(i, _pct(r["accuracy"])) for i, r in zip(n, ordered) if not r["feasible"]]
     if feas:
-        ax_best.scatter([p[0] for p in feas], [p[1] for p in feas], s=16, color=FEASIBLE_COLOR, alpha=0.45, label="trial within budget")
+        ax_best.scatter(
+            [p[0] for p in feas],
+            [p[1] for p in feas],
+            s=16,
+            color=FEASIBLE_COLOR,
+            alpha=0.45,
+            label="trial within budget",
+        )
     if infeas:
-        ax_best.scatter([p[0] for p in infeas], [p[1] for p in infeas], s=20, marker="x", color=INFEASIBLE_COLOR, alpha=0.7, label="trial over budget")
-    ax_best.plot(n, curves["best_feasible_accuracy_pct"], drawstyle="steps-post", marker=".", color="black", lw=1.6, label="best within budget so far")
+        ax_best.scatter(
+            [p[0] for p in infeas],
+            [p[1] for p in infeas],
+            s=20,
+            marker="x",
+            color=INFEASIBLE_COLOR,
+            alpha=0.7,
+            label="trial over budget",
+        )
+    ax_best.plot(
+        n,
+        curves["best_feasible_accuracy_pct"],
+        drawstyle="steps-post",
+        marker=".",
+        color="black",
+        lw=1.6,
+        label="best within budget so far",
+    )
     ax_best.set_title(f"{controller + ': ' if controller else ''}best accuracy within budget", fontsize=10)
     ax_best.set_xlabel("completed trials [#]")
     ax_best.set_ylabel("validation accuracy [%]")
     acc_ref, lat_ref = curves["reference"]
-    ax_hv.plot(n, curves["hypervolume"], drawstyle="steps-post", marker=".", color=FRONT_COLOR, lw=1.8, label=f"feasible front (reference {acc_ref:.1f} %, {lat_ref:.3g} ms)")
+    ax_hv.plot(
+        n,
+        curves["hypervolume"],
+        drawstyle="steps-post",
+        marker=".",
+        color=FRONT_COLOR,
+        lw=1.8,
+        label=f"feasible front (reference {acc_ref:.1f} %, {lat_ref:.3g} ms)",
+    )
     ax_hv.set_title("hypervolume of the accuracy-latency front", fontsize=10)
     ax_hv.set_xlabel("completed trials [#]")
     ax_hv.set_ylabel("hypervolume [% x ms]")

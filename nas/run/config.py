@@ -16,7 +16,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -25,7 +24,9 @@ class ConfigError(ValueError):
 
 
 # Roles a key plays (declared once, next to the key; see :func:`keys_with`):
-RUN = "run"  # part of the run's identity: fixed once a run directory exists (a trained supernet depends on it)
+RUN = (
+    "run"  # part of the run's identity: fixed once a run directory exists (a trained supernet depends on it)
+)
 RECIPE = "recipe"  # shapes the training of one network alone (standalone ranking, fine-tuning)
 SUPERNET = "supernet"  # shapes supernet training only (a network trained alone ignores it)
 RUNTIME = "runtime"  # where and how a command runs, not what it computes: free to change anywhere
@@ -46,10 +47,16 @@ def setting(default: Any, doc: str, *roles: str, factory: Callable[[], Any] | No
 @dataclass
 class DataConfig:
     name: str = setting("digits", "data set: digits | fashion_mnist | cifar10 | cifar100 | imagefolder", RUN)
-    data_dir: str | None = setting(None, "where the files are; Fashion-MNIST is also found in /usr/share/datasets", RUNTIME)
-    resolution: int | None = setting(None, "image side; None: the data set's natural size (digits are upsampled to 32)", RUN)
+    data_dir: str | None = setting(
+        None, "where the files are; Fashion-MNIST is also found in /usr/share/datasets", RUNTIME
+    )
+    resolution: int | None = setting(
+        None, "image side; None: the data set's natural size (digits are upsampled to 32)", RUN
+    )
     train_limit: int | None = setting(None, "keep this many training images (quick CPU benchmarks)", RUN)
-    val_limit: int | None = setting(None, "validation images kept (default: all; max(1000, train_limit/5) with train_limit)", RUN)
+    val_limit: int | None = setting(
+        None, "validation images kept (default: all; max(1000, train_limit/5) with train_limit)", RUN
+    )
     download: bool = setting(False, "torchvision download for CIFAR, only when asked", RUNTIME)
     batch_size: int = setting(64, "global batch size", RUN, RECIPE)
     workers: int = setting(0, "DataLoader workers; in-memory data sets need none", RUNTIME)
@@ -58,10 +65,16 @@ class DataConfig:
 @dataclass
 class SpaceConfig:
     name: str = setting("mbv3", "search space (see `nas spaces`), or timm:<model>", RUN)
-    width_mult: float = setting(0.5, "channel multiplier; 0.5 keeps the digits quick start under 5 minutes on 2 CPU cores", RUN)
+    width_mult: float = setting(
+        0.5, "channel multiplier; 0.5 keeps the digits quick start under 5 minutes on 2 CPU cores", RUN
+    )
     options: dict[str, Any] = setting(None, "any other keyword of the space's factory", RUN, factory=dict)
-    supernet: str = setting("entangled", "supernet kind (see `nas spaces`): how architectures share weights", RUN, SUPERNET)
-    supernet_options: dict[str, Any] = setting(None, "the supernet kind's options, e.g. balanced_mixture: {k: 4}", RUN, SUPERNET, factory=dict)
+    supernet: str = setting(
+        "entangled", "supernet kind (see `nas spaces`): how architectures share weights", RUN, SUPERNET
+    )
+    supernet_options: dict[str, Any] = setting(
+        None, "the supernet kind's options, e.g. balanced_mixture: {k: 4}", RUN, SUPERNET, factory=dict
+    )
 
 
 @dataclass
@@ -73,55 +86,115 @@ class TrainConfig:
     weight_decay: float = setting(3e-5, "weight decay of weights with more than one dimension", RUN, RECIPE)
     warmup_epochs: float = setting(0.5, "linear warm-up before the cosine schedule", RUN, RECIPE)
     label_smoothing: float = setting(0.1, "cross-entropy label smoothing", RUN, RECIPE)
-    sampler: str = setting("sandwich", "which subnets each step trains: uniform | sandwich | fair | sorted | progressive", RUN, SUPERNET)
+    sampler: str = setting(
+        "sandwich",
+        "which subnets each step trains: uniform | sandwich | fair | sorted | progressive",
+        RUN,
+        SUPERNET,
+    )
     num_random: int = setting(2, "random subnets per step, for the rules that take them", RUN, SUPERNET)
-    sampler_options: dict[str, Any] = setting(None, "the sampling rule's own options (e.g. progressive: schedule)", RUN, SUPERNET, factory=dict)
-    distill: bool = setting(False, "in-place distillation: the largest subnet's soft targets teach the others", RUN, SUPERNET)
+    sampler_options: dict[str, Any] = setting(
+        None, "the sampling rule's own options (e.g. progressive: schedule)", RUN, SUPERNET, factory=dict
+    )
+    distill: bool = setting(
+        False, "in-place distillation: the largest subnet's soft targets teach the others", RUN, SUPERNET
+    )
     distill_temperature: float = setting(1.0, "softmax temperature of in-place distillation", RUN, SUPERNET)
-    distill_alpha: float = setting(1.0, "weight of the distillation term vs. cross-entropy for non-largest subnets", RUN, SUPERNET)
-    ema_decay: float | None = setting(None, "keep an exponential moving average of the weights (search/export use it)", RUN, RECIPE)
+    distill_alpha: float = setting(
+        1.0, "weight of the distillation term vs. cross-entropy for non-largest subnets", RUN, SUPERNET
+    )
+    ema_decay: float | None = setting(
+        None, "keep an exponential moving average of the weights (search/export use it)", RUN, RECIPE
+    )
     grad_clip: float | None = setting(5.0, "clip the gradient norm to this; None: no clipping", RUN, RECIPE)
     accumulate: int = setting(1, "micro-batches per optimizer step (gradient accumulation)", RUN, RECIPE)
-    bn_momentum: float | None = setting(0.1, "running-stat momentum during training; 0 = never track, None = cumulative", RUN, RECIPE)
+    bn_momentum: float | None = setting(
+        0.1, "running-stat momentum during training; 0 = never track, None = cumulative", RUN, RECIPE
+    )
     bn_recal_batches: int = setting(10, "batches used to recompute BN statistics before evaluating a subnet")
-    amp: str = setting("none", "mixed precision: none | bf16 | fp16 (fp16 uses a gradient scaler; CUDA only)", RUN, RECIPE)
-    channels_last: bool = setting(False, "NHWC memory format (faster convolutions on recent GPUs)", RUN, RECIPE)
-    compile: bool = setting(False, "torch.compile the model (recompiles per new active shape: long runs only)", RUN, RECIPE)
-    augment: str = setting("none", "none | crop | crop_flip: batch-wise augmentation on the training device", RUN, RECIPE)
-    latency_weight: float = setting(0.1, "single_path supernets: loss = CE + latency_weight * log(E[latency] / search.latency_budget_ms)", RUN, SUPERNET)
-    checkpoint_every_steps: int = setting(0, "also checkpoint inside an epoch every N steps (0: end of epoch only)", RUN)
-    deterministic: bool = setting(False, "torch.use_deterministic_algorithms (bit-exact resume; slower on GPU)", RUN, RECIPE)
+    amp: str = setting(
+        "none", "mixed precision: none | bf16 | fp16 (fp16 uses a gradient scaler; CUDA only)", RUN, RECIPE
+    )
+    channels_last: bool = setting(
+        False, "NHWC memory format (faster convolutions on recent GPUs)", RUN, RECIPE
+    )
+    compile: bool = setting(
+        False, "torch.compile the model (recompiles per new active shape: long runs only)", RUN, RECIPE
+    )
+    augment: str = setting(
+        "none", "none | crop | crop_flip: batch-wise augmentation on the training device", RUN, RECIPE
+    )
+    latency_weight: float = setting(
+        0.1,
+        "single_path supernets: loss = CE + latency_weight * log(E[latency] / search.latency_budget_ms)",
+        RUN,
+        SUPERNET,
+    )
+    checkpoint_every_steps: int = setting(
+        0, "also checkpoint inside an epoch every N steps (0: end of epoch only)", RUN
+    )
+    deterministic: bool = setting(
+        False, "torch.use_deterministic_algorithms (bit-exact resume; slower on GPU)", RUN, RECIPE
+    )
 
 
 @dataclass
 class SearchConfig:
     controller: str = setting("nsga2", "search strategy (see README: nsga2, tpe, evolution, darts, ...)")
-    controller_options: dict[str, Any] = setting(None, "the controller's own settings, e.g. darts: {epochs: 3}", factory=dict)
+    controller_options: dict[str, Any] = setting(
+        None, "the controller's own settings, e.g. darts: {epochs: 3}", factory=dict
+    )
     trials: int = setting(40, "finished trials the search ends with (over every worker of a shared study)")
-    latency_budget_ms: float | None = setting(None, "constraint on predicted latency on the first device; None = unconstrained")
+    latency_budget_ms: float | None = setting(
+        None, "constraint on predicted latency on the first device; None = unconstrained"
+    )
     population: int = setting(10, "NSGA-II population size (random start-up trials for TPE and GP)")
     calibration_archs: int = setting(40, "architectures timed to fit the cpu cost profile (first run only)")
-    profile: str | None = setting(None, "device profile JSON for the first device; None = calibrate this machine (cached)")
-    devices: list[str] = setting(None, "latency objectives: cpu, spec names, profile paths; the budget applies to the first", factory=lambda: ["cpu"])
-    storage: str | None = setting(None, "Optuna RDB URL shared by several workers (postgresql://user@host/db); None = <run_dir>/study.db")
-    study: str | None = setting(None, "study name in that storage (None: search); workers with the same storage and study share one search")
-    heartbeat_s: float = setting(10.0, "shared storage: a worker's running trial is failed (and retried) after 3 heartbeats without news")
+    profile: str | None = setting(
+        None, "device profile JSON for the first device; None = calibrate this machine (cached)"
+    )
+    devices: list[str] = setting(
+        None,
+        "latency objectives: cpu, spec names, profile paths; the budget applies to the first",
+        factory=lambda: ["cpu"],
+    )
+    storage: str | None = setting(
+        None,
+        "Optuna RDB URL shared by several workers (postgresql://user@host/db); None = <run_dir>/study.db",
+    )
+    study: str | None = setting(
+        None,
+        "study name in that storage (None: search); workers with the same storage and study share one search",
+    )
+    heartbeat_s: float = setting(
+        10.0,
+        "shared storage: a worker's running trial is failed (and retried) after 3 heartbeats without news",
+    )
 
 
 @dataclass
 class ExportConfig:
     trial: int | None = setting(None, "Optuna trial number to export; None = best under the budget")
     latency_repeats: int = setting(50, "timed runs for the measured latency (median)")
-    formats: list[str] | None = setting(None, "torch | torchscript | torch_export (.pt2) | onnx | timm (MBConv spaces); None = all that apply")
+    formats: list[str] | None = setting(
+        None, "torch | torchscript | torch_export (.pt2) | onnx | timm (MBConv spaces); None = all that apply"
+    )
 
 
 @dataclass
 class NASConfig:
     seed: int = setting(0, "seeds data splits and order, weights, sampling and the controller", RUN)
     device: str = setting("auto", "auto | cpu | cuda", RUNTIME)
-    trackers: list[str] = setting(None, "event sinks besides the always-on JSONL log: jsonl, tensorboard, wandb", RUNTIME, factory=lambda: ["jsonl", "tensorboard", "wandb"])
+    trackers: list[str] = setting(
+        None,
+        "event sinks besides the always-on JSONL log: jsonl, tensorboard, wandb",
+        RUNTIME,
+        factory=lambda: ["jsonl", "tensorboard", "wandb"],
+    )
     wandb_project: str = setting("nas-engine", "wandb project name", RUNTIME)
-    wandb_mode: str | None = setting(None, "online | offline | disabled; None: online only when wandb is configured, else offline", RUNTIME)
+    wandb_mode: str | None = setting(
+        None, "online | offline | disabled; None: online only when wandb is configured, else offline", RUNTIME
+    )
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -243,7 +316,9 @@ def set_key(cfg: Any, dotted: str, value: Any, _prefix: str = "") -> None:
             continue
         target_fields = _fields(target)
         if part not in target_fields:
-            raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r}; known: {sorted(target_fields)}")
+            raise ConfigError(
+                f"unknown config key {'.'.join(parts[: i + 1])!r}; known: {sorted(target_fields)}"
+            )
         target = getattr(target, part)
         if isinstance(target, dict):  # free-form options section: the rest of the key is the option name
             target[".".join(parts[i + 1 :])] = value

@@ -20,7 +20,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nas.data import DataBundle, load_data, make_loader
-from nas.run.config import RUN, ConfigError, NASConfig, build_config, flatten, keys_with, load_yaml, parse_override, set_key
+from nas.run.config import (
+    RUN,
+    ConfigError,
+    NASConfig,
+    build_config,
+    flatten,
+    keys_with,
+    load_yaml,
+    parse_override,
+    set_key,
+)
 from nas.run.files import LOCK_NAME, RunLock, atomic_write_text, prepare_run_dir, remove_stale_temp_files
 from nas.run.tracking import Trackers, make_trackers
 from search_spaces import SearchSpace, build_supernet, create_space
@@ -47,7 +57,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is visible; use --device=cpu or --device=auto")
+        raise ValueError(
+            "device 'cuda' requested but no CUDA GPU is visible; use --device=cpu or --device=auto"
+        )
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda[:N]")
     return torch.device(name)
@@ -71,9 +83,15 @@ class RunContext:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint depends on: loading it under another space or data set would be wrong."""
-        fp: dict[str, Any] = {"space": self.space.describe()["name"], "space_cfg": repr(self.space.cfg), "data": self.data.name}
+        fp: dict[str, Any] = {
+            "space": self.space.describe()["name"],
+            "space_cfg": repr(self.space.cfg),
+            "data": self.data.name,
+        }
         sp = self.cfg.space
-        if sp.supernet != "entangled" or sp.supernet_options:  # absent for the default: older checkpoints stay loadable
+        if (
+            sp.supernet != "entangled" or sp.supernet_options
+        ):  # absent for the default: older checkpoints stay loadable
             fp.update(supernet=sp.supernet, supernet_options=dict(sp.supernet_options))
         return fp
 
@@ -84,7 +102,9 @@ class RunContext:
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            return build_supernet(self.space, self.cfg.space.supernet, seed=self.cfg.seed, **self.cfg.space.supernet_options)
+            return build_supernet(
+                self.space, self.cfg.space.supernet, seed=self.cfg.seed, **self.cfg.space.supernet_options
+            )
 
     def loader(self, split: str, shuffle: bool = False, epoch: int = 0) -> DataLoader:
         """Deterministic loader: the order depends only on (seed, epoch), so resume replays it exactly."""
@@ -114,7 +134,9 @@ def _identity(cfg: NASConfig) -> dict[str, Any]:
     return {k: flat[k] for k in keys_with(RUN)}
 
 
-def resolve_config(run_dir: Path | None, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> NASConfig:
+def resolve_config(
+    run_dir: Path | None, base: Mapping[str, Any] | None, overrides: Sequence[str]
+) -> NASConfig:
     """Defaults <- the run directory's saved config <- config file <- ``key=value`` overrides.
 
     Re-running a command on a run directory therefore needs no repeated flags, and
@@ -140,13 +162,26 @@ def resolve_config(run_dir: Path | None, base: Mapping[str, Any] | None, overrid
 
 def load_config_data(cfg: NASConfig) -> DataBundle:
     d = cfg.data
-    return load_data(d.name, data_dir=d.data_dir, resolution=d.resolution, seed=cfg.seed, train_limit=d.train_limit, val_limit=d.val_limit, download=d.download)
+    return load_data(
+        d.name,
+        data_dir=d.data_dir,
+        resolution=d.resolution,
+        seed=cfg.seed,
+        train_limit=d.train_limit,
+        val_limit=d.val_limit,
+        download=d.download,
+    )
 
 
 def build_space(cfg: NASConfig, data: DataBundle | None = None) -> SearchSpace:
     """The configured search space, shaped for the data set (classes, channels, resolution)."""
     data = data if data is not None else load_config_data(cfg)
-    options = {"num_classes": data.num_classes, "in_channels": data.in_channels, "resolution": data.resolution, "width_mult": cfg.space.width_mult}
+    options = {
+        "num_classes": data.num_classes,
+        "in_channels": data.in_channels,
+        "resolution": data.resolution,
+        "width_mult": cfg.space.width_mult,
+    }
     options.update(cfg.space.options)
     return create_space(cfg.space.name, **options)
 
@@ -184,7 +219,9 @@ def open_run(
             validate(cfg)
         if dist.is_main:
             run_dir = prepare_run_dir(run_dir)
-            lock = stack.enter_context(RunLock(run_dir, shared=search_only and cfg.search.storage is not None))
+            lock = stack.enter_context(
+                RunLock(run_dir, shared=search_only and cfg.search.storage is not None)
+            )
             if not lock.shared:  # a killed run's half-written temp files; nobody else can be writing now
                 remove_stale_temp_files(run_dir)
         device = resolve_device(cfg.device)
@@ -192,15 +229,29 @@ def open_run(
             device = torch.device("cuda", dist.local_rank)
         data = load_config_data(cfg)
         space = build_space(cfg, data)
-        ctx = RunContext(cfg, run_dir, device, data, space, Trackers([]), progress=progress, quiet=quiet if dist.is_main else True, _stack=stack)
+        ctx = RunContext(
+            cfg,
+            run_dir,
+            device,
+            data,
+            space,
+            Trackers([]),
+            progress=progress,
+            quiet=quiet if dist.is_main else True,
+            _stack=stack,
+        )
         if preflight is not None:
             preflight(ctx)
         if dist.is_main:
             text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
             saved = run_dir / CONFIG_FILE
-            if not saved.exists() or saved.read_text(encoding="utf-8") != text:  # unchanged settings: file untouched
+            if (
+                not saved.exists() or saved.read_text(encoding="utf-8") != text
+            ):  # unchanged settings: file untouched
                 atomic_write_text(saved, text)
-            ctx.trackers = stack.enter_context(make_trackers(run_dir, cfg.trackers, config=cfg.to_dict(), wandb_mode=cfg.wandb_mode))
+            ctx.trackers = stack.enter_context(
+                make_trackers(run_dir, cfg.trackers, config=cfg.to_dict(), wandb_mode=cfg.wandb_mode)
+            )
     except BaseException:
         stack.close()
         if dist.is_main:

@@ -154,7 +154,11 @@ def _os_error_in(exc: BaseException) -> OSError | None:
         if isinstance(cur, OSError):
             return cur
         seen.add(id(cur))
-        cur = cur.__cause__ if cur.__cause__ is not None else (None if cur.__suppress_context__ else cur.__context__)
+        cur = (
+            cur.__cause__
+            if cur.__cause__ is not None
+            else (None if cur.__suppress_context__ else cur.__context__)
+        )
     return None
 
 

@@ -78,10 +78,14 @@ class Tracker:
         """Record final results of the run."""
         raise NotImplementedError
 
-    def log_hparams(self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]) -> None:
+    def log_hparams(
+        self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]
+    ) -> None:
         """One hyper-parameter session (e.g. an architecture's choices with its accuracy and latency); default: ignored."""
 
-    def log_artifact(self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None) -> None:
+    def log_artifact(
+        self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None
+    ) -> None:
         """A file or directory worth keeping with the run (e.g. the exported model); default: ignored."""
 
     def close(self) -> None:
@@ -193,11 +197,34 @@ class JsonlTracker(Tracker):
         _check_reserved(values)
         self._write({"time": time.time(), "kind": "summary", "step": None, **values})
 
-    def log_hparams(self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]) -> None:
-        self._write({"time": time.time(), "kind": "hparams", "step": None, "name": name, "hparams": dict(hparams), "metrics": dict(metrics)})
+    def log_hparams(
+        self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]
+    ) -> None:
+        self._write(
+            {
+                "time": time.time(),
+                "kind": "hparams",
+                "step": None,
+                "name": name,
+                "hparams": dict(hparams),
+                "metrics": dict(metrics),
+            }
+        )
 
-    def log_artifact(self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None) -> None:
-        self._write({"time": time.time(), "kind": "artifact", "step": None, "name": name, "path": str(path), "type": type, "metadata": dict(metadata or {})})
+    def log_artifact(
+        self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        self._write(
+            {
+                "time": time.time(),
+                "kind": "artifact",
+                "step": None,
+                "name": name,
+                "path": str(path),
+                "type": type,
+                "metadata": dict(metadata or {}),
+            }
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -300,7 +327,9 @@ class TensorBoardTracker(Tracker):
     def summary(self, values: Mapping[str, Any]) -> None:
         self._writer.add_text("summary", markdown_table(["key", "value"], sorted(values.items())))
 
-    def log_hparams(self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]) -> None:
+    def log_hparams(
+        self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]
+    ) -> None:
         """One session of TensorBoard's HParams tab, written as the sub-run ``tensorboard/<name>``."""
         self._writer.add_hparams(dict(hparams), dict(metrics), run_name=name)
 
@@ -491,7 +520,9 @@ class WandbTracker(Tracker):
             return
         self.run.summary.update(dict(values))
 
-    def log_artifact(self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None) -> None:
+    def log_artifact(
+        self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None
+    ) -> None:
         """A file or directory as a versioned wandb artifact (offline runs keep it for ``wandb sync``)."""
         if self.run is None:
             return
@@ -530,7 +561,9 @@ class Trackers:
         return len(self.trackers)
 
     def _call(self, tracker: Tracker, method: str, *args: Any) -> None:
-        if isinstance(tracker, Tracker) and tracker.required:  # the record of truth; every other backend is optional
+        if (
+            isinstance(tracker, Tracker) and tracker.required
+        ):  # the record of truth; every other backend is optional
             getattr(tracker, method)(*args)
             return
         try:
@@ -558,12 +591,16 @@ class Trackers:
         for t in self.trackers:
             self._call(t, "summary", values)
 
-    def log_hparams(self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]) -> None:
+    def log_hparams(
+        self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]
+    ) -> None:
         """One hyper-parameter session (e.g. an architecture's choices with its accuracy and latency)."""
         for t in self.trackers:
             self._call(t, "log_hparams", name, hparams, metrics)
 
-    def log_artifact(self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None) -> None:
+    def log_artifact(
+        self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None
+    ) -> None:
         """A file or directory worth keeping with the run (e.g. the exported model)."""
         for t in self.trackers:
             self._call(t, "log_artifact", name, path, type, metadata)
@@ -618,4 +655,8 @@ def tracker_classes(names: Sequence[str] | str) -> dict[str, type[Tracker]]:
     """The backend class of each named tracker (a sequence or a comma-separated string), in order, once each."""
     if isinstance(names, str):
         names = names.split(",")
-    return {TRACKERS.canonical(n, setting="trackers"): TRACKERS.get(n, setting="trackers") for n in names if n.strip()}
+    return {
+        TRACKERS.canonical(n, setting="trackers"): TRACKERS.get(n, setting="trackers")
+        for n in names
+        if n.strip()
+    }

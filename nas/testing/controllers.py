@@ -26,7 +26,10 @@ def tiny_space() -> SearchSpace:
 
 def batches(space: SearchSpace, seed: int, n: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, *space.input_shape, generator=gen), torch.randint(0, 10, (8,), generator=gen)) for _ in range(n)]
+    return [
+        (torch.randn(8, *space.input_shape, generator=gen), torch.randint(0, 10, (8,), generator=gen))
+        for _ in range(n)
+    ]
 
 
 def ready_controller(name: str, space: SearchSpace, run_dir: Path, **kwargs: Any) -> Controller:
@@ -47,7 +50,9 @@ def stand_in_objectives(arch: Arch) -> Objectives:
     return Objectives(accuracy=0.5 + 0.01 * size, latency_ms=0.1 * size)
 
 
-def run_controller(name: str, space: SearchSpace, run_dir: Path, trials: int = 12, budget: float | None = None) -> list[str]:
+def run_controller(
+    name: str, space: SearchSpace, run_dir: Path, trials: int = 12, budget: float | None = None
+) -> list[str]:
     """A fresh controller (as after a restart: it sees the run directory's finished trials) run to ``trials`` results."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ctl = ready_controller(name, space, run_dir, seed=3, latency_budget_ms=budget, population=4)
@@ -75,17 +80,27 @@ class ControllerContract:
     def space(self) -> SearchSpace:
         return tiny_space()
 
-    def test_controller_asks_valid_archs_and_is_reproducible(self, controller_name: str, space: SearchSpace, tmp_path: Path) -> None:
+    def test_controller_asks_valid_archs_and_is_reproducible(
+        self, controller_name: str, space: SearchSpace, tmp_path: Path
+    ) -> None:
         first = run_controller(controller_name, space, tmp_path / "a")
         assert run_controller(controller_name, space, tmp_path / "b") == first  # same seed, same asks
 
-    def test_resumed_controller_continues_like_an_uninterrupted_one(self, controller_name: str, space: SearchSpace, tmp_path: Path) -> None:
+    def test_resumed_controller_continues_like_an_uninterrupted_one(
+        self, controller_name: str, space: SearchSpace, tmp_path: Path
+    ) -> None:
         """Killed after 5 results and restarted (a new controller on the same storage), it asks what it would have asked."""
-        uninterrupted = run_controller(controller_name, space, tmp_path / "a", trials=10)  # population 4: past NSGA's first generation
-        resumed = run_controller(controller_name, space, tmp_path / "b", trials=5) + run_controller(controller_name, space, tmp_path / "b", trials=10)
+        uninterrupted = run_controller(
+            controller_name, space, tmp_path / "a", trials=10
+        )  # population 4: past NSGA's first generation
+        resumed = run_controller(controller_name, space, tmp_path / "b", trials=5) + run_controller(
+            controller_name, space, tmp_path / "b", trials=10
+        )
         assert resumed == uninterrupted
 
-    def test_controller_accepts_failed_and_infeasible_results(self, controller_name: str, space: SearchSpace, tmp_path: Path) -> None:
+    def test_controller_accepts_failed_and_infeasible_results(
+        self, controller_name: str, space: SearchSpace, tmp_path: Path
+    ) -> None:
         ctl = ready_controller(controller_name, space, tmp_path, seed=0, latency_budget_ms=0.5, population=4)
         (arch,) = ctl.ask(1)
         ctl.tell([arch], [Objectives(accuracy=None, latency_ms=1.0)])  # the evaluation failed

@@ -73,18 +73,29 @@ class SupernetKindContract:
                 for grads_of_set in weight_sets:
                     g = grads_of_set[name]
                     assert g is not None, name
-                    index = tuple(_slice_for(g.shape[i], d, tensor.dim() == 4 and i >= 2) for i, d in enumerate(tensor.shape))
-                    assert g[index].abs().sum() > 0, name  # the active slice learns (in every expert of a mixture)
+                    index = tuple(
+                        _slice_for(g.shape[i], d, tensor.dim() == 4 and i >= 2)
+                        for i, d in enumerate(tensor.shape)
+                    )
+                    assert g[index].abs().sum() > 0, (
+                        name
+                    )  # the active slice learns (in every expert of a mixture)
             if isinstance(net, BalancedMixture):  # weight sets the configuration is not routed to get nothing
                 prefix = f"experts.{net.route(spec)}."
-                others = [n for n, g in grads.items() if not n.startswith(prefix) and g is not None and g.abs().sum() > 0]
+                others = [
+                    n
+                    for n, g in grads.items()
+                    if not n.startswith(prefix) and g is not None and g.abs().sum() > 0
+                ]
                 assert others == []
 
     def test_state_dict_round_trip_keeps_outputs_and_routing(self, kind_case: KindCase) -> None:
         space, net, kind, options = kind_case
         spec = space.to_spec(space.sample(np.random.default_rng(3)))
         with_trained_bn(net, space, spec)
-        if isinstance(net, BalancedMixture):  # routing learned away from the initial assignment must survive too
+        if isinstance(
+            net, BalancedMixture
+        ):  # routing learned away from the initial assignment must survive too
             net.assignment.copy_(torch.roll(net.assignment, 1))
         twin = build_supernet(space, kind, seed=1, **options)
         twin.load_state_dict(net.state_dict())

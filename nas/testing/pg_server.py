@@ -28,7 +28,10 @@ class PostgresUnavailable(RuntimeError):
 
 def find_bin_dir() -> Path | None:
     """The newest ``/usr/lib/postgresql/*/bin`` holding ``initdb``, else the directory of an ``initdb`` on PATH."""
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    dirs = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
     if dirs:
         return Path(dirs[-1]).parent
     found = shutil.which("initdb")
@@ -41,11 +44,19 @@ def ensure_installed(install: bool = True) -> Path:
     if bin_dir is None and install and shutil.which("apt-get") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "postgresql"]):
-            subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=False)
+            subprocess.run(
+                cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600, check=False
+            )
         bin_dir = find_bin_dir()
     if bin_dir is None:
-        how = "apt-get install postgresql failed" if install and os.geteuid() == 0 and shutil.which("apt-get") else "install the Debian package postgresql (as root: apt-get install postgresql)"
-        raise PostgresUnavailable(f"no PostgreSQL server binaries (initdb) in /usr/lib/postgresql/*/bin or on PATH: {how}")
+        how = (
+            "apt-get install postgresql failed"
+            if install and os.geteuid() == 0 and shutil.which("apt-get")
+            else "install the Debian package postgresql (as root: apt-get install postgresql)"
+        )
+        raise PostgresUnavailable(
+            f"no PostgreSQL server binaries (initdb) in /usr/lib/postgresql/*/bin or on PATH: {how}"
+        )
     return bin_dir
 
 
@@ -78,7 +89,9 @@ class PostgresServer:
         if proc.returncode:
             log = self.root / "server.log" if self.root else None
             tail = log.read_text(errors="replace")[-1500:] if log and log.exists() else ""
-            raise PostgresUnavailable(f"{args[0]} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-1500:]}\n{tail}".strip())
+            raise PostgresUnavailable(
+                f"{args[0]} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-1500:]}\n{tail}".strip()
+            )
         return proc
 
     def start(self) -> "PostgresServer":
@@ -90,13 +103,29 @@ class PostgresServer:
             try:
                 pw = pwd.getpwnam("postgres")
             except KeyError:
-                raise PostgresUnavailable("running as root and there is no 'postgres' system user to run the server as") from None
+                raise PostgresUnavailable(
+                    "running as root and there is no 'postgres' system user to run the server as"
+                ) from None
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
             self._user = "postgres"
         self.port = self.port or free_port()
-        self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self._run(
+            "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
+        )
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        self._run("pg_ctl", "-D", str(self.data_dir), "-o", opts, "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-o",
+            opts,
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         return self
 
     @property
@@ -117,7 +146,9 @@ class PostgresServer:
             return
         try:
             if (self.data_dir / "postmaster.pid").exists():
-                self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "-t", "30", "stop")  # the cluster is deleted next
+                self._run(
+                    "pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "-t", "30", "stop"
+                )  # the cluster is deleted next
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None

@@ -19,7 +19,9 @@ from search_spaces import Arch, SearchSpace, create_space
 TOTAL_STEPS = 1000
 
 
-def draw(name: str, space: SearchSpace, seed: int = 0, steps: Any = range(5), num_random: int = 2, **options: Any) -> list[list[Arch]]:
+def draw(
+    name: str, space: SearchSpace, seed: int = 0, steps: Any = range(5), num_random: int = 2, **options: Any
+) -> list[list[Arch]]:
     """The rule's architectures at each of ``steps`` from one seeded generator."""
     rng = np.random.default_rng(seed)
     return [get_rule(name)(space, rng, s, TOTAL_STEPS, num_random, **options) for s in steps]
@@ -40,19 +42,25 @@ class SamplingRuleContract:
     def rule_options(self) -> dict[str, Any]:
         return {}
 
-    def test_every_rule_returns_canonical_archs_of_the_space(self, rule_name: str, space: SearchSpace, rule_options: dict[str, Any]) -> None:
+    def test_every_rule_returns_canonical_archs_of_the_space(
+        self, rule_name: str, space: SearchSpace, rule_options: dict[str, Any]
+    ) -> None:
         for archs in draw(rule_name, space, steps=[0, 50, 200, 400, 700, 999], **rule_options):
             assert archs and all(isinstance(a, Arch) for a in archs)
             for a in archs:
                 assert space.arch(a) == a  # valid and already canonical
 
-    def test_same_seed_same_sequence_other_seed_differs(self, rule_name: str, space: SearchSpace, rule_options: dict[str, Any]) -> None:
+    def test_same_seed_same_sequence_other_seed_differs(
+        self, rule_name: str, space: SearchSpace, rule_options: dict[str, Any]
+    ) -> None:
         steps = range(900, 920)  # late in training, so a progressive rule is randomised too
         first = draw(rule_name, space, seed=1, steps=steps, **rule_options)
         assert draw(rule_name, space, seed=1, steps=steps, **rule_options) == first
         assert draw(rule_name, space, seed=2, steps=steps, **rule_options) != first
 
-    def test_rules_are_pure_functions_of_the_rng_state(self, rule_name: str, space: SearchSpace, rule_options: dict[str, Any]) -> None:
+    def test_rules_are_pure_functions_of_the_rng_state(
+        self, rule_name: str, space: SearchSpace, rule_options: dict[str, Any]
+    ) -> None:
         options_before = copy.deepcopy(rule_options)
         rule, rng = get_rule(rule_name), np.random.default_rng(7)
         for step in (0, 10, 600, 999):
@@ -63,6 +71,8 @@ class SamplingRuleContract:
             assert twin.bit_generator.state == rng.bit_generator.state  # same draws consumed
         assert rule_options == options_before
 
-    def test_unknown_option_names_rule_option_and_accepted_ones(self, rule_name: str, space: SearchSpace) -> None:
+    def test_unknown_option_names_rule_option_and_accepted_ones(
+        self, rule_name: str, space: SearchSpace
+    ) -> None:
         with pytest.raises(ValueError, match=rf"'{rule_name}'.*'bogus'.*accepted options"):
             get_rule(rule_name)(space, np.random.default_rng(0), 0, TOTAL_STEPS, 2, bogus=1)

@@ -51,7 +51,9 @@ class SearchSpaceContract:
     def test_a_bad_value_names_the_key_and_the_allowed_values(self, space: SearchSpace) -> None:
         key = next(k for k in space.keys if len(space.choices[k]) >= 1)
         bad: Any = "not-a-choice"
-        with pytest.raises(InvalidArchitectureError, match=rf"{key}='not-a-choice' is not allowed.*allowed values"):
+        with pytest.raises(
+            InvalidArchitectureError, match=rf"{key}='not-a-choice' is not allowed.*allowed values"
+        ):
             space.arch({**space.largest().to_dict(), key: bad})
         values = space.largest().to_dict()
         del values[key]
@@ -76,7 +78,9 @@ class SearchSpaceContract:
         lowered = space.lower(space.encode_batch(archs))
         assert lowered.shape == (len(archs), slots) and lowered.min() >= 0 and lowered.max() < ops
         one_by_one = np.concatenate([space.lower(space.encode_batch([a])) for a in archs])
-        np.testing.assert_array_equal(lowered, one_by_one)  # vectorised lowering equals lowering one at a time
+        np.testing.assert_array_equal(
+            lowered, one_by_one
+        )  # vectorised lowering equals lowering one at a time
 
     def test_cost_table_adds_up_to_each_networks_own_macs(self, space: SearchSpace) -> None:
         table = space.cost_table()
@@ -88,7 +92,9 @@ class SearchSpaceContract:
         for arch, row in zip(archs, lowered):
             want, _ = forward_features(space.build_static(arch), space.input_shape)
             got = table.features[np.arange(len(row)), row].sum(axis=0)
-            np.testing.assert_allclose(got[:2], want[:2], rtol=1e-9)  # dense and depthwise MACs of the whole network
+            np.testing.assert_allclose(
+                got[:2], want[:2], rtol=1e-9
+            )  # dense and depthwise MACs of the whole network
 
     def test_extracted_networks_compute_what_the_supernet_computes(self, space: SearchSpace) -> None:
         with torch.random.fork_rng(devices=[]):
@@ -98,7 +104,10 @@ class SearchSpaceContract:
         for arch in sample_archs(space, n=3):
             spec = space.to_spec(arch)
             net.train()
-            with torch.no_grad(), net.active(spec):  # BN statistics of this subnetwork, as after recalibration
+            with (
+                torch.no_grad(),
+                net.active(spec),
+            ):  # BN statistics of this subnetwork, as after recalibration
                 for s in range(2):
                     net(torch.randn(4, *space.input_shape, generator=torch.Generator().manual_seed(10 + s)))
                 net.eval()
@@ -109,6 +118,8 @@ class SearchSpaceContract:
         try:
             space.arch_from_spec(space.to_spec(space.largest()))
         except NotImplementedError:
-            pytest.skip(f"space {space.name!r} declares no arch_from_spec (its supernets never choose an architecture themselves)")
+            pytest.skip(
+                f"space {space.name!r} declares no arch_from_spec (its supernets never choose an architecture themselves)"
+            )
         for arch in sample_archs(space):
             assert space.arch_from_spec(space.to_spec(arch)) == arch

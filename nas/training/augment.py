@@ -23,8 +23,8 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, pad: i
     # random offsets per image, drawn on CPU from the trainer's generator so they are checkpointable
     off = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(dev)
     padded = F.pad(x, (pad, pad, pad, pad))
-    rows = (torch.arange(h, device=dev)[None, :] + off[0][:, None])  # [N, H]
-    cols = (torch.arange(w, device=dev)[None, :] + off[1][:, None])  # [N, W]
+    rows = torch.arange(h, device=dev)[None, :] + off[0][:, None]  # [N, H]
+    cols = torch.arange(w, device=dev)[None, :] + off[1][:, None]  # [N, W]
     if mode == "crop_flip":
         flip = torch.rand(n, generator=generator).to(dev) < 0.5
         cols = torch.where(flip[:, None], cols.flip(1), cols)

@@ -33,9 +33,13 @@ def load_checkpoint(path: Path, expected_fingerprint: dict[str, Any]) -> dict[st
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); move it away to start over") from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); move it away to start over"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a supernet checkpoint of this engine version (format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(
+            f"{path} is not a supernet checkpoint of this engine version (format {CHECKPOINT_FORMAT})"
+        )
     if state.get("fingerprint") != expected_fingerprint:
         raise CheckpointError(
             f"checkpoint {path} was trained with a different space or data set "
@@ -48,7 +52,9 @@ def load_supernet(ctx: RunContext) -> nn.Module:
     """The trained supernet of a run directory (EMA weights when training kept them)."""
     path = checkpoint_path(ctx.run_dir)
     if not path.exists():
-        raise CheckpointError(f"no trained supernet in {ctx.run_dir} (expected {path}); run `nas train --run-dir {ctx.run_dir}` first")
+        raise CheckpointError(
+            f"no trained supernet in {ctx.run_dir} (expected {path}); run `nas train --run-dir {ctx.run_dir}` first"
+        )
     state = load_checkpoint(path, ctx.fingerprint())
     if state["epoch"] < state["epochs"]:
         raise CheckpointError(
@@ -67,5 +73,3 @@ def apply_ema(model: nn.Module, ema: dict[str, torch.Tensor]) -> None:
     """Copy the averaged weights a checkpoint (or a trainer) kept into ``model``'s parameters."""
     for name, p in model.named_parameters():
         p.copy_(ema[name])
-
-

@@ -61,7 +61,9 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
         return SINGLE
     missing = [v for v in _TORCHRUN_VARS if v not in os.environ]
     if missing:
-        raise RuntimeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set; launch with torchrun")
+        raise RuntimeError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set; launch with torchrun"
+        )
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
@@ -70,7 +72,9 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
     on_cuda = device.startswith("cuda")
     if on_cuda:
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but no CUDA GPU is visible; use --device=cpu or --device=auto")
+            raise ValueError(
+                "device 'cuda' requested but no CUDA GPU is visible; use --device=cpu or --device=auto"
+            )
         # One GPU per process: LOCAL_RANK picks it, whatever index the device string names.
         torch.cuda.set_device(local)
     dist.init_process_group(backend=backend or ("nccl" if on_cuda else "gloo"), rank=rank, world_size=world)
@@ -86,7 +90,8 @@ def enable_sync_bn(model: nn.Module) -> int:
     plain = [
         name or "<model>"
         for name, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, (ElasticBatchNorm2d, nn.SyncBatchNorm))
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and not isinstance(m, (ElasticBatchNorm2d, nn.SyncBatchNorm))
     ]
     if plain:
         raise TypeError(

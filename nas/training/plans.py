@@ -55,7 +55,14 @@ class StepPlan:
         """A term added to every architecture's loss after its forward pass (None: nothing to add)."""
         return None
 
-    def after_backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable[..., torch.Tensor], step: int) -> None:
+    def after_backward(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss_fn: Callable[..., torch.Tensor],
+        step: int,
+    ) -> None:
         """Called after each architecture's backward pass on its batch ``(x, y)``; the default does nothing."""
 
 
@@ -81,7 +88,14 @@ class SupernetPlan(StepPlan):
     def activate(self, model: nn.Module, arch: Arch | None) -> None:
         model.set_active(self.ctx.space.to_spec(arch))
 
-    def after_backward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable[..., torch.Tensor], step: int) -> None:
+    def after_backward(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss_fn: Callable[..., torch.Tensor],
+        step: int,
+    ) -> None:
         """The supernet's own hook (a mixture learns which weight set each configuration goes to)."""
         model.route_update(x, y, loss_fn, step)
 
@@ -89,7 +103,10 @@ class SupernetPlan(StepPlan):
         return self._largest
 
     def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]:
-        out = {f"val_acc_{label}": evaluate_arch(ctx, model, arch) for label, arch in (("largest", ctx.space.largest()), ("smallest", ctx.space.smallest()))}
+        out = {
+            f"val_acc_{label}": evaluate_arch(ctx, model, arch)
+            for label, arch in (("largest", ctx.space.largest()), ("smallest", ctx.space.smallest()))
+        }
         self.activate(model, self._largest)
         return out
 
@@ -105,7 +122,9 @@ class FixedPlan(StepPlan):
         pass
 
     def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]:
-        recalibrate_bn(model, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device)
+        recalibrate_bn(
+            model, ctx.loader("train", shuffle=True, epoch=-1), ctx.cfg.train.bn_recal_batches, ctx.device
+        )
         return {"val_acc": accuracy(model, ctx.loader("val"), ctx.device)}
 
 

@@ -43,7 +43,15 @@ __all__ = [
 
 
 class SamplingRule(Protocol):
-    def __call__(self, space: SearchSpace, rng: np.random.Generator, step: int, total_steps: int, num_random: int, **options: Any) -> list[Arch]: ...
+    def __call__(
+        self,
+        space: SearchSpace,
+        rng: np.random.Generator,
+        step: int,
+        total_steps: int,
+        num_random: int,
+        **options: Any,
+    ) -> list[Arch]: ...
 
 
 SAMPLING_RULES: Registry[SamplingRule] = Registry("sampling rule")
@@ -57,16 +65,35 @@ def register_rule(name: str) -> Callable[[Callable[..., list[Arch]]], SamplingRu
     """
 
     def deco(fn: Callable[..., list[Arch]]) -> SamplingRule:
-        accepted = sorted(p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+        accepted = sorted(
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        )
 
         @functools.wraps(fn)
-        def rule(space: SearchSpace, rng: np.random.Generator, step: int, total_steps: int, num_random: int, **options: Any) -> list[Arch]:
+        def rule(
+            space: SearchSpace,
+            rng: np.random.Generator,
+            step: int,
+            total_steps: int,
+            num_random: int,
+            **options: Any,
+        ) -> list[Arch]:
             unknown = sorted(set(options) - set(accepted))
             if unknown:
-                raise ValueError(f"sampling rule {name!r} got unknown option(s) {unknown}; accepted options: {accepted or 'none'}")
-            for arg, value, least in (("step", step, 0), ("total_steps", total_steps, 1), ("num_random", num_random, 0)):
+                raise ValueError(
+                    f"sampling rule {name!r} got unknown option(s) {unknown}; accepted options: {accepted or 'none'}"
+                )
+            for arg, value, least in (
+                ("step", step, 0),
+                ("total_steps", total_steps, 1),
+                ("num_random", num_random, 0),
+            ):
                 if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-                    raise ValueError(f"sampling rule {name!r}: {arg} must be an int >= {least}, got {value!r}")
+                    raise ValueError(
+                        f"sampling rule {name!r}: {arg} must be an int >= {least}, got {value!r}"
+                    )
             return fn(space, rng, int(step), int(total_steps), int(num_random), **options)
 
         return SAMPLING_RULES.add(name, rule)
@@ -115,7 +142,9 @@ def _top_index(space: SearchSpace) -> dict[str, int]:
 
 # --- rules --------------------------------------------------------------------------------
 @register_rule("uniform")
-def uniform(space: SearchSpace, rng: np.random.Generator, step: int, total_steps: int, num_random: int) -> list[Arch]:
+def uniform(
+    space: SearchSpace, rng: np.random.Generator, step: int, total_steps: int, num_random: int
+) -> list[Arch]:
     """One uniformly sampled subnet per step (single-path one-shot, SPOS).
 
     Every choice of every key is drawn independently and uniformly, so in expectation
@@ -126,7 +155,9 @@ def uniform(space: SearchSpace, rng: np.random.Generator, step: int, total_steps
 
 
 @register_rule("sandwich")
-def sandwich(space: SearchSpace, rng: np.random.Generator, step: int, total_steps: int, num_random: int) -> list[Arch]:
+def sandwich(
+    space: SearchSpace, rng: np.random.Generator, step: int, total_steps: int, num_random: int
+) -> list[Arch]:
     """Largest + smallest + ``num_random`` uniform subnets (BigNAS / Once-for-All sandwich rule).
 
     Training both extremes every step bounds the whole space from above and below;
@@ -149,7 +180,9 @@ def _fair_values(space: SearchSpace, rng: np.random.Generator) -> list[dict[str,
 
 
 @register_rule("fair")
-def fair(space: SearchSpace, rng: np.random.Generator, step: int, total_steps: int, num_random: int) -> list[Arch]:
+def fair(
+    space: SearchSpace, rng: np.random.Generator, step: int, total_steps: int, num_random: int
+) -> list[Arch]:
     """``m`` subnets per step with strict fairness (FairNAS), ``m`` = most choices of any key.
 
     Every key gets a random permutation of its choices across the ``m`` subnets, so
@@ -198,7 +231,9 @@ def _check_order(rule: str, groups: Mapping[str, Any], order: Sequence[str] | No
     if order is None:
         return tuple(groups)
     if isinstance(order, str) or sorted(order) != sorted(groups):
-        raise ValueError(f"sampling rule {rule!r}: option 'order' must list each of the dimensions {list(groups)} once, got {order!r}")
+        raise ValueError(
+            f"sampling rule {rule!r}: option 'order' must list each of the dimensions {list(groups)} once, got {order!r}"
+        )
     return tuple(order)
 
 
@@ -210,15 +245,23 @@ def _level_probs(n_levels: int, probs: str | Sequence[float]) -> np.ndarray:
         if probs == "linear":
             weights = np.arange(1, n_levels + 1, dtype=np.float64)
             return weights / weights.sum()
-        raise ValueError(f"sampling rule 'sorted': option 'probs' must be 'uniform', 'linear' or a list of {n_levels} weights, got {probs!r}")
+        raise ValueError(
+            f"sampling rule 'sorted': option 'probs' must be 'uniform', 'linear' or a list of {n_levels} weights, got {probs!r}"
+        )
     try:
         weights = np.asarray(probs, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"sampling rule 'sorted': option 'probs' must be 'uniform', 'linear' or a list of {n_levels} weights, got {probs!r}") from None
+        raise ValueError(
+            f"sampling rule 'sorted': option 'probs' must be 'uniform', 'linear' or a list of {n_levels} weights, got {probs!r}"
+        ) from None
     if weights.shape != (n_levels,):
-        raise ValueError(f"sampling rule 'sorted': option 'probs' needs one weight per ladder level ({n_levels}), got {weights.size}")
+        raise ValueError(
+            f"sampling rule 'sorted': option 'probs' needs one weight per ladder level ({n_levels}), got {weights.size}"
+        )
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
-        raise ValueError(f"sampling rule 'sorted': option 'probs' weights must be finite, >= 0 and not all 0, got {list(probs)}")
+        raise ValueError(
+            f"sampling rule 'sorted': option 'probs' weights must be finite, >= 0 and not all 0, got {list(probs)}"
+        )
     return weights / weights.sum()
 
 
@@ -250,14 +293,22 @@ def sorted_nested(
 DEFAULT_SCHEDULE: dict[str, float] = {"full": 0.1, "kernel": 0.35, "depth": 0.65, "expand": 1.0}
 
 
-def _check_schedule(space: SearchSpace, schedule: Mapping[str, float] | Sequence[Sequence[Any]]) -> list[tuple[str, float]]:
+def _check_schedule(
+    space: SearchSpace, schedule: Mapping[str, float] | Sequence[Sequence[Any]]
+) -> list[tuple[str, float]]:
     def bad(why: str) -> ValueError:
-        return ValueError(f"sampling rule 'progressive': option 'schedule' {why}; got {schedule!r} (example: {DEFAULT_SCHEDULE})")
+        return ValueError(
+            f"sampling rule 'progressive': option 'schedule' {why}; got {schedule!r} (example: {DEFAULT_SCHEDULE})"
+        )
 
     try:
-        phases = [(name, end) for name, end in (schedule.items() if isinstance(schedule, Mapping) else schedule)]
+        phases = [
+            (name, end) for name, end in (schedule.items() if isinstance(schedule, Mapping) else schedule)
+        ]
     except (TypeError, ValueError):
-        raise bad("must be an ordered mapping (or list of pairs) of dimension -> end fraction of its phase") from None
+        raise bad(
+            "must be an ordered mapping (or list of pairs) of dimension -> end fraction of its phase"
+        ) from None
     if not phases:
         raise bad("is empty")
     groups = dimension_groups(space)
@@ -266,7 +317,9 @@ def _check_schedule(space: SearchSpace, schedule: Mapping[str, float] | Sequence
         raise bad("phase names must be strings")
     for name in names:
         if name != "full" and name not in groups:
-            raise bad(f"names dimension {name!r}, which space {space.name!r} does not have (dimensions: {list(groups)}, plus 'full')")
+            raise bad(
+                f"names dimension {name!r}, which space {space.name!r} does not have (dimensions: {list(groups)}, plus 'full')"
+            )
     if len(set(names)) != len(names):
         raise bad("names a phase twice")
     if "full" in names[1:]:
@@ -316,6 +369,8 @@ def progressive(
     samples = []
     for _ in range(num_random):
         index = dict(top)
-        index.update((k, int(i)) for k, i in zip(elastic, rng.integers([len(space.choices[k]) for k in elastic])))
+        index.update(
+            (k, int(i)) for k, i in zip(elastic, rng.integers([len(space.choices[k]) for k in elastic]))
+        )
         samples.append(space.arch(_values(space, index)))
     return [largest, *samples]

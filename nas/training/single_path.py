@@ -11,6 +11,7 @@ thresholds; the search evaluates it first, next to whatever the controller asks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -41,7 +42,9 @@ class SinglePathPlan(StepPlan):
         """The budget's device model (calibrated once, pinned in the run directory) and the run's latency weight."""
         budget = ctx.cfg.search.latency_budget_ms
         if budget is None:
-            raise ValueError("--supernet single_path trains towards a latency target: give --latency-budget-ms")
+            raise ValueError(
+                "--supernet single_path trains towards a latency target: give --latency-budget-ms"
+            )
         cost = device_model(ctx, ctx.cfg.search.devices[0], primary=True)
         return cls(ctx, cost, budget, ctx.cfg.train.latency_weight)
 
@@ -52,7 +55,9 @@ class SinglePathPlan(StepPlan):
         model.use_thresholds()
 
     def auxiliary_loss(self, model: nn.Module) -> torch.Tensor:
-        gates = model.last_indicators if model.last_indicators is not None else model.indicators()  # set by this step's forward
+        gates = (
+            model.last_indicators if model.last_indicators is not None else model.indicators()
+        )  # set by this step's forward
         probs = self.ctx.space.single_path_probabilities(gates)
         probs = {k: v.double() for k, v in probs.items()}
         lat = expected_latency(self.cost, probs, validate=False)
@@ -60,7 +65,10 @@ class SinglePathPlan(StepPlan):
 
     def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]:
         arch = read_arch(ctx, model)
-        out = {"val_acc_chosen": evaluate_arch(ctx, model, arch), "latency_pred_ms_chosen": float(self.cost.predict([arch])[0])}
+        out = {
+            "val_acc_chosen": evaluate_arch(ctx, model, arch),
+            "latency_pred_ms_chosen": float(self.cost.predict([arch])[0]),
+        }
         model.use_thresholds()
         return out
 

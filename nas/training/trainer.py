@@ -34,7 +34,13 @@ from nas.run.context import SINGLE, DistInfo, RunContext
 from nas.run.files import atomic_torch_save
 from nas.training.augment import augment_batch
 from nas.training.checkpoint import CHECKPOINT_FORMAT, checkpoint_path, load_checkpoint
-from nas.training.distributed import allreduce_gradients, barrier, enable_sync_bn, local_batch_norm, shard_batch
+from nas.training.distributed import (
+    allreduce_gradients,
+    barrier,
+    enable_sync_bn,
+    local_batch_norm,
+    shard_batch,
+)
 from nas.training.plans import StepPlan, plan_for
 
 
@@ -63,7 +69,16 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], f
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher || student) on temperature-softened distributions, scaled by T^2 (Hinton et al.)."""
     t = temperature
-    return F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean", log_target=True) * t * t
+    return (
+        F.kl_div(
+            F.log_softmax(student / t, dim=1),
+            F.log_softmax(teacher / t, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * t
+        * t
+    )
 
 
 @dataclass
@@ -78,8 +93,24 @@ class Position:
 class Trainer:
     """The loop: sample -> forward/backward per subnet -> (all-reduce) -> clip -> step -> EMA -> checkpoint."""
 
-    def __init__(self, ctx: RunContext, model: nn.Module, plan: StepPlan, ckpt: Path | None, seed: int, dist: DistInfo = SINGLE, desc: str = "epoch"):
-        self.ctx, self.cfg, self.plan, self.ckpt, self.dist, self.desc = ctx, ctx.cfg.train, plan, ckpt, dist, desc
+    def __init__(
+        self,
+        ctx: RunContext,
+        model: nn.Module,
+        plan: StepPlan,
+        ckpt: Path | None,
+        seed: int,
+        dist: DistInfo = SINGLE,
+        desc: str = "epoch",
+    ):
+        self.ctx, self.cfg, self.plan, self.ckpt, self.dist, self.desc = (
+            ctx,
+            ctx.cfg.train,
+            plan,
+            ckpt,
+            dist,
+            desc,
+        )
         t = self.cfg
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -98,10 +129,14 @@ class Trainer:
         self.opt = build_optimizer(self.model, t)
         micro_batches = len(ctx.loader("train", shuffle=True, epoch=0))
         if micro_batches < t.accumulate:
-            raise ValueError(f"train.accumulate={t.accumulate} is larger than the {micro_batches} batches of an epoch")
+            raise ValueError(
+                f"train.accumulate={t.accumulate} is larger than the {micro_batches} batches of an epoch"
+            )
         self.steps_per_epoch = micro_batches // t.accumulate
         self.total_steps = t.epochs * self.steps_per_epoch
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine_with_warmup(self.total_steps, int(t.warmup_epochs * self.steps_per_epoch)))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, cosine_with_warmup(self.total_steps, int(t.warmup_epochs * self.steps_per_epoch))
+        )
         cuda = ctx.device.type == "cuda"
         if t.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"train.amp must be none, bf16 or fp16, got {t.amp!r}")
@@ -113,7 +148,9 @@ class Trainer:
         self.ema = {n: p.detach().clone() for n, p in self._named_params} if t.ema_decay else None
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.pos = Position()
-        self._saved_at: tuple[int, int] | None = None  # (epochs done, steps into the next) of the last checkpoint
+        self._saved_at: tuple[int, int] | None = (
+            None  # (epochs done, steps into the next) of the last checkpoint
+        )
 
     # --- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -151,11 +188,17 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint atomically; weights that are no longer finite are refused, so the last checkpoint stays a good one."""
-        if self.ckpt is not None:  # every rank checks (the weights are identical), so none is left waiting at the barrier
-            finite = torch.stack([torch.isfinite(p).all() for _, p in self._named_params]).all().item()  # one device sync
+        if (
+            self.ckpt is not None
+        ):  # every rank checks (the weights are identical), so none is left waiting at the barrier
+            finite = (
+                torch.stack([torch.isfinite(p).all() for _, p in self._named_params]).all().item()
+            )  # one device sync
             if not finite:
                 bad = next(n for n, p in self._named_params if not torch.isfinite(p).all())
-                raise FloatingPointError(f"weights became non-finite ({bad}) by {self._where(done=True)}; last good checkpoint: {self._last_good()} (lower --train.lr or set train.grad_clip)")
+                raise FloatingPointError(
+                    f"weights became non-finite ({bad}) by {self._where(done=True)}; last good checkpoint: {self._last_good()} (lower --train.lr or set train.grad_clip)"
+                )
         if self.ckpt is not None and self.dist.is_main:
             atomic_torch_save(self.state_dict(), self.ckpt)
             self._saved_at = (self.pos.epoch, self.pos.step_in_epoch)
@@ -211,7 +254,9 @@ class Trainer:
                     loss = a * distillation_loss(logits.float(), soft, t.distill_temperature) + (1 - a) * ce
                 else:
                     loss = ce
-                aux = self.plan.auxiliary_loss(self.model)  # e.g. single-path: latency penalty on the thresholds
+                aux = self.plan.auxiliary_loss(
+                    self.model
+                )  # e.g. single-path: latency penalty on the thresholds
                 if aux is not None:
                     loss = loss + aux
                 if teacher_arch is not None and arch == teacher_arch:
@@ -220,7 +265,9 @@ class Trainer:
                 total += loss.item() * scale
                 self.plan.after_backward(self.model, x, y, self.loss_fn, step)  # e.g. a mixture's routing
         if not math.isfinite(total):
-            raise FloatingPointError(f"loss became {total} at {self._where()}; last good checkpoint: {self._last_good()} (lower --train.lr or set train.grad_clip)")
+            raise FloatingPointError(
+                f"loss became {total} at {self._where()}; last good checkpoint: {self._last_good()} (lower --train.lr or set train.grad_clip)"
+            )
         if self.dist.world_size > 1:
             allreduce_gradients(self.model.parameters(), self.dist)
         if t.grad_clip:
@@ -235,8 +282,12 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        trained = [(n, p) for n, p in self._named_params if p.grad is not None]  # only params trained this step move
-        torch._foreach_lerp_([self.ema[n] for n, _ in trained], [p.detach() for _, p in trained], 1 - self.cfg.ema_decay)
+        trained = [
+            (n, p) for n, p in self._named_params if p.grad is not None
+        ]  # only params trained this step move
+        torch._foreach_lerp_(
+            [self.ema[n] for n, _ in trained], [p.detach() for _, p in trained], 1 - self.cfg.ema_decay
+        )
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -259,7 +310,9 @@ class Trainer:
             if self.pos.epoch >= t.epochs:
                 ctx.say(f"already trained ({self.pos.epoch} epochs) in {self.ckpt}")
                 return self.pos.history[-1] if self.pos.history else {}
-            where = f"epoch {self.pos.epoch + 1}/{t.epochs}" + (f", step {self.pos.step_in_epoch}" if self.pos.step_in_epoch else "")
+            where = f"epoch {self.pos.epoch + 1}/{t.epochs}" + (
+                f", step {self.pos.step_in_epoch}" if self.pos.step_in_epoch else ""
+            )
             ctx.say(f"resuming training at {where}")
         log = ctx.trackers.log if self.dist.is_main else (lambda *a, **k: None)
         while self.pos.epoch < t.epochs:
@@ -268,7 +321,13 @@ class Trainer:
             loader = iter(ctx.loader("train", shuffle=True, epoch=epoch))
             skip = self.pos.step_in_epoch * t.accumulate
             loader = islice(loader, skip, None)  # resume inside an epoch: the order is fixed by (seed, epoch)
-            bar = tqdm(total=self.steps_per_epoch, initial=self.pos.step_in_epoch, desc=f"{self.desc} {epoch + 1}/{t.epochs}", leave=False, disable=None if ctx.progress and self.dist.is_main else True)
+            bar = tqdm(
+                total=self.steps_per_epoch,
+                initial=self.pos.step_in_epoch,
+                desc=f"{self.desc} {epoch + 1}/{t.epochs}",
+                leave=False,
+                disable=None if ctx.progress and self.dist.is_main else True,
+            )
             while self.pos.step_in_epoch < self.steps_per_epoch:
                 batches = list(islice(loader, t.accumulate))
                 step = epoch * self.steps_per_epoch + self.pos.step_in_epoch
@@ -280,10 +339,18 @@ class Trainer:
                     log("train_step", step + 1, {"loss": loss, "lr": self.sched.get_last_lr()[0]})
                 bar.update(1)
                 bar.set_postfix(loss=f"{self.pos.loss_sum / self.pos.steps:.3f}")
-                if t.checkpoint_every_steps and self.pos.step_in_epoch % t.checkpoint_every_steps == 0 and self.pos.step_in_epoch < self.steps_per_epoch:
+                if (
+                    t.checkpoint_every_steps
+                    and self.pos.step_in_epoch % t.checkpoint_every_steps == 0
+                    and self.pos.step_in_epoch < self.steps_per_epoch
+                ):
                     self.save()
             bar.close()
-            metrics = {"epoch": epoch + 1, "train_loss": self.pos.loss_sum / max(self.pos.steps, 1), "epoch_seconds": time.perf_counter() - t0}
+            metrics = {
+                "epoch": epoch + 1,
+                "train_loss": self.pos.loss_sum / max(self.pos.steps, 1),
+                "epoch_seconds": time.perf_counter() - t0,
+            }
             with local_batch_norm(self.model):  # every rank evaluates the same data: no cross-rank statistics
                 metrics.update(self.plan.evaluate(ctx, self.model))
             self.pos.history.append(metrics)
@@ -291,12 +358,16 @@ class Trainer:
             log("epoch", epoch + 1, metrics)
             if self.dist.is_main:
                 accs = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith("val_acc"))
-                ctx.say(f"{self.desc} {epoch + 1}/{t.epochs}: loss {metrics['train_loss']:.3f}, {accs} ({metrics['epoch_seconds']:.1f}s)")
+                ctx.say(
+                    f"{self.desc} {epoch + 1}/{t.epochs}: loss {metrics['train_loss']:.3f}, {accs} ({metrics['epoch_seconds']:.1f}s)"
+                )
             self.save()
         return self.pos.history[-1]
 
 
-def train_supernet(ctx: RunContext, dist: DistInfo = SINGLE, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_supernet(
+    ctx: RunContext, dist: DistInfo = SINGLE, resume_state: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Train (or resume training) the run's supernet; returns the last epoch's metrics.
 
     ``resume_state``: the run's checkpoint, when the caller has already loaded it to check it.
@@ -304,5 +375,3 @@ def train_supernet(ctx: RunContext, dist: DistInfo = SINGLE, resume_state: dict[
     net = ctx.build_supernet()  # seeded by the run's seed: the initial weights are part of what it reproduces
     trainer = Trainer(ctx, net, plan_for(ctx), checkpoint_path(ctx.run_dir), seed=ctx.cfg.seed, dist=dist)
     return trainer.fit(resume_state)
-
-

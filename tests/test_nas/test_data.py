@@ -61,7 +61,9 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def _write_fashion(folder: Path, n_train: int = 50, n_test: int = 20, gz: bool = True, shift: int = 0) -> None:
+def _write_fashion(
+    folder: Path, n_train: int = 50, n_test: int = 20, gz: bool = True, shift: int = 0
+) -> None:
     """Tiny Fashion-MNIST lookalike: image i is constant (i * 3 + shift) % 256, label i % 10."""
     folder.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", n_train), ("t10k", n_test)):
@@ -105,7 +107,10 @@ def _write_cifar100(root: Path, n_train: int = 200, n_test: int = 100) -> Path:
     folder.mkdir(parents=True)
     for name, n in (("train", n_train), ("test", n_test)):
         rows = np.stack([_cifar_image()] * n)
-        _dump(folder / name, {"data": rows, "fine_labels": [i % 100 for i in range(n)], "coarse_labels": [0] * n})
+        _dump(
+            folder / name,
+            {"data": rows, "fine_labels": [i % 100 for i in range(n)], "coarse_labels": [0] * n},
+        )
     _dump(folder / "meta", {"fine_label_names": [f"c{i}" for i in range(100)]})
     return folder
 
@@ -141,7 +146,9 @@ def test_digits_splits_are_disjoint_and_cover_every_image() -> None:
     bundle = load_data(resolution=8)
     parts = [_stack(s)[0].reshape(len(s), -1) for s in (bundle.train, bundle.val, bundle.test)]
     lo, hi = min(p.min() for p in parts), max(p.max() for p in parts)  # pixel values 0 and 16 occur
-    original = {img.tobytes(): i for i, img in enumerate(load_digits().images.astype(np.uint8).reshape(1797, -1))}
+    original = {
+        img.tobytes(): i for i, img in enumerate(load_digits().images.astype(np.uint8).reshape(1797, -1))
+    }
     ids = []
     for part in parts:
         raw = torch.round((part - lo) / (hi - lo) * 16).to(torch.uint8).numpy()
@@ -187,7 +194,9 @@ def _order(loader: torch.utils.data.DataLoader) -> list[int]:
 
 
 def test_make_loader_deterministic_per_seed_and_ignores_global_rng() -> None:
-    ds = torch.utils.data.TensorDataset(torch.arange(200, dtype=torch.float32).view(200, 1), torch.zeros(200).long())
+    ds = torch.utils.data.TensorDataset(
+        torch.arange(200, dtype=torch.float32).view(200, 1), torch.zeros(200).long()
+    )
     torch.manual_seed(1)
     first = _order(make_loader(ds, 16, shuffle=True, seed=7))
     torch.manual_seed(999)
@@ -230,7 +239,9 @@ def test_real_fashion_mnist(_private_cache: Path) -> None:
     ("layout", "gz"),
     [("flat", True), ("flat", False), ("torchvision", True), ("torchvision", False)],
 )
-def test_fashion_mnist_from_written_idx_files(tmp_path: Path, _private_cache: Path, layout: str, gz: bool) -> None:
+def test_fashion_mnist_from_written_idx_files(
+    tmp_path: Path, _private_cache: Path, layout: str, gz: bool
+) -> None:
     data_dir = tmp_path / "fm"
     _write_fashion(data_dir if layout == "flat" else data_dir / "FashionMNIST" / "raw", gz=gz)
     bundle = load_data("fashion_mnist", data_dir=str(data_dir), val_fraction=0.2)
@@ -302,7 +313,9 @@ def test_fashion_mnist_truncated_idx_names_file(tmp_path: Path) -> None:
     _write_fashion(data_dir, gz=True)
     path = data_dir / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-100]))
-    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz \(cached as .*\) has .* bytes, .*implies"):
+    with pytest.raises(
+        DataError, match=r"train-images-idx3-ubyte\.gz \(cached as .*\) has .* bytes, .*implies"
+    ):
         load_data("fashion_mnist", data_dir=str(data_dir))
 
 
@@ -314,7 +327,9 @@ def test_fashion_mnist_missing_dir(tmp_path: Path) -> None:
 def test_fashion_mnist_dir_without_files_lists_them(tmp_path: Path) -> None:
     _write_fashion(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
-    with pytest.raises(DataError, match=r"missing .*t10k-labels-idx1-ubyte.*apt-get install dataset-fashion-mnist"):
+    with pytest.raises(
+        DataError, match=r"missing .*t10k-labels-idx1-ubyte.*apt-get install dataset-fashion-mnist"
+    ):
         load_data("fashion_mnist", data_dir=str(tmp_path))
 
 
@@ -480,7 +495,10 @@ def test_imagefolder_corrupt_image_named(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_lists_known_ones() -> None:
-    with pytest.raises(UnknownNameError, match=r"unknown data set 'mnist2' \(data.name\); available: cifar10, cifar100, digits, fashion_mnist, imagefolder"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown data set 'mnist2' \(data.name\); available: cifar10, cifar100, digits, fashion_mnist, imagefolder",
+    ):
         load_data("mnist2")
 
 

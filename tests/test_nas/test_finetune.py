@@ -14,18 +14,29 @@ from pathlib import Path
 
 import pytest
 import torch
+from nas_runs import sigkill_when
 
 from nas.cli import main
-from nas_runs import sigkill_when
-from nas.run.context import build_space, load_config_data, resolve_config
 from nas.evaluation import accuracy
 from nas.finetune import FinetuneTrackers, initial_network
+from nas.run.context import build_space, load_config_data, resolve_config
 from nas.run.files import RunLock
 from nas.run.tracking import Trackers
 
 # tiny digits at 16 px, 384 training images; a spec latency profile, so no calibration
-RUN = ["--space=tiny", "--data.resolution=16", "--data.train_limit=384", "--trackers=jsonl", "--train.bn_recal_batches=2", "--epochs=2",
-       "--trials=2", "--search.controller=random", "--search.devices=mobile-big-core", "--format=torch", "--export.latency_repeats=3"]
+RUN = [
+    "--space=tiny",
+    "--data.resolution=16",
+    "--data.train_limit=384",
+    "--trackers=jsonl",
+    "--train.bn_recal_batches=2",
+    "--epochs=2",
+    "--trials=2",
+    "--search.controller=random",
+    "--search.devices=mobile-big-core",
+    "--format=torch",
+    "--export.latency_repeats=3",
+]
 
 
 def _main_json(*args: str) -> dict:
@@ -66,32 +77,54 @@ def test_inherited_starts_at_the_exported_accuracy_and_training_moves_the_weight
     out = run_dir / "finetune" / "inherited"
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
     # the start is the export as saved (weights and BN statistics): same accuracy, to the last image
-    assert summary["val_accuracy_before"] == meta["val_accuracy"] and summary["test_accuracy_before"] == meta["test_accuracy"]
+    assert (
+        summary["val_accuracy_before"] == meta["val_accuracy"]
+        and summary["test_accuracy_before"] == meta["test_accuracy"]
+    )
     result = json.loads((out / "result.json").read_text())
-    assert result["init"] == "inherited" and result["epochs"] == 2 and [h["epoch"] for h in result["history"]] == [1, 2]
+    assert (
+        result["init"] == "inherited"
+        and result["epochs"] == 2
+        and [h["epoch"] for h in result["history"]] == [1, 2]
+    )
     assert result["seconds"] > 0 and result["val_accuracy_after"] == result["history"][-1]["val_acc"]
-    assert {k: result[k] for k in ("val_accuracy_after", "test_accuracy_after")} == {k: summary[k] for k in ("val_accuracy_after", "test_accuracy_after")}
+    assert {k: result[k] for k in ("val_accuracy_after", "test_accuracy_after")} == {
+        k: summary[k] for k in ("val_accuracy_after", "test_accuracy_after")
+    }
     # the output loads like an export and is the trained network, not the exported one
     net = load_subnet(out)
     exported_state = torch.load(run_dir / "export" / "model.pt", weights_only=True)
     assert set(net.state_dict()) == set(exported_state)
-    assert any(not torch.equal(v, exported_state[k]) for k, v in net.state_dict().items() if v.is_floating_point())
+    assert any(
+        not torch.equal(v, exported_state[k]) for k, v in net.state_dict().items() if v.is_floating_point()
+    )
     assert _test_accuracy(run_dir, net) == pytest.approx(result["test_accuracy_after"], abs=1e-12)
     assert json.loads((out / "meta.json").read_text())["formats"]["torch"]["ok"] is True
     # tracked in the run's event log under its own kind; the supernet's epoch curve is untouched
     events = _events(run_dir)
     assert [e["step"] for e in events if e["kind"] == "finetune/inherited/epoch"] == [1, 2]
     assert [e["step"] for e in events if e["kind"] == "epoch"] == [1, 2]
-    assert any(e["kind"] == "finetune/inherited/result" and e["test_accuracy_after"] == result["test_accuracy_after"] for e in events)
+    assert any(
+        e["kind"] == "finetune/inherited/result" and e["test_accuracy_after"] == result["test_accuracy_after"]
+        for e in events
+    )
 
 
 def test_finished_finetune_is_reported_not_retrained(finetuned):
     run_dir, summary = finetuned
     ckpt = run_dir / "finetune" / "inherited" / "checkpoint.pt"
     before, n_events = ckpt.stat().st_mtime_ns, len(_events(run_dir))
-    again = _main_json("finetune", "--run-dir", str(run_dir))  # no flags: the folder's saved recipe (2 epochs) applies
-    assert again["already_done"] is True and ckpt.stat().st_mtime_ns == before and len(_events(run_dir)) == n_events
-    assert {k: again[k] for k in ("val_accuracy_after", "test_accuracy_after", "epochs")} == {k: summary[k] for k in ("val_accuracy_after", "test_accuracy_after", "epochs")}
+    again = _main_json(
+        "finetune", "--run-dir", str(run_dir)
+    )  # no flags: the folder's saved recipe (2 epochs) applies
+    assert (
+        again["already_done"] is True
+        and ckpt.stat().st_mtime_ns == before
+        and len(_events(run_dir)) == n_events
+    )
+    assert {k: again[k] for k in ("val_accuracy_after", "test_accuracy_after", "epochs")} == {
+        k: summary[k] for k in ("val_accuracy_after", "test_accuracy_after", "epochs")
+    }
 
 
 def test_changed_recipe_or_run_settings_are_refused(finetuned, capsys):
@@ -120,19 +153,39 @@ def test_scratch_differs_from_inherited_at_step_zero_and_both_coexist(finetuned)
     assert {k: v.shape for k, v in scratch.items()} == {k: v.shape for k, v in inherited.items()}
     convs = [k for k, v in scratch.items() if v.ndim == 4]
     assert convs and all(not torch.equal(scratch[k], inherited[k]) for k in convs)
-    assert all(torch.equal(v, initial_network(space, export_dir, "scratch", cfg.seed).state_dict()[k]) for k, v in scratch.items())  # seeded
+    assert all(
+        torch.equal(v, initial_network(space, export_dir, "scratch", cfg.seed).state_dict()[k])
+        for k, v in scratch.items()
+    )  # seeded
 
     # a start that fails before its first checkpoint binds no recipe: the corrected command runs
-    assert main(["finetune", "--run-dir", str(exported), "--quiet", "--init", "scratch", "--train.accumulate=1000"]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--run-dir",
+                str(exported),
+                "--quiet",
+                "--init",
+                "scratch",
+                "--train.accumulate=1000",
+            ]
+        )
+        == 2
+    )
     # end to end, with an EMA recipe: the output holds the averaged weights
-    summary = _main_json("finetune", "--run-dir", str(exported), "--init", "scratch", "--epochs", "1", "--train.ema_decay=0.5")
+    summary = _main_json(
+        "finetune", "--run-dir", str(exported), "--init", "scratch", "--epochs", "1", "--train.ema_decay=0.5"
+    )
     out = exported / "finetune" / "scratch"
     assert summary["init"] == "scratch" and summary["ema"] is True and (out / "result.json").exists()
     ema = torch.load(out / "checkpoint.pt", weights_only=False)["ema"]
     trained = load_subnet(out)
     assert all(torch.equal(p, ema[n]) for n, p in trained.named_parameters())
     assert summary["test_accuracy_after"] == pytest.approx(_test_accuracy(exported, trained), abs=1e-12)
-    assert (exported / "finetune" / "inherited" / "result.json").read_text() == inherited_result  # both coexist
+    assert (
+        exported / "finetune" / "inherited" / "result.json"
+    ).read_text() == inherited_result  # both coexist
     assert any(e["kind"] == "finetune/scratch/epoch" for e in _events(exported))
 
 
@@ -144,9 +197,22 @@ def test_resume_after_sigkill_is_bit_identical(exported, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # both processes compute with the same number of threads
 
     def cmd(d: Path) -> list[str]:
-        return [sys.executable, "-m", "nas.cli", "finetune", "--run-dir", str(d), "--epochs", "4", "--train.deterministic=true", "--quiet"]
+        return [
+            sys.executable,
+            "-m",
+            "nas.cli",
+            "finetune",
+            "--run-dir",
+            str(d),
+            "--epochs",
+            "4",
+            "--train.deterministic=true",
+            "--quiet",
+        ]
 
-    ref_proc = subprocess.Popen(cmd(ref), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ref_proc = subprocess.Popen(
+        cmd(ref), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     proc = subprocess.Popen(cmd(victim), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = victim / "finetune" / "inherited" / "checkpoint.pt"
     sigkill_when(proc, ckpt.exists, timeout=120, poll=0.02)
@@ -169,7 +235,11 @@ def test_without_an_export_it_says_what_to_run(tmp_path, capsys):
     run_dir = tmp_path / "r"
     assert main(["finetune", "--run-dir", str(run_dir), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert f"run `nas export --run-dir {run_dir}` first" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (
+        f"run `nas export --run-dir {run_dir}` first" in err
+        and "Traceback" not in err
+        and len(err.strip().splitlines()) == 1
+    )
     assert not run_dir.exists()  # nothing created
     (run_dir / "export").mkdir(parents=True)
     (run_dir / "export" / "arch.json").write_text("{}")

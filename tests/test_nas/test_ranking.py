@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from nas.cli import main
-from nas.run.config import build_config
 from nas.ranking import arch_macs, ranking_metrics, standalone_recipe_id, stratified_archs
+from nas.run.config import build_config
 from search_spaces import create_space
 
 TINY = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl", "--data.train_limit=256", "--quiet"]
@@ -33,10 +33,14 @@ def test_stratified_archs_span_smallest_to_largest_network():
     assert np.all(np.diff(macs) >= 0)  # one per stratum, strata in size order
     lo, hi = arch_macs(space, [space.smallest(), space.largest()])
     step = (np.log(hi) - np.log(lo)) / 10
-    assert np.log(macs[0]) <= np.log(lo) + step and np.log(macs[-1]) >= np.log(hi) - step  # first and last strata
+    assert (
+        np.log(macs[0]) <= np.log(lo) + step and np.log(macs[-1]) >= np.log(hi) - step
+    )  # first and last strata
     uniform = arch_macs(space, [space.sample(np.random.default_rng(s)) for s in range(300)])
     assert macs[0] < uniform.min() and macs[-1] > uniform.max()  # wider than a uniform sample reaches
-    assert [a.id for a in stratified_archs(space, 10, seed=0, pool=2000)] == [a.id for a in archs]  # reproducible
+    assert [a.id for a in stratified_archs(space, 10, seed=0, pool=2000)] == [
+        a.id for a in archs
+    ]  # reproducible
 
 
 def test_pool_strata_stay_among_typical_networks():
@@ -52,8 +56,20 @@ def test_pool_strata_stay_among_typical_networks():
 def test_standalone_results_are_keyed_by_recipe_not_by_supernet_settings():
     base = build_config(None, ["--space=tiny"])
     rid = standalone_recipe_id(base)
-    assert standalone_recipe_id(build_config(None, ["--space=tiny", "--train.sampler=uniform", "--train.distill=true", "--epochs=3"])) == rid
-    assert standalone_recipe_id(build_config(None, ["--space=tiny", "--supernet=mos", "--space.supernet_options={k: 3}"])) == rid
+    assert (
+        standalone_recipe_id(
+            build_config(
+                None, ["--space=tiny", "--train.sampler=uniform", "--train.distill=true", "--epochs=3"]
+            )
+        )
+        == rid
+    )
+    assert (
+        standalone_recipe_id(
+            build_config(None, ["--space=tiny", "--supernet=mos", "--space.supernet_options={k: 3}"])
+        )
+        == rid
+    )
     for change in ("--train.lr=0.05", "--train-limit=100", "--width-mult=0.25", "--train.channels_last=true"):
         assert standalone_recipe_id(build_config(None, ["--space=tiny", change])) != rid, change
 
@@ -61,7 +77,17 @@ def test_standalone_results_are_keyed_by_recipe_not_by_supernet_settings():
 def test_nas_rank_on_tiny_writes_report_and_resumes(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", "--run-dir", str(run_dir), "--epochs=1", *TINY]) == 0
-    args = ["rank", "--run-dir", str(run_dir), "--archs=4", "--epochs=1", "--seeds=2", "--workers=2", "--json", *TINY]
+    args = [
+        "rank",
+        "--run-dir",
+        str(run_dir),
+        "--archs=4",
+        "--epochs=1",
+        "--seeds=2",
+        "--workers=2",
+        "--json",
+        *TINY,
+    ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     report = json.loads((run_dir / "ranking.json").read_text())
@@ -80,4 +106,6 @@ def test_nas_rank_on_tiny_writes_report_and_resumes(tmp_path, capsys):
     assert len(list((run_dir / "ranking" / "standalone").glob("*.json"))) == 16
     assert [p.stat().st_mtime_ns for p in results] == stamps
     four = json.loads((run_dir / "ranking.json").read_text())
-    assert -1.0 <= four["split_half_kendall_tau"] <= 1.0 and all(len(r["standalone_val_acc"]) == 4 for r in four["rows"])
+    assert -1.0 <= four["split_half_kendall_tau"] <= 1.0 and all(
+        len(r["standalone_val_acc"]) == 4 for r in four["rows"]
+    )

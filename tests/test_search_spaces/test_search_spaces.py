@@ -51,7 +51,9 @@ def test_num_architectures_matches_enumeration_on_tiny():
     tiny = create_space("tiny")
     import itertools
 
-    distinct = {tiny.arch(dict(zip(tiny.keys, vals))).id for vals in itertools.product(*tiny.choices.values())}
+    distinct = {
+        tiny.arch(dict(zip(tiny.keys, vals))).id for vals in itertools.product(*tiny.choices.values())
+    }
     assert len(distinct) == tiny.num_architectures()
     assert create_space("mbv3").num_architectures() == (81 + 729 + 6561) ** 5
 

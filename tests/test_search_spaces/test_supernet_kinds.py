@@ -9,15 +9,13 @@ from contextlib import redirect_stdout
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from nas.cli import main
 from nas.testing import SupernetKindContract
 from nas.testing.spaces import sample_archs
 from search_spaces import build_supernet, create_space, list_supernet_kinds
 from search_spaces.arch import InvalidArchitectureError
-from supernets.balanced_mixture import BalancedMixture, balanced_assignment
-from supernets.mos import MixtureOfSupernets
+from supernets.balanced_mixture import balanced_assignment
 
 KIND_CASES = [
     ("entangled", "tiny", {}),
@@ -137,7 +135,10 @@ def test_resnet20_pool_space_enumerates_its_36_configurations():
     assert space.to_spec(space.largest()) == (0, 1) and space.to_spec(space.smallest()) == (7, 8)
     with pytest.raises(InvalidArchitectureError, match="downsample_at.*allowed values"):
         space.arch({"downsample_at": "3,3"})
-    params = [sum(p.numel() for p in space.build_static(a).parameters()) for a in (space.largest(), space.smallest())]
+    params = [
+        sum(p.numel() for p in space.build_static(a).parameters())
+        for a in (space.largest(), space.smallest())
+    ]
     assert params[0] > 4 * params[1]  # early downsampling: every block at full width
 
 
@@ -146,7 +147,9 @@ def test_resnet_space_widths_are_distinct_and_round_trip():
     for i in range(space.n_stages):
         widths = space.choices[f"s{i}.width"]
         assert len(set(widths)) == len(widths) and all(w % 8 == 0 for w in widths)
-    small = create_space("resnet", in_channels=1, resolution=16, stage_channels=(16, 32), stage_strides=(1, 2))  # widths (8, 16) and (16, 24, 32)
+    small = create_space(
+        "resnet", in_channels=1, resolution=16, stage_channels=(16, 32), stage_strides=(1, 2)
+    )  # widths (8, 16) and (16, 24, 32)
     assert small.num_architectures() == len(small.enumerate()) == (3 * 2) * (3 * 3)
     rng = np.random.default_rng(0)
     for arch in [space.smallest(), space.largest(), *(space.sample(rng) for _ in range(5))]:
@@ -168,7 +171,12 @@ def test_vit_space_round_trips_and_rejects_bad_layers():
 @pytest.mark.parametrize(
     "space_args",
     [
-        ["--space=resnet20_pool", "--supernet=balanced_mixture", "--space.supernet_options={k: 2, reassign_every: 10}", "--width-mult=0.25"],
+        [
+            "--space=resnet20_pool",
+            "--supernet=balanced_mixture",
+            "--space.supernet_options={k: 2, reassign_every: 10}",
+            "--width-mult=0.25",
+        ],
         ["--space=tiny", "--supernet=mos", "--space.supernet_options={k: 2}", "--train.channels_last=true"],
         ["--space=vit", "--supernet=entangled", "--width-mult=0.5", "--space.options={depths: [2, 3]}"],
     ],
@@ -177,8 +185,19 @@ def test_vit_space_round_trips_and_rejects_bad_layers():
 def test_new_kinds_and_spaces_run_end_to_end_from_the_command_line(tmp_path, space_args):
     run_dir = tmp_path / "mix"
     args = [
-        "run", "--run-dir", str(run_dir), *space_args, "--data.resolution=16", "--train-limit=256", "--epochs=2", "--trials=4",
-        "--search.calibration_archs=6", "--export.latency_repeats=3", "--trackers=jsonl", "--quiet", "--json",
+        "run",
+        "--run-dir",
+        str(run_dir),
+        *space_args,
+        "--data.resolution=16",
+        "--train-limit=256",
+        "--epochs=2",
+        "--trials=4",
+        "--search.calibration_archs=6",
+        "--export.latency_repeats=3",
+        "--trackers=jsonl",
+        "--quiet",
+        "--json",
     ]
     out = io.StringIO()
     with redirect_stdout(out):

@@ -32,8 +32,18 @@ def timm_checkpoint(tmp_path_factory):
 
 def test_space_is_built_around_the_models_own_choices(timm_checkpoint):
     space = create_space(f"timm:{MODEL}", num_classes=10, resolution=32)
-    assert {3, 5} <= set(space.cfg.kernels) and {2.3, 2.5, 3, 4, 6} <= set(space.cfg.expands) and max(space.cfg.expands) == 6
-    assert [st.out_channels for st in space.cfg.stages] == [24, 40, 80, 112, 160]  # its own widths are the maximum
+    assert (
+        {3, 5} <= set(space.cfg.kernels)
+        and {2.3, 2.5, 3, 4, 6} <= set(space.cfg.expands)
+        and max(space.cfg.expands) == 6
+    )
+    assert [st.out_channels for st in space.cfg.stages] == [
+        24,
+        40,
+        80,
+        112,
+        160,
+    ]  # its own widths are the maximum
     arch = space.timm_arch
     assert [arch[f"s{i}.depth"] for i in range(space.n_stages)] == [2, 3, 4, 2, 3]
     assert arch["s3.b0.expand"] == 6 and arch["s2.b1.expand"] == 2.5 and arch["s1.b0.kernel"] == 5
@@ -78,8 +88,18 @@ def test_nas_train_on_a_timm_space_from_the_command_line(timm_checkpoint, tmp_pa
     _, path = timm_checkpoint
     run_dir = tmp_path / "timm"
     args = [
-        "train", "--run-dir", str(run_dir), f"--space=timm:{MODEL}", f"--space.options={{checkpoint: {path}}}", "--width-mult=1.0",
-        "--data.resolution=32", "--train-limit=128", "--data.val_limit=64", "--epochs=1", "--trackers=jsonl", "--quiet",
+        "train",
+        "--run-dir",
+        str(run_dir),
+        f"--space=timm:{MODEL}",
+        f"--space.options={{checkpoint: {path}}}",
+        "--width-mult=1.0",
+        "--data.resolution=32",
+        "--train-limit=128",
+        "--data.val_limit=64",
+        "--epochs=1",
+        "--trackers=jsonl",
+        "--quiet",
     ]
     assert main(args) == 0
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]

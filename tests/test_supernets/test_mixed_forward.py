@@ -30,13 +30,23 @@ def _net(space, seed=0):
     return net
 
 
-@pytest.mark.parametrize("space_name,options", [("tiny", {}), ("mbv3", {"width_mult": 0.25, "resolution": 16, "head_channels": 64, "feature_channels": 64})])
+@pytest.mark.parametrize(
+    "space_name,options",
+    [
+        ("tiny", {}),
+        ("mbv3", {"width_mult": 0.25, "resolution": 16, "head_channels": 64, "feature_channels": 64}),
+    ],
+)
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_one_hot_mixture_is_the_sliced_subnetwork(space_name, options, mode):
     space = create_space(space_name, **options)
     net = _net(space).train(mode == "train")
     x = torch.randn(4, *space.input_shape, generator=torch.Generator().manual_seed(1))
-    for arch in [*(space.sample(np.random.default_rng(s)) for s in range(3)), space.smallest(), space.largest()]:
+    for arch in [
+        *(space.sample(np.random.default_rng(s)) for s in range(3)),
+        space.smallest(),
+        space.largest(),
+    ]:
         net.set_active(space.to_spec(arch))
         with torch.no_grad():
             sliced = net(x)
@@ -68,7 +78,9 @@ def test_a_soft_mixture_costs_one_conv_per_layer_of_the_largest_network():
 
 
 def test_mixture_is_differentiable_in_every_probability():
-    space = create_space("tiny", resolution=32)  # at 16x16 the last stage's map is 2x2: a 5x5 kernel's ring only sees padding
+    space = create_space(
+        "tiny", resolution=32
+    )  # at 16x16 the last stage's map is 2x2: a 5x5 kernel's ring only sees padding
     net = _net(space)
     logits = {k: torch.zeros(len(v), requires_grad=True) for k, v in space.choices.items()}
     probs = {k: torch.softmax(v, 0) for k, v in logits.items()}

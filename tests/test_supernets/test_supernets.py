@@ -98,7 +98,7 @@ def test_invalid_spec_is_a_clear_error():
     space = create_space("tiny")
     net = space.build_supernet()
     with pytest.raises(ValueError, match="depth 3 not in allowed depths"):
-        net.set_active(((( 3, 2),) * 3, ((3, 2),)))
+        net.set_active((((3, 2),) * 3, ((3, 2),)))
     with pytest.raises(ValueError, match="kernel=4"):
         net.set_active((((4, 2),), ((3, 2),)))
 

@@ -21,15 +21,22 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-from nas.run import files as rundir
-from nas.cli import main
-from nas.run.context import build_space, resolve_config
-from nas.cost import CostModel, DeviceProfile
-from nas.training.checkpoint import checkpoint_path
 from nas_runs import SETTINGS, TRIALS, finished_run, snapshot
 
-TINY = ["--space=tiny", "--data.resolution=16", "--data.train_limit=128", "--data.val_limit=64", "--trackers=jsonl", "--quiet"]
+from nas.cli import main
+from nas.cost import CostModel, DeviceProfile
+from nas.run import files as rundir
+from nas.run.context import build_space, resolve_config
+from nas.training.checkpoint import checkpoint_path
+
+TINY = [
+    "--space=tiny",
+    "--data.resolution=16",
+    "--data.train_limit=128",
+    "--data.val_limit=64",
+    "--trackers=jsonl",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +61,9 @@ def _refused(capsys: pytest.CaptureFixture[str], rc: int, *names: str) -> str:
     return err
 
 
-def _refuses_without_writing(capsys: pytest.CaptureFixture[str], run_dir: Path, argv: list[str], *names: str) -> str:
+def _refuses_without_writing(
+    capsys: pytest.CaptureFixture[str], run_dir: Path, argv: list[str], *names: str
+) -> str:
     """Run ``argv`` against ``run_dir``: refused (see :func:`_refused`) and nothing in ``run_dir`` created or changed."""
     existed, before = run_dir.exists(), snapshot(run_dir)
     line = _refused(capsys, main(argv), *names)
@@ -78,10 +87,21 @@ def _refuses_without_writing(capsys: pytest.CaptureFixture[str], run_dir: Path, 
         ("trained", ["search", "--search.devices=cpu,nope-board"], ["no 'nope-board' profile"]),
         ("trained", ["export", "--format=gif"], ["unknown export format 'gif'", "--format"]),
         ("fresh", ["run", "--format=torch,gif"], ["unknown export format 'gif'"]),
-        ("fresh", ["export", "--space=resnet20_pool", "--format=timm"], ["export format 'timm' does not apply to space 'resnet20_pool'"]),
+        (
+            "fresh",
+            ["export", "--space=resnet20_pool", "--format=timm"],
+            ["export format 'timm' does not apply to space 'resnet20_pool'"],
+        ),
     ],
 )
-def test_unknown_space_controller_device_or_format(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, argv: list[str], names: list[str]) -> None:
+def test_unknown_space_controller_device_or_format(
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+    argv: list[str],
+    names: list[str],
+) -> None:
     """Refused before any work: on a fresh path no run directory appears, on a trained one nothing changes."""
     command, *settings = argv
     run_dir = tmp_path / "new" if where == "fresh" else trained
@@ -103,15 +123,23 @@ _OVERRIDES = {
     "unknown key": (["--search.trialz=3"], ["unknown config key 'search.trialz'"]),
     "unknown section": (["--serach.trials=3"], ["unknown config key 'serach'"]),
     "wrong type": (["--trials=many"], ["'search.trials' expects int, got 'many'"]),
-    "wrong bool": (["--train.deterministic=maybe"], ["'train.deterministic' expects true/false, got 'maybe'"]),
+    "wrong bool": (
+        ["--train.deterministic=maybe"],
+        ["'train.deterministic' expects true/false, got 'maybe'"],
+    ),
     "missing value": (["--search.trials"], ["--search.trials needs a value"]),
     "not a setting": (["stray"], ["unexpected argument 'stray'"]),
     "out of range": (["--trials=0"], ["search.trials must be > 0"]),
 }
 
 
-@pytest.mark.parametrize("source, case", [*(("yaml", k) for k in _YAML), *(("override", k) for k in _OVERRIDES), ("yaml", "missing file")])
-def test_malformed_or_unknown_config(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, case: str) -> None:
+@pytest.mark.parametrize(
+    "source, case",
+    [*(("yaml", k) for k in _YAML), *(("override", k) for k in _OVERRIDES), ("yaml", "missing file")],
+)
+def test_malformed_or_unknown_config(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, case: str
+) -> None:
     """A YAML file or a --key=value that cannot be used names the key (and the file); the trained run is untouched."""
     argv = ["search", "--run-dir", str(trained), "--quiet"]
     if source == "yaml" and case == "missing file":
@@ -151,7 +179,9 @@ def test_yaml_numbers_without_a_dot_are_numbers(tmp_path: Path) -> None:
         ("missing", ["file not found"]),
     ],
 )
-def test_latency_predict_arch_not_of_the_space(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, names: list[str]) -> None:
+def test_latency_predict_arch_not_of_the_space(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, names: list[str]
+) -> None:
     """`nas latency predict --arch FILE` with an architecture the space does not have names the file and the key."""
     arch = json.loads((trained / "export" / "arch.json").read_text())
     path = tmp_path / "arch.json"
@@ -168,16 +198,23 @@ def test_latency_predict_arch_not_of_the_space(trained: Path, tmp_path: Path, ca
     _refuses_without_writing(capsys, trained, argv, str(path), *names)
 
 
-def test_export_of_a_trial_whose_arch_is_not_of_the_space(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_of_a_trial_whose_arch_is_not_of_the_space(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A study trial holding an architecture of another space (e.g. a study shared by mistake) is refused before export writes."""
     run_dir = _copy(trained, tmp_path / "run")
     bad = json.loads((run_dir / "export" / "arch.json").read_text()) | {"s1.b0.kernel": 7}
     with sqlite3.connect(run_dir / "study.db") as con:
         (trial_id,) = con.execute("SELECT trial_id FROM trials WHERE number = 2").fetchone()
-        con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'arch'", (json.dumps(json.dumps(bad)), trial_id))
+        con.execute(
+            "UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'arch'",
+            (json.dumps(json.dumps(bad)), trial_id),
+        )
     con.close()
     argv = ["export", "--run-dir", str(run_dir), "--quiet", "--trial=2"]
-    _refuses_without_writing(capsys, run_dir, argv, "trial 2's architecture does not belong to space 'tiny'", "s1.b0.kernel=7")
+    _refuses_without_writing(
+        capsys, run_dir, argv, "trial 2's architecture does not belong to space 'tiny'", "s1.b0.kernel=7"
+    )
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -197,14 +234,27 @@ def _spoil(ckpt: Path, kind: str) -> None:
 @pytest.mark.parametrize("command", ["train", "search", "export", "run"])
 @pytest.mark.parametrize(
     "kind, names",
-    [("corrupt", ["is corrupt or unreadable"]), ("foreign", ["was trained with a different space or data set", "'mbv3'"]), ("not ours", ["is not a supernet checkpoint"])],
+    [
+        ("corrupt", ["is corrupt or unreadable"]),
+        ("foreign", ["was trained with a different space or data set", "'mbv3'"]),
+        ("not ours", ["is not a supernet checkpoint"]),
+    ],
 )
-def test_corrupt_or_foreign_checkpoint(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, kind: str, names: list[str]) -> None:
+def test_corrupt_or_foreign_checkpoint(
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    kind: str,
+    names: list[str],
+) -> None:
     """Every command refuses an unusable checkpoint, names it, and never overwrites it (nor anything else)."""
     run_dir = _copy(trained, tmp_path / "run")
     ckpt = checkpoint_path(run_dir)
     _spoil(ckpt, kind)
-    _refuses_without_writing(capsys, run_dir, [command, "--run-dir", str(run_dir), "--quiet"], str(ckpt), *names)
+    _refuses_without_writing(
+        capsys, run_dir, [command, "--run-dir", str(run_dir), "--quiet"], str(ckpt), *names
+    )
 
 
 # --------------------------------------------------------------------------- data directories
@@ -229,7 +279,9 @@ def _data_dir(tmp_path: Path, case: str) -> Path:
         folder = root / "cifar-10-batches-py"
         folder.mkdir(parents=True)
         for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
-            (folder / name).write_bytes(pickle.dumps({"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 2, 3]}))
+            (folder / name).write_bytes(
+                pickle.dumps({"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 2, 3]})
+            )
         (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
     return root  # "... missing": not created
 
@@ -244,10 +296,16 @@ def _data_dir(tmp_path: Path, case: str) -> Path:
         ("cifar10", "cifar10 with other files", ["files missing", "data_batch_1"]),
         ("cifar10", "cifar10 with garbage batches", ["is not a readable CIFAR pickle"]),
         ("cifar10", "cifar10 with wrong shapes", ["data_batch_1", "[N, 3072]"]),
-        ("fashion_mnist", "fashion_mnist missing", ["does not exist", "apt-get install dataset-fashion-mnist"]),
+        (
+            "fashion_mnist",
+            "fashion_mnist missing",
+            ["does not exist", "apt-get install dataset-fashion-mnist"],
+        ),
     ],
 )
-def test_missing_or_malformed_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str], data: str, case: str, names: list[str]) -> None:
+def test_missing_or_malformed_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: str, case: str, names: list[str]
+) -> None:
     """The error names the data directory (or file) and what it should hold; no run directory is left behind."""
     root = _data_dir(tmp_path, case)
     run_dir = tmp_path / "run"
@@ -259,7 +317,9 @@ def test_missing_or_malformed_data_dir(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize("command", ["search", "run"])
-def test_latency_budget_below_the_smallest_architecture(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+def test_latency_budget_below_the_smallest_architecture(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
     """No architecture can meet it: refused before a search (or, for `nas run`, before training), naming the smallest latency."""
     profile = trained / "cost_profile.json"
     cfg = resolve_config(trained, None, [])
@@ -271,20 +331,41 @@ def test_latency_budget_below_the_smallest_architecture(trained: Path, tmp_path:
     else:  # a fresh run: refused before an hour of training, not after
         run_dir = tmp_path / "run"
         argv = ["run", "--run-dir", str(run_dir), *SETTINGS, f"--search.profile={profile}", budget]
-    _refuses_without_writing(capsys, run_dir, argv, "below the smallest architecture's predicted latency", f"{floor:.3f} ms", "search.latency_budget_ms")
+    _refuses_without_writing(
+        capsys,
+        run_dir,
+        argv,
+        "below the smallest architecture's predicted latency",
+        f"{floor:.3f} ms",
+        "search.latency_budget_ms",
+    )
 
 
 # --------------------------------------------------------------------------- non-finite loss
 
 
-_NAN = re.compile(r"loss became (nan|inf|-inf) at epoch 1 step (\d+)/(\d+); last good checkpoint: (\S+) \(epoch 1 step (\d+)/\3\)")
+_NAN = re.compile(
+    r"loss became (nan|inf|-inf) at epoch 1 step (\d+)/(\d+); last good checkpoint: (\S+) \(epoch 1 step (\d+)/\3\)"
+)
 
 
-def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A learning rate that blows up: training stops at the first non-finite loss and keeps the checkpoint before it."""
     run_dir = tmp_path / "run"
-    argv = ["train", "--run-dir", str(run_dir), *TINY, "--data.train_limit=256", "--epochs=1", "--train.lr=1e12", "--train.grad_clip=null", "--train.warmup_epochs=0",
-            "--train.checkpoint_every_steps=1"]
+    argv = [
+        "train",
+        "--run-dir",
+        str(run_dir),
+        *TINY,
+        "--data.train_limit=256",
+        "--epochs=1",
+        "--train.lr=1e12",
+        "--train.grad_clip=null",
+        "--train.warmup_epochs=0",
+        "--train.checkpoint_every_steps=1",
+    ]
     line = _refused(capsys, main(argv), "lower --train.lr")
     match = _NAN.search(line)
     assert match, line
@@ -294,7 +375,9 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path: P
     assert Path(match[4]) == ckpt
     state = torch.load(ckpt, weights_only=False)
     assert (state["epoch"], state["position"]["step_in_epoch"]) == (0, step - 1)
-    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())  # a good checkpoint indeed
+    assert all(
+        torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point()
+    )  # a good checkpoint indeed
     # the same command resumes from it, meets the same step, and leaves the checkpoint as it was
     before = snapshot(run_dir)
     again = _refused(capsys, main(argv), f"at epoch 1 step {step}/", str(ckpt))
@@ -342,9 +425,17 @@ def _fill_disk_at(monkeypatch: pytest.MonkeyPatch, name: str, nth: int = 1) -> l
 
 
 @pytest.mark.parametrize("target", ["config.yaml", "pareto.json", "supernet_last.pt"])
-def test_disk_full_while_writing(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+def test_disk_full_while_writing(
+    trained: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+) -> None:
     """ENOSPC mid-write: one line naming the file, its previous version intact and usable, no temp file left."""
-    if target == "supernet_last.pt":  # fresh training, checkpoint every step: the second checkpoint hits the full disk
+    if (
+        target == "supernet_last.pt"
+    ):  # fresh training, checkpoint every step: the second checkpoint hits the full disk
         run_dir = tmp_path / "run"
         argv = ["train", "--run-dir", str(run_dir), *TINY, "--epochs=1", "--train.checkpoint_every_steps=1"]
         seen = _fill_disk_at(monkeypatch, target, nth=2)
@@ -356,7 +447,13 @@ def test_disk_full_while_writing(trained: Path, tmp_path: Path, capsys: pytest.C
         path = run_dir / ("config.yaml" if target == "config.yaml" else "search/pareto.json")
         before = path.read_bytes()
         seen = _fill_disk_at(monkeypatch, target)
-    _refused(capsys, main(argv), f"disk full while writing {path}", "No space left on device", "previous version is intact")
+    _refused(
+        capsys,
+        main(argv),
+        f"disk full while writing {path}",
+        "No space left on device",
+        "previous version is intact",
+    )
     monkeypatch.undo()
     assert seen[0] >= 1
     assert not [p for p in run_dir.rglob("*.tmp")], "a temp file was left behind"

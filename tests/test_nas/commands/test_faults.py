@@ -25,11 +25,11 @@ import optuna
 import pytest
 import torch
 import yaml
+from nas_runs import EPOCHS, SETTINGS, TRIALS, finished_run, nas_subprocess, sigkill_when
 
 from nas.cli import main
 from nas.run.files import remove_stale_temp_files
 from nas.training.checkpoint import checkpoint_path
-from nas_runs import EPOCHS, SETTINGS, TRIALS, finished_run, nas_subprocess, sigkill_when
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -46,12 +46,20 @@ def _complete_trials(run_dir: Path) -> int:
         return 0
 
 
-def _kill_when(args: list[str], ready: Callable[[], bool], factory: pytest.TempPathFactory, log: Path, timeout: float = 300) -> None:
+def _kill_when(
+    args: list[str],
+    ready: Callable[[], bool],
+    factory: pytest.TempPathFactory,
+    log: Path,
+    timeout: float = 300,
+) -> None:
     """Start `nas ARGS`, SIGKILL it the moment ``ready()`` holds; fail if it ends on its own first."""
     with log.open("w") as err:
         proc = nas_subprocess(args, factory, stdout=subprocess.DEVNULL, stderr=err)
         sigkill_when(proc, ready, timeout)
-    assert proc.returncode == -signal.SIGKILL, f"`nas {' '.join(args[:1])}` ended before the kill (rc {proc.returncode}): {log.read_text()[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL, (
+        f"`nas {' '.join(args[:1])}` ended before the kill (rc {proc.returncode}): {log.read_text()[-2000:]}"
+    )
 
 
 def _integrity(run_dir: Path) -> list[str]:
@@ -91,11 +99,19 @@ def _integrity(run_dir: Path) -> list[str]:
 
 def _complete(run_dir: Path) -> dict[int, tuple[tuple[float, ...], str]]:
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir / 'study.db'}")
-    return {t.number: (tuple(t.values), t.user_attrs["arch_id"]) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    return {
+        t.number: (tuple(t.values), t.user_attrs["arch_id"])
+        for t in study.trials
+        if t.state == optuna.trial.TrialState.COMPLETE
+    }
 
 
 def _epochs_logged(run_dir: Path) -> list[int]:
-    return [e["step"] for e in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines()) if e["kind"] == "epoch"]
+    return [
+        e["step"]
+        for e in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines())
+        if e["kind"] == "epoch"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +131,9 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     seen["epoch_after_kill_1"] = torch.load(ckpt, weights_only=False)["epoch"]
     seen["integrity"]["training"] = _integrity(run_dir)
 
-    _kill_when(args, lambda: _complete_trials(run_dir) >= 2, tmp_path_factory, work / "2.log")  # 2: during the search
+    _kill_when(
+        args, lambda: _complete_trials(run_dir) >= 2, tmp_path_factory, work / "2.log"
+    )  # 2: during the search
     seen["trials_after_kill_2"] = _complete(run_dir)
     seen["integrity"]["search"] = _integrity(run_dir)
 
@@ -125,7 +143,9 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     seen["trials_after_kill_3"] = _complete(run_dir)
     seen["integrity"]["export"] = _integrity(run_dir)
 
-    final = nas_subprocess([*args, "--json"], tmp_path_factory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    final = nas_subprocess(
+        [*args, "--json"], tmp_path_factory, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err
     seen["summary"] = json.loads(out.strip().splitlines()[-1])
@@ -133,14 +153,18 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return seen
 
 
-def test_sigkill_at_any_stage_then_same_command_loses_nothing(killed_run: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_sigkill_at_any_stage_then_same_command_loses_nothing(
+    killed_run: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Training, search and export each killed once: epochs and trials survive, the result matches an uninterrupted run's form."""
     run_dir: Path = killed_run["run_dir"]
     ref_dir, ref_summary = finished_run(tmp_path_factory)
     # training: killed after an epoch's checkpoint; the next process trained only the epochs left
     assert 1 <= killed_run["epoch_after_kill_1"] < EPOCHS
     epochs = list(range(1, EPOCHS + 1))
-    assert _epochs_logged(run_dir) == epochs  # every epoch trained (and logged) exactly once over four processes
+    assert (
+        _epochs_logged(run_dir) == epochs
+    )  # every epoch trained (and logged) exactly once over four processes
     state = torch.load(checkpoint_path(run_dir), weights_only=False)
     assert state["epoch"] == EPOCHS and [h["epoch"] for h in state["history"]] == epochs
     # search: trials finished before a kill keep their number, architecture and values
@@ -151,27 +175,42 @@ def test_sigkill_at_any_stage_then_same_command_loses_nothing(killed_run: dict[s
     assert killed_run["trials_after_kill_3"] == after  # the search was complete before the export was killed
     assert len(after) == TRIALS
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir / 'study.db'}")
-    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]  # the killed trial was failed, not left running
+    assert not [
+        t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING
+    ]  # the killed trial was failed, not left running
     # export: killed before meta.json (which marks a complete export); the re-run completed it
     assert killed_run["meta_after_kill_3"] is False
     meta, ref_meta = (json.loads((d / "export" / "meta.json").read_text()) for d in (run_dir, ref_dir))
-    assert set(meta) == set(ref_meta) and set(meta["formats"]) == set(ref_meta["formats"]) == {"torch", "torchscript"}
+    assert set(meta) == set(ref_meta) and set(meta["formats"]) == set(ref_meta["formats"]) == {
+        "torch",
+        "torchscript",
+    }
     assert all(r["ok"] for r in meta["formats"].values())
-    assert sorted(p.name for p in (run_dir / "export").iterdir()) == sorted(p.name for p in (ref_dir / "export").iterdir())
+    assert sorted(p.name for p in (run_dir / "export").iterdir()) == sorted(
+        p.name for p in (ref_dir / "export").iterdir()
+    )
     assert set(killed_run["summary"]) == set(ref_summary)
     assert killed_run["summary"]["search"]["trials"] == ref_summary["search"]["trials"] == TRIALS
 
 
-def test_two_processes_on_one_run_dir(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]) -> None:
+def test_two_processes_on_one_run_dir(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A second command on a busy run directory exits 2 naming the holder's pid; the first finishes untouched."""
     ref_dir, _ = finished_run(tmp_path_factory)
     run_dir = tmp_path / "run"
     shutil.copytree(ref_dir, run_dir, ignore=shutil.ignore_patterns(".lock"))
     args = ["search", "--run-dir", str(run_dir), "--quiet", f"--trials={TRIALS + 2}"]
-    first = nas_subprocess(args, tmp_path_factory, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = nas_subprocess(
+        args, tmp_path_factory, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     lock = run_dir / ".lock"
     deadline = time.time() + 120
-    while first.poll() is None and time.time() < deadline and not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+    while (
+        first.poll() is None
+        and time.time() < deadline
+        and not (lock.exists() and lock.read_text().strip() == str(first.pid))
+    ):
         time.sleep(0.01)
     try:
         assert main(args) == 2  # this process is the second one
@@ -195,4 +234,6 @@ def test_writes_are_atomic_when_killed(killed_run: dict[str, Any]) -> None:
         assert problems == [], f"after the kill during {stage}: {problems}"
     run_dir: Path = killed_run["run_dir"]
     assert _integrity(run_dir) == []
-    assert remove_stale_temp_files(run_dir) == []  # nothing half-written is left behind once the run has finished
+    assert (
+        remove_stale_temp_files(run_dir) == []
+    )  # nothing half-written is left behind once the run has finished

@@ -14,15 +14,23 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-
-from nas.cli import main
 from nas_runs import sigkill_when
 
-TINY = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl,tensorboard", "--search.calibration_archs=8", "--export.latency_repeats=5"]
+from nas.cli import main
+
+TINY = [
+    "--space=tiny",
+    "--data.resolution=16",
+    "--trackers=jsonl,tensorboard",
+    "--search.calibration_archs=8",
+    "--export.latency_repeats=5",
+]
 
 
 def _nas(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +54,15 @@ def test_run_trains_searches_and_exports(tiny_run):
     for key in ("test_accuracy", "latency_pred_ms", "latency_measured_ms", "wall_seconds"):
         assert isinstance(summary[key], float) and summary[key] > 0
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
-    for key in ("arch", "params", "flops", "latency_pred_ms", "latency_measured_ms", "val_accuracy", "test_accuracy"):
+    for key in (
+        "arch",
+        "params",
+        "flops",
+        "latency_pred_ms",
+        "latency_measured_ms",
+        "val_accuracy",
+        "test_accuracy",
+    ):
         assert key in meta
     assert meta["verification"]["supernet_vs_extracted_max_abs_diff"] <= 1e-5
     assert meta["test_accuracy"] == summary["test_accuracy"]
@@ -84,15 +100,17 @@ def test_torchscript_export_runs_without_this_project(tiny_run, tmp_path):
     script = textwrap.dedent(
         f"""
         import sys, torch
-        model = torch.jit.load({str(run_dir / 'export' / 'model.torchscript.pt')!r})
-        d = torch.load({str(tmp_path / 'test.pt')!r})
+        model = torch.jit.load({str(run_dir / "export" / "model.torchscript.pt")!r})
+        d = torch.load({str(tmp_path / "test.pt")!r})
         with torch.no_grad():
             acc = (model(d["x"]).argmax(1) == d["y"]).sum().item() / len(d["y"])
         banned = [m for m in sys.modules if m.split(".")[0] in ("nas", "supernets", "search_spaces")]
         print(acc, banned)
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
     acc, banned = out.stdout.split(maxsplit=1)
     assert banned.strip() == "[]"
     assert abs(float(acc) - meta["test_accuracy"]) < 1e-9
@@ -105,7 +123,17 @@ def test_search_killed_with_sigkill_resumes_without_losing_trials(tiny_run, tmp_
 
     work = tmp_path / "run"
     shutil.copytree(run_dir, work, ignore=shutil.ignore_patterns("study.db", "search", "export", ".lock"))
-    cmd = [sys.executable, "-m", "nas.cli", "search", "--run-dir", str(work), "--quiet", "--trials=40", "--search.controller=random"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nas.cli",
+        "search",
+        "--run-dir",
+        str(work),
+        "--quiet",
+        "--trials=40",
+        "--search.controller=random",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     storage = f"sqlite:///{work}/study.db"
     finished_before: dict[int, str] = {}
@@ -125,19 +153,29 @@ def test_search_killed_with_sigkill_resumes_without_losing_trials(tiny_run, tmp_
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == -signal.SIGKILL, f"search finished or failed before it could be killed: {proc.stderr.read()}"
+    assert proc.returncode == -signal.SIGKILL, (
+        f"search finished or failed before it could be killed: {proc.stderr.read()}"
+    )
     trials = optuna.load_study(study_name="search", storage=storage).trials
-    finished_before = {t.number: t.user_attrs["arch_id"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    finished_before = {
+        t.number: t.user_attrs["arch_id"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE
+    }
     assert 3 <= len(finished_before) < 40
 
     cmd[cmd.index("--trials=40")] = "--trials=8"
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     trials = optuna.load_study(study_name="search", storage=storage).trials
-    complete = {t.number: t.user_attrs["arch_id"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
-    assert all(complete.get(n) == a for n, a in finished_before.items())  # nothing finished was lost or redone
+    complete = {
+        t.number: t.user_attrs["arch_id"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE
+    }
+    assert all(
+        complete.get(n) == a for n, a in finished_before.items()
+    )  # nothing finished was lost or redone
     assert len(complete) == max(8, len(finished_before))
-    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]  # the killed trial is failed, not left running
+    assert not [
+        t for t in trials if t.state == optuna.trial.TrialState.RUNNING
+    ]  # the killed trial is failed, not left running
 
 
 def test_changing_trained_settings_on_a_run_dir_is_refused(tiny_run, capsys):
@@ -158,7 +196,10 @@ def test_changing_trained_settings_on_a_run_dir_is_refused(tiny_run, capsys):
         (["search", "--search.controller=nope"], "unknown controller 'nope'"),
         (["train", "--supernet=nope"], "unknown supernet kind 'nope'"),
         (["train", "--supernet=single_path"], "give --latency-budget-ms"),
-        (["train", "--space=resnet20_pool", "--supernet=single_path", "--latency-budget-ms=1"], "need an MBConv space"),
+        (
+            ["train", "--space=resnet20_pool", "--supernet=single_path", "--latency-budget-ms=1"],
+            "need an MBConv space",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
@@ -187,7 +228,18 @@ def test_spaces_lists_sizes(capsys):
 def test_latency_predict_for_an_exported_arch(tiny_run, capsys):
     run_dir, _, _ = tiny_run
     profile = run_dir / "cost_profile.json"
-    args = ["latency", "predict", "--arch", str(run_dir / "export" / "arch.json"), "--profile", str(profile), "--json", "--quiet", "--space=tiny", "--data.resolution=16"]
+    args = [
+        "latency",
+        "predict",
+        "--arch",
+        str(run_dir / "export" / "arch.json"),
+        "--profile",
+        str(profile),
+        "--json",
+        "--quiet",
+        "--space=tiny",
+        "--data.resolution=16",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
@@ -196,7 +248,9 @@ def test_latency_predict_for_an_exported_arch(tiny_run, capsys):
 
 def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("nas")
-    res = subprocess.run([str(exe) if exe.exists() else "nas", "--help"], capture_output=True, text=True, env={**os.environ})
+    res = subprocess.run(
+        [str(exe) if exe.exists() else "nas", "--help"], capture_output=True, text=True, env={**os.environ}
+    )
     assert res.returncode == 0 and "train" in res.stdout
 
 
@@ -241,15 +295,42 @@ def test_latency_measure_and_refit_close_the_loop(tiny_run, capsys):
 
 def test_latency_validate_and_multi_device_predict(tiny_run, tmp_path, capsys):
     run_dir, _, _ = tiny_run
-    assert main(["latency", "validate", "--run-dir", str(run_dir), "--n=6", "--out-dir", str(tmp_path), "--json", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "latency",
+                "validate",
+                "--run-dir",
+                str(run_dir),
+                "--n=6",
+                "--out-dir",
+                str(tmp_path),
+                "--json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "latency_validation.json").read_text())
     assert report["n"] == 6 and {"kendall_tau", "mape", "within_10pct"} <= set(report)
     assert (tmp_path / "latency_validation.png").stat().st_size > 1000
     capsys.readouterr()
-    args = ["latency", "predict", "--run-dir", str(run_dir), "--arch", str(run_dir / "export" / "arch.json"), "--devices=mobile-big-core,datacenter-gpu", "--json", "--quiet"]
+    args = [
+        "latency",
+        "predict",
+        "--run-dir",
+        str(run_dir),
+        "--arch",
+        str(run_dir / "export" / "arch.json"),
+        "--devices=mobile-big-core,datacenter-gpu",
+        "--json",
+        "--quiet",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["by_device"]) == {"cpu", "mobile-big-core", "datacenter-gpu"} and all(v > 0 for v in out["by_device"].values())
+    assert set(out["by_device"]) == {"cpu", "mobile-big-core", "datacenter-gpu"} and all(
+        v > 0 for v in out["by_device"].values()
+    )
 
 
 def test_search_trades_accuracy_against_latency_on_two_devices(tiny_run, tmp_path, capsys):
@@ -258,7 +339,15 @@ def test_search_trades_accuracy_against_latency_on_two_devices(tiny_run, tmp_pat
     run_dir, _, _ = tiny_run
     work = tmp_path / "multi"
     shutil.copytree(run_dir, work, ignore=shutil.ignore_patterns("study.db", "search", "export", ".lock"))
-    args = ["run", "--run-dir", str(work), "--quiet", "--json", "--trials=5", "--search.devices=cpu,mobile-big-core"]
+    args = [
+        "run",
+        "--run-dir",
+        str(work),
+        "--quiet",
+        "--json",
+        "--trials=5",
+        "--search.devices=cpu,mobile-big-core",
+    ]
     assert main(args) == 0
     capsys.readouterr()
     pareto = json.loads((work / "search" / "pareto.json").read_text())
@@ -280,7 +369,22 @@ def test_search_with_each_optuna_controller_end_to_end(tiny_run, tmp_path, capsy
     run_dir, _, _ = tiny_run
     work = tmp_path / "run"
     shutil.copytree(run_dir, work, ignore=shutil.ignore_patterns("study.db*", "search", "export", ".lock*"))
-    assert main(["run", "--run-dir", str(work), "--quiet", "--json", "--trials=5", f"--search.controller={controller}", "--epochs=2", *TINY]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--run-dir",
+                str(work),
+                "--quiet",
+                "--json",
+                "--trials=5",
+                f"--search.controller={controller}",
+                "--epochs=2",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["search"]["trials"] == 5 and summary["search"]["pareto_size"] >= 1
     assert (work / "export" / "meta.json").exists()

@@ -33,12 +33,16 @@ class TestEveryRegisteredController(ControllerContract):
 
 
 def test_the_issue_controllers_are_registered():
-    assert {"nsga2", "nsga3", "tpe", "gp", "random", "evolution", "reinforce", "darts", "gdas", "qmc"} <= set(list_controllers())
+    assert {"nsga2", "nsga3", "tpe", "gp", "random", "evolution", "reinforce", "darts", "gdas", "qmc"} <= set(
+        list_controllers()
+    )
 
 
 def test_evolution_children_are_one_mutation_from_the_living_population(tmp_path):
     pop = 8
-    ctl = create_controller("evolution", space=SPACE, seed=1, latency_budget_ms=3.0, run_dir=tmp_path, population=pop)
+    ctl = create_controller(
+        "evolution", space=SPACE, seed=1, latency_budget_ms=3.0, run_dir=tmp_path, population=pop
+    )
     for _ in range(30):
         (arch,) = ctl.ask(1)
         ctl.tell([arch], [_evaluate(arch)])
@@ -56,11 +60,15 @@ def test_reinforce_policy_moves_towards_the_rewarded_choice(tmp_path):
     big = max(SPACE.choices[key])
     for _ in range(60):
         (arch,) = ctl.ask(1)
-        ctl.tell([arch], [Objectives(accuracy=0.9 if arch[key] == big else 0.5, latency_ms=1.0)])  # only this choice matters
+        ctl.tell(
+            [arch], [Objectives(accuracy=0.9 if arch[key] == big else 0.5, latency_ms=1.0)]
+        )  # only this choice matters
     probs = ctl.study.sampler.policy(ctl.study)
     assert probs[key][SPACE.choices[key].index(big)] > 0.8
     others = [k for k in SPACE.keys if k != key]
-    assert max(abs(p.max() - p.min()) for k in others for p in [probs[k]]) < 0.5  # unrewarded choices stay spread out
+    assert (
+        max(abs(p.max() - p.min()) for k in others for p in [probs[k]]) < 0.5
+    )  # unrewarded choices stay spread out
 
 
 @pytest.mark.parametrize("name", ["darts", "gdas"])
@@ -71,9 +79,20 @@ def test_gradient_controllers_trade_accuracy_for_latency_under_a_budget(name, tm
     from nas.cost.expected import expected_latency
 
     start = float(expected_latency(COST, uniform))
-    ctl = create_controller(name, space=SPACE, seed=0, latency_budget_ms=floor * 1.05, run_dir=tmp_path, epochs=3, latency_weight=5.0, arch_lr=0.1)
+    ctl = create_controller(
+        name,
+        space=SPACE,
+        seed=0,
+        latency_budget_ms=floor * 1.05,
+        run_dir=tmp_path,
+        epochs=3,
+        latency_weight=5.0,
+        arch_lr=0.1,
+    )
     torch.manual_seed(0)
-    state = ctl.prepare(SPACE.build_supernet(), lambda e: _batches(e, 6), lambda r: _batches(100 + r, 2), COST)
+    state = ctl.prepare(
+        SPACE.build_supernet(), lambda e: _batches(e, 6), lambda r: _batches(100 + r, 2), COST
+    )
     assert state["expected_latency_ms"] < start - 0.3 * (start - floor)
     (first,) = ctl.ask(1)
     assert first.id == ctl.sampler.argmax().id  # discretisation by argmax is evaluated first
@@ -85,18 +104,30 @@ def test_gradient_controller_resumes_without_repeating_its_learning_phase(tmp_pa
     probs = {k: v.tolist() for k, v in ctl.sampler.probs.items()}
     again = create_controller("darts", space=SPACE, run_dir=tmp_path, seed=1, latency_budget_ms=None)
     calls = []
-    state = again.prepare(None, lambda e: calls.append(e) or [], lambda r: [], COST)  # no supernet, no data needed
-    assert not calls and {k: v.tolist() for k, v in again.sampler.probs.items()} == probs and state["probabilities"].keys() == probs.keys()
-    changed = create_controller("darts", space=SPACE, run_dir=tmp_path, seed=1, latency_budget_ms=None, epochs=2, arch_lr=0.2)
+    state = again.prepare(
+        None, lambda e: calls.append(e) or [], lambda r: [], COST
+    )  # no supernet, no data needed
+    assert (
+        not calls
+        and {k: v.tolist() for k, v in again.sampler.probs.items()} == probs
+        and state["probabilities"].keys() == probs.keys()
+    )
+    changed = create_controller(
+        "darts", space=SPACE, run_dir=tmp_path, seed=1, latency_budget_ms=None, epochs=2, arch_lr=0.2
+    )
     with pytest.raises(AttributeError):  # different settings: the phase is run again (here: on no supernet)
         changed.prepare(None, lambda e: [], lambda r: [], COST)
 
 
 def test_controller_options_are_checked_against_the_controller():
     with pytest.raises(ValueError, match="has no option 'epochs'.*its options"):
-        create_controller("nsga2", options={"epochs": 3}, space=SPACE, seed=0, latency_budget_ms=None, run_dir=".")
+        create_controller(
+            "nsga2", options={"epochs": 3}, space=SPACE, seed=0, latency_budget_ms=None, run_dir="."
+        )
     with pytest.raises(ValueError, match="whole number of epochs"):
-        create_controller("darts", options={"epochs": 0}, space=SPACE, seed=0, latency_budget_ms=None, run_dir=".")
+        create_controller(
+            "darts", options={"epochs": 0}, space=SPACE, seed=0, latency_budget_ms=None, run_dir="."
+        )
 
 
 def test_qmc_covers_every_value_of_every_choice_evenly(tmp_path):

@@ -25,8 +25,16 @@ from optuna.trial import TrialState
 from nas.cli import main
 from nas.testing.pg_server import PostgresServer, PostgresUnavailable
 
-TINY = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl", "--train-limit=256", "--data.val_limit=128"]
-FAST_EVAL = ["--train.bn_recal_batches=2"]  # not part of the trained supernet's identity: free to set per search
+TINY = [
+    "--space=tiny",
+    "--data.resolution=16",
+    "--trackers=jsonl",
+    "--train-limit=256",
+    "--data.val_limit=128",
+]
+FAST_EVAL = [
+    "--train.bn_recal_batches=2"
+]  # not part of the trained supernet's identity: free to set per search
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +58,31 @@ def trained(tmp_path_factory):
         mp.setenv("XDG_CACHE_HOME", str(cache))
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["train", "--run-dir", str(run_dir), "--quiet", "--epochs=1", *TINY]) == 0
-            assert main(["latency", "calibrate", "--run-dir", str(run_dir), "--profile", str(run_dir / "cost_profile.json"), "--n", "8", "--quiet", "--json"]) == 0
+            assert (
+                main(
+                    [
+                        "latency",
+                        "calibrate",
+                        "--run-dir",
+                        str(run_dir),
+                        "--profile",
+                        str(run_dir / "cost_profile.json"),
+                        "--n",
+                        "8",
+                        "--quiet",
+                        "--json",
+                    ]
+                )
+                == 0
+            )
     # several workers on 2 cores: one thread each, as a user would run them side by side
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "XDG_CACHE_HOME": str(cache),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": "1",
+    }
     return run_dir, env
 
 
@@ -61,7 +91,23 @@ def _url(postgres: PostgresServer, name: str) -> str:
 
 
 def _worker(run_dir: Path, url: str, study: str, trials: int, env: dict, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "nas.cli", "search", "--run-dir", str(run_dir), "--storage", url, "--study", study, f"--trials={trials}", "--quiet", "--json", *FAST_EVAL, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nas.cli",
+        "search",
+        "--run-dir",
+        str(run_dir),
+        "--storage",
+        url,
+        "--study",
+        study,
+        f"--trials={trials}",
+        "--quiet",
+        "--json",
+        *FAST_EVAL,
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -94,7 +140,9 @@ def test_four_workers_share_one_study_and_its_exact_budget(postgres, trained):
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
-        assert json.loads(out.strip().splitlines()[-1])["search"]["trials"] == n  # each worker reports the whole study
+        assert (
+            json.loads(out.strip().splitlines()[-1])["search"]["trials"] == n
+        )  # each worker reports the whole study
     study = _load(_storage(url), "four")
     states = _by_state(study)
     assert len(states[TrialState.COMPLETE]) == n
@@ -124,12 +172,18 @@ def test_a_killed_workers_trial_fails_and_is_retried(postgres, trained):
             assert time.monotonic() < deadline, "the first worker never started a trial"
             assert first.poll() is None, first.communicate()[1]
             try:
-                running = [t for t in _load(storage, "killed").get_trials(states=(TrialState.RUNNING,)) if "arch_id" in t.user_attrs]
+                running = [
+                    t
+                    for t in _load(storage, "killed").get_trials(states=(TrialState.RUNNING,))
+                    if "arch_id" in t.user_attrs
+                ]
             except KeyError:  # the study does not exist yet
                 running = []
             if running:
                 first.send_signal(signal.SIGSTOP)  # freeze it, then make sure the trial is still running
-                again = {t.number: t for t in _load(storage, "killed").get_trials(states=(TrialState.RUNNING,))}
+                again = {
+                    t.number: t for t in _load(storage, "killed").get_trials(states=(TrialState.RUNNING,))
+                }
                 if running[0].number in again:
                     first.kill()  # SIGKILL: no chance to tell anything
                     killed = running[0]
@@ -140,7 +194,9 @@ def test_a_killed_workers_trial_fails_and_is_retried(postgres, trained):
         if first.poll() is None:
             first.kill()
         first.communicate()
-    assert _load(storage, "killed").trials[killed.number].state == TrialState.RUNNING  # left running by the dead worker
+    assert (
+        _load(storage, "killed").trials[killed.number].state == TrialState.RUNNING
+    )  # left running by the dead worker
 
     second = _worker(run_dir, url, "killed", n, env, "--search.heartbeat_s=1")
     out, err = second.communicate(timeout=180)
@@ -148,8 +204,14 @@ def test_a_killed_workers_trial_fails_and_is_retried(postgres, trained):
     study = _load(storage, "killed")
     states = _by_state(study)
     assert study.trials[killed.number].state == TrialState.FAIL
-    retries = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
-    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
+    retries = [
+        t
+        for t in study.trials
+        if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number
+    ]
+    assert (
+        len(retries) == 1 and retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
+    )
     assert retries[0].user_attrs["worker"].endswith(f":{second.pid}")
     assert len(states[TrialState.COMPLETE]) == n
     assert not states[TrialState.RUNNING] and not states[TrialState.WAITING]
@@ -160,15 +222,23 @@ def test_racing_asks_never_exceed_the_budget(postgres, trained):
     """A worker that asked while the last trials were being taken gets a surplus trial: pruned, then it waits for the others."""
     from nas.controllers import create_controller
     from nas.controllers.base import Objectives
-    from nas.run.context import build_space, resolve_config
     from nas.controllers.optuna_controller import open_storage
+    from nas.run.context import build_space, resolve_config
 
     run_dir, _ = trained
     url = _url(postgres, "race")
     space = build_space(resolve_config(run_dir, None, []))
 
     def controller():
-        return create_controller("nsga2", space=space, seed=0, latency_budget_ms=None, run_dir=run_dir, storage=open_storage(url, heartbeat_s=1), study_name="race")
+        return create_controller(
+            "nsga2",
+            space=space,
+            seed=0,
+            latency_budget_ms=None,
+            run_dir=run_dir,
+            storage=open_storage(url, heartbeat_s=1),
+            study_name="race",
+        )
 
     a, b, late = controller(), controller(), controller()
     first, second = a.ask_within(2), b.ask_within(2)
@@ -194,7 +264,13 @@ def test_racing_asks_never_exceed_the_budget(postgres, trained):
 def test_an_unreachable_storage_is_a_one_line_error(trained, capsys):
     run_dir, _ = trained
     url = "postgresql://nobody:secret@127.0.0.1:1/nowhere"
-    assert main(["search", "--run-dir", str(run_dir), "--storage", url, "--study", "x", "--trials=2", "--quiet"]) == 2
+    assert (
+        main(["search", "--run-dir", str(run_dir), "--storage", url, "--study", "x", "--trials=2", "--quiet"])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "cannot open search storage postgresql://nobody:***@127.0.0.1:1/nowhere" in err and "secret" not in err
+    assert (
+        "cannot open search storage postgresql://nobody:***@127.0.0.1:1/nowhere" in err
+        and "secret" not in err
+    )

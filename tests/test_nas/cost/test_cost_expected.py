@@ -46,13 +46,21 @@ def _model(space, seed: int = 0, name: str = "hand-made") -> CostModel:
     rng = np.random.default_rng(seed)
     ct = space.cost_table()
     scale = np.array([1e-6, 3e-6, 1e-7, 1e-2])[: len(ct.feature_names)]
-    profile = DeviceProfile(name, ct.feature_names, tuple(rng.random(len(ct.feature_names)) * scale), float(rng.random()), space_signature(space))
+    profile = DeviceProfile(
+        name,
+        ct.feature_names,
+        tuple(rng.random(len(ct.feature_names)) * scale),
+        float(rng.random()),
+        space_signature(space),
+    )
     return CostModel(space, profile)
 
 
 def _random_probs(space, rng: np.random.Generator, concentration: float = 0.5) -> dict[str, torch.Tensor]:
     """Non-uniform random probabilities (Dirichlet), float64."""
-    return {k: torch.as_tensor(rng.dirichlet(np.full(len(v), concentration))) for k, v in space.choices.items()}
+    return {
+        k: torch.as_tensor(rng.dirichlet(np.full(len(v), concentration))) for k, v in space.choices.items()
+    }
 
 
 # --- op probabilities ------------------------------------------------------------------------
@@ -79,7 +87,9 @@ def test_op_probabilities_formula_on_tiny(tiny):
     probs["s0.b1.expand"] = torch.tensor([0.6, 0.4], dtype=torch.float64)
     P = tiny.op_probabilities(probs)
     slot = 1 + 0 * tiny.max_depth + 1
-    want = torch.tensor([0.3, 0.7 * 0.2 * 0.6, 0.7 * 0.2 * 0.4, 0.7 * 0.8 * 0.6, 0.7 * 0.8 * 0.4], dtype=torch.float64)
+    want = torch.tensor(
+        [0.3, 0.7 * 0.2 * 0.6, 0.7 * 0.2 * 0.4, 0.7 * 0.8 * 0.6, 0.7 * 0.8 * 0.4], dtype=torch.float64
+    )
     torch.testing.assert_close(P[slot], want, rtol=0, atol=1e-15)
     assert P[1, 0] == 0 and P[0, 0] == 1 and bool((P[0, 1:] == 0).all())  # block 0 always runs; fixed slot
 
@@ -99,9 +109,18 @@ def test_op_probabilities_batched_matches_single(tiny):
         (lambda p: p.pop("s1.depth"), "missing choice 's1.depth'"),
         (lambda p: p.update({"s9.depth": torch.ones(1)}), "no choice 's9.depth'"),
         (lambda p: p.update({"s0.b0.kernel": torch.ones(3) / 3}), r"'s0.b0.kernel' must have length 2"),
-        (lambda p: p.update({"s0.b0.expand": torch.tensor([1.5, -0.5], dtype=torch.float64)}), r"'s0.b0.expand' must be >= 0"),
-        (lambda p: p.update({"s0.depth": torch.tensor([0.5, 0.6], dtype=torch.float64)}), r"'s0.depth' must sum to 1"),
-        (lambda p: p.update({"s1.depth": torch.tensor([float("nan"), 1.0], dtype=torch.float64)}), r"'s1.depth' must be finite"),
+        (
+            lambda p: p.update({"s0.b0.expand": torch.tensor([1.5, -0.5], dtype=torch.float64)}),
+            r"'s0.b0.expand' must be >= 0",
+        ),
+        (
+            lambda p: p.update({"s0.depth": torch.tensor([0.5, 0.6], dtype=torch.float64)}),
+            r"'s0.depth' must sum to 1",
+        ),
+        (
+            lambda p: p.update({"s1.depth": torch.tensor([float("nan"), 1.0], dtype=torch.float64)}),
+            r"'s1.depth' must be finite",
+        ),
         (lambda p: p.update({"s1.depth": torch.ones(2, 2) / 2}), r"'s1.depth' have batch shape"),
     ],
 )
@@ -125,7 +144,9 @@ def test_expected_latency_of_one_hot_equals_predict(space):
     want = model.predict(archs)
     got = np.array([float(expected_latency(model, space.one_hot_probabilities(a))) for a in archs])
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
-    batch = expected_latency_batch(model, {k: torch.stack([space.one_hot_probabilities(a)[k] for a in archs]) for k in space.keys})
+    batch = expected_latency_batch(
+        model, {k: torch.stack([space.one_hot_probabilities(a)[k] for a in archs]) for k in space.keys}
+    )
     assert batch.shape == (len(archs),)
     np.testing.assert_allclose(batch.numpy(), want, rtol=1e-9, atol=1e-9)
 
@@ -144,14 +165,19 @@ def test_expected_latency_gradients_exist_and_are_finite(space):
 
 def test_expected_latency_gradients_through_softmax_match_finite_differences(tiny):
     model = _model(tiny, seed=5)
-    logits = {k: torch.randn(len(v), dtype=torch.float64, generator=torch.Generator().manual_seed(i), requires_grad=True) for i, (k, v) in enumerate(tiny.choices.items())}
+    logits = {
+        k: torch.randn(
+            len(v), dtype=torch.float64, generator=torch.Generator().manual_seed(i), requires_grad=True
+        )
+        for i, (k, v) in enumerate(tiny.choices.items())
+    }
     keys = list(logits)
 
     def f(*ls):
-        return expected_latency(model, {k: torch.softmax(l, 0) for k, l in zip(keys, ls)}, validate=False)
+        return expected_latency(model, {k: torch.softmax(z, 0) for k, z in zip(keys, ls)}, validate=False)
 
     assert torch.autograd.gradcheck(f, tuple(logits[k] for k in keys))
-    f32 = expected_latency(model, {k: torch.softmax(l, 0).float() for k, l in logits.items()})
+    f32 = expected_latency(model, {k: torch.softmax(z, 0).float() for k, z in logits.items()})
     assert f32.dtype == torch.float32
     torch.testing.assert_close(f32.double(), f(*logits.values()).detach(), rtol=1e-5, atol=0)
 
@@ -161,7 +187,9 @@ def test_expected_latency_matches_monte_carlo(space):
     rng = np.random.default_rng(6)
     probs = _random_probs(space, rng, concentration=0.7)
     n = 2000
-    codes = np.stack([rng.choice(len(space.choices[k]), size=n, p=probs[k].numpy()) for k in space.keys], axis=1)
+    codes = np.stack(
+        [rng.choice(len(space.choices[k]), size=n, p=probs[k].numpy()) for k in space.keys], axis=1
+    )
     lat = model.predict_codes(codes)
     mean, se = lat.mean(), lat.std(ddof=1) / np.sqrt(n)
     exp = float(expected_latency(model, probs))
@@ -229,7 +257,12 @@ def test_spec_profiles_order_devices_sensibly(tiny):
 
 def test_spec_coefficients():
     spec = DeviceSpec("x", "test", 2e9, 0.5, 4e9, 0.01, "approximate, spec-derived: test")
-    assert spec.coefficients() == {"dense_macs": 5e-7, "depthwise_macs": 1e-6, "memory_bytes": 2.5e-7, "ops": 0.01}
+    assert spec.coefficients() == {
+        "dense_macs": 5e-7,
+        "depthwise_macs": 1e-6,
+        "memory_bytes": 2.5e-7,
+        "ops": 0.01,
+    }
     with pytest.raises(SpecError, match="depthwise_efficiency"):
         DeviceSpec("x", "test", 2e9, 1.5, 4e9, 0.01, "s")
 
@@ -245,8 +278,14 @@ def _bad_copy(tmp_path, edit):
 @pytest.mark.parametrize(
     "edit,message",
     [
-        (lambda d: d["specs"][1].pop("memory_bytes_per_s"), r"specs\[1\] \('laptop-cpu'\): missing field 'memory_bytes_per_s'"),
-        (lambda d: d["specs"][0].update(peak_macs_per_s="fast"), r"specs\[0\] \('mobile-big-core'\).*peak_macs_per_s must be a finite number"),
+        (
+            lambda d: d["specs"][1].pop("memory_bytes_per_s"),
+            r"specs\[1\] \('laptop-cpu'\): missing field 'memory_bytes_per_s'",
+        ),
+        (
+            lambda d: d["specs"][0].update(peak_macs_per_s="fast"),
+            r"specs\[0\] \('mobile-big-core'\).*peak_macs_per_s must be a finite number",
+        ),
         (lambda d: d["specs"][2].update(peak_macs_per_s=-1.0), r"specs\[2\] \('edge-gpu'\).*must be > 0"),
         (lambda d: d["specs"][0].update(bandwidth=1), r"unknown field 'bandwidth'"),
         (lambda d: d["specs"].append(dict(d["specs"][0])), r"field 'name' repeats 'mobile-big-core'"),

@@ -50,10 +50,10 @@ def _profile(space, coef=(1e-6, 2e-6, 1e-7, 0.01), intercept=0.25, **overrides) 
 @pytest.mark.parametrize("batch", [0, 1, 1000, PARALLEL_MIN_BATCH + 7])  # the last one takes the parallel kernel
 def test_kernel_matches_reference(batch):
     rng = np.random.default_rng(batch)
-    S, O, F = 21, 10, 4
-    features = rng.random((S, O, F)) * 10.0 ** rng.integers(0, 8, size=F)
-    coef, intercept = rng.random(F) * 1e-6, float(rng.random())
-    op_ids = rng.integers(0, O, size=(batch, S)).astype(np.int32)
+    n_slots, n_ops, n_feats = 21, 10, 4
+    features = rng.random((n_slots, n_ops, n_feats)) * 10.0 ** rng.integers(0, 8, size=n_feats)
+    coef, intercept = rng.random(n_feats) * 1e-6, float(rng.random())
+    op_ids = rng.integers(0, n_ops, size=(batch, n_slots)).astype(np.int32)
     got = predict_table_numba(op_ids, features @ coef, intercept)
     want = predict_reference(op_ids, features, coef, intercept)
     assert got.shape == (batch,) and got.dtype == np.float64
@@ -64,14 +64,30 @@ def test_kernel_accepts_other_int_dtypes_and_layouts():
     rng = np.random.default_rng(1)
     features, coef = rng.random((5, 3, 2)), rng.random(2)
     op_ids = rng.integers(0, 3, size=(5, 8)).T  # int64, non-contiguous
-    np.testing.assert_allclose(predict_table_numba(op_ids, features @ coef, 0.0), predict_reference(op_ids, features, coef, 0.0), rtol=1e-12)
+    np.testing.assert_allclose(
+        predict_table_numba(op_ids, features @ coef, 0.0),
+        predict_reference(op_ids, features, coef, 0.0),
+        rtol=1e-12,
+    )
 
 
-@pytest.mark.parametrize("bad,dtype", [(-1, np.int32), (3, np.int32), (2**31 - 1, np.int32), (-1, np.int64), (2**32 + 1, np.int64), (3, np.uint8)])
+@pytest.mark.parametrize(
+    "bad,dtype",
+    [
+        (-1, np.int32),
+        (3, np.int32),
+        (2**31 - 1, np.int32),
+        (-1, np.int64),
+        (2**32 + 1, np.int64),
+        (3, np.uint8),
+    ],
+)
 def test_kernel_rejects_out_of_range_op_ids(bad, dtype):
     op_ids = np.zeros((4, 5), dtype=dtype)
     op_ids[2, 3] = bad
-    with pytest.raises(ValueError, match=rf"op id {bad} at architecture 2, slot 3 is out of range.*valid ids 0\.\.2"):
+    with pytest.raises(
+        ValueError, match=rf"op id {bad} at architecture 2, slot 3 is out of range.*valid ids 0\.\.2"
+    ):
         predict_table_numba(op_ids, np.ones((5, 3)), 0.0)
     with pytest.raises(ValueError, match="out of range"):
         predict_reference(op_ids, np.ones((5, 3, 2)), np.ones(2), 0.0)
@@ -104,7 +120,11 @@ def test_predict_equals_manual_sum(space):
     np.testing.assert_array_equal(model.predict_codes(codes), model.predict(archs))
     table = model.latency_table()
     assert table.shape == feats.shape[:2]
-    np.testing.assert_allclose(model.predict(archs), profile.intercept + table[np.arange(len(table)), space.lower(codes)].sum(1), rtol=1e-12)
+    np.testing.assert_allclose(
+        model.predict(archs),
+        profile.intercept + table[np.arange(len(table)), space.lower(codes)].sum(1),
+        rtol=1e-12,
+    )
     assert model.predict([]).shape == (0,)
     p_small, p_large = model.predict([space.smallest(), space.largest()])
     assert p_large > p_small
@@ -113,27 +133,40 @@ def test_predict_equals_manual_sum(space):
 def test_signature_depends_on_space_configuration(space):
     assert space_signature(space) == space_signature(create_space("tiny", num_classes=4, in_channels=1))
     assert space_signature(space).startswith("tiny-1x16x16-")
-    for other in (create_space("tiny", num_classes=4, in_channels=1, resolution=32), create_space("tiny", num_classes=4, in_channels=1, width_mult=2.0)):
+    for other in (
+        create_space("tiny", num_classes=4, in_channels=1, resolution=32),
+        create_space("tiny", num_classes=4, in_channels=1, width_mult=2.0),
+    ):
         assert space_signature(other) != space_signature(space)
-        with pytest.raises(ProfileError, match=r"calibrated for space .*re-run `nas latency calibrate` for this space"):
+        with pytest.raises(
+            ProfileError, match=r"calibrated for space .*re-run `nas latency calibrate` for this space"
+        ):
             CostModel(other, _profile(space))
 
 
 def test_feature_names_must_match_space(space):
     profile = _profile(space, feature_names=("a", "b", "c", "d"))
-    with pytest.raises(ProfileError, match=r"has features \['a', 'b', 'c', 'd'\] but the space's cost table has"):
+    with pytest.raises(
+        ProfileError, match=r"has features \['a', 'b', 'c', 'd'\] but the space's cost table has"
+    ):
         CostModel(space, profile)
 
 
 # --- profile I/O -------------------------------------------------------------------------------
 def test_profile_json_round_trip(space, tmp_path):
-    profile = _profile(space, coef=(1 / 3, 0.0, 1e-9, 2.5), meta={"threads": 1, "fit": {"kendall_tau": float("nan")}})
+    profile = _profile(
+        space, coef=(1 / 3, 0.0, 1e-9, 2.5), meta={"threads": 1, "fit": {"kendall_tau": float("nan")}}
+    )
     path = profile.save(tmp_path / "sub" / "p.json")
     data = json.loads(path.read_text())
     assert data["format_version"] == FORMAT_VERSION and data["meta"]["fit"]["kendall_tau"] is None
     loaded = DeviceProfile.load(path)
     assert loaded.coef == profile.coef and loaded.intercept == profile.intercept
-    assert (loaded.name, loaded.feature_names, loaded.space_signature) == (profile.name, profile.feature_names, profile.space_signature)
+    assert (loaded.name, loaded.feature_names, loaded.space_signature) == (
+        profile.name,
+        profile.feature_names,
+        profile.space_signature,
+    )
     assert [p.name for p in path.parent.iterdir()] == ["p.json"]  # no temp file left behind
 
 
@@ -145,17 +178,25 @@ def _write(tmp_path, data) -> str:
 
 def test_profile_errors(space, tmp_path):
     good = _profile(space).to_dict()
-    with pytest.raises(ProfileError, match=r"no device profile at .*missing\.json; run `nas latency calibrate`"):
+    with pytest.raises(
+        ProfileError, match=r"no device profile at .*missing\.json; run `nas latency calibrate`"
+    ):
         DeviceProfile.load(tmp_path / "missing.json")
     with pytest.raises(ProfileError, match=r"is not valid JSON \(.* at line 1"):
         DeviceProfile.load(_write(tmp_path, "{not json"))
     with pytest.raises(ProfileError, match="must be a JSON object, got list"):
         DeviceProfile.load(_write(tmp_path, "[1, 2]"))
-    with pytest.raises(ProfileError, match=r"format_version is 99, this version of nas reads format_version \[1, 2\]"):
+    with pytest.raises(
+        ProfileError, match=r"format_version is 99, this version of nas reads format_version \[1, 2\]"
+    ):
         DeviceProfile.load(_write(tmp_path, {**good, "format_version": 99}))
     with pytest.raises(ProfileError, match=r"missing field\(s\) \['coef', 'space_signature'\]"):
-        DeviceProfile.load(_write(tmp_path, {k: v for k, v in good.items() if k not in ("coef", "space_signature")}))
-    with pytest.raises(ProfileError, match=r"coefficient of 'depthwise_macs' is -0\.5; coefficients must be finite and >= 0"):
+        DeviceProfile.load(
+            _write(tmp_path, {k: v for k, v in good.items() if k not in ("coef", "space_signature")})
+        )
+    with pytest.raises(
+        ProfileError, match=r"coefficient of 'depthwise_macs' is -0\.5; coefficients must be finite and >= 0"
+    ):
         DeviceProfile.load(_write(tmp_path, {**good, "coef": [0.1, -0.5, 0.0, 0.0]}))
     with pytest.raises(ProfileError, match=r"coefficient of 'dense_macs' is nan"):
         DeviceProfile.load(_write(tmp_path, json.dumps({**good, "coef": [math.nan, 0.0, 0.0, 0.0]})))
@@ -216,7 +257,10 @@ def test_load_or_calibrate_caches(space, monkeypatch, tmp_path):
     assert again.profile.to_dict() == model.profile.to_dict()
     with pytest.raises(AssertionError, match="cached profile"):
         load_or_calibrate(space, device="testcpu", recalibrate=True)
-    with pytest.raises(AssertionError, match="cached profile"), pytest.warns(UserWarning, match="other \\['threads'\\]"):
+    with (
+        pytest.raises(AssertionError, match="cached profile"),
+        pytest.warns(UserWarning, match="other \\['threads'\\]"),
+    ):
         load_or_calibrate(space, device="testcpu", threads=2)
 
     path.write_text("{broken")
@@ -224,7 +268,10 @@ def test_load_or_calibrate_caches(space, monkeypatch, tmp_path):
     monkeypatch.setattr(cost_store_mod, "calibrate", lambda sp, **kw: calls.append(kw) or (model.profile, {}))
     with pytest.warns(UserWarning, match="not valid JSON"):
         load_or_calibrate(space, device="testcpu")
-    assert calls == [{"device_name": "testcpu"}] and DeviceProfile.load(path).to_dict() == model.profile.to_dict()
+    assert (
+        calls == [{"device_name": "testcpu"}]
+        and DeviceProfile.load(path).to_dict() == model.profile.to_dict()
+    )
 
 
 def test_lookup_table_profile_predicts_measured_ops_and_falls_back(tmp_path):
@@ -234,11 +281,18 @@ def test_lookup_table_profile_predicts_measured_ops_and_falls_back(tmp_path):
 
     space = create_space("tiny", num_classes=3, in_channels=1)
     profile, diag = calibrate(space, n_archs=8, seed=0, repeats=3, warmup=1, lut=True)
-    assert diag["model"] == "lookup table + analytical fallback" and diag["lut_ops_measured"] == len(space.op_modules())
+    assert diag["model"] == "lookup table + analytical fallback" and diag["lut_ops_measured"] == len(
+        space.op_modules()
+    )
     lut = np.array(profile.lut, dtype=float)
-    assert np.isnan(lut[0]).all() and np.isfinite(lut[1:, 1:]).all()  # fixed slot via fallback; every block op measured
+    assert (
+        np.isnan(lut[0]).all() and np.isfinite(lut[1:, 1:]).all()
+    )  # fixed slot via fallback; every block op measured
     again = DeviceProfile.load(profile.save(tmp_path / "p.json"))
-    assert np.array_equal(np.array(again.lut, dtype=float), lut, equal_nan=True) and again.lut_scale == profile.lut_scale
+    assert (
+        np.array_equal(np.array(again.lut, dtype=float), lut, equal_nan=True)
+        and again.lut_scale == profile.lut_scale
+    )
     model = CostModel(space, again)
     archs = [space.smallest(), space.largest()]
     ops = space.lower(space.encode_batch(archs))
@@ -249,7 +303,15 @@ def test_lookup_table_profile_predicts_measured_ops_and_falls_back(tmp_path):
     # a partial table (a user's measurements for some ops only) still predicts every architecture
     partial = lut.copy()
     partial[2:, :] = np.nan
-    user = DeviceProfile("user", profile.feature_names, profile.coef, 0.0, space_signature(space), {}, lut=tuple(map(tuple, partial)))
+    user = DeviceProfile(
+        "user",
+        profile.feature_names,
+        profile.coef,
+        0.0,
+        space_signature(space),
+        {},
+        lut=tuple(map(tuple, partial)),
+    )
     assert np.all(np.isfinite(CostModel(space, user).predict(archs)))
 
 
@@ -265,4 +327,7 @@ def test_version_1_profiles_still_load(tmp_path):
     path = tmp_path / "v1.json"
     path.write_text(json.dumps(d))
     loaded = DeviceProfile.load(path)
-    assert loaded.lut is None and np.allclose(CostModel(space, loaded).predict([space.largest()]), CostModel(space, profile).predict([space.largest()]))
+    assert loaded.lut is None and np.allclose(
+        CostModel(space, loaded).predict([space.largest()]),
+        CostModel(space, profile).predict([space.largest()]),
+    )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import dataclasses
+import io
 import json
 import re
 import shutil
@@ -16,11 +16,18 @@ import pytest
 import torch
 
 from nas.cli import main
-from nas.run.config import ConfigError
 from nas.export.formats import format_names, resolve_formats
+from nas.run.config import ConfigError
 from search_spaces import create_space
 
-FAST = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl", "--search.calibration_archs=8", "--export.latency_repeats=5", "--train.bn_recal_batches=2"]
+FAST = [
+    "--space=tiny",
+    "--data.resolution=16",
+    "--trackers=jsonl",
+    "--search.calibration_archs=8",
+    "--export.latency_repeats=5",
+    "--train.bn_recal_batches=2",
+]
 BLOCK = re.compile(r"^(ds|ir)_r\d+_k[357]_s[12]_e\d+(\.\d+)?_c\d+(_se0\.25)?_n(re|hs)$")
 
 
@@ -32,7 +39,10 @@ def run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("formats")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["run", "--run-dir", str(run_dir), "--json", "--quiet", "--epochs=1", "--trials=3", *FAST]) == 0
+        assert (
+            main(["run", "--run-dir", str(run_dir), "--json", "--quiet", "--epochs=1", "--trials=3", *FAST])
+            == 0
+        )
     summary = json.loads(out.getvalue().strip().splitlines()[-1])
     data = load_data("digits", resolution=16, seed=0)
     x = torch.stack([data.val[i][0] for i in range(64)])
@@ -43,13 +53,18 @@ def run(tmp_path_factory):
 def test_every_format_is_written_and_verified(run):
     run_dir, summary, _, _ = run
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
-    assert set(meta["formats"]) == set(format_names()) and summary["formats"] == {f: True for f in format_names()}
+    assert set(meta["formats"]) == set(format_names()) and summary["formats"] == {
+        f: True for f in format_names()
+    }
     for fmt, res in meta["formats"].items():
         assert res["ok"] is True and "error" not in res, (fmt, res)
         assert 0 <= res["max_abs_diff"] <= res["tolerance"] <= 1e-3, (fmt, res)
         assert (run_dir / "export" / res["file"]).stat().st_size > 1000
     assert meta["formats"]["timm"]["separate_process"] is True
-    assert meta["verification"]["torchscript_vs_eager_max_abs_diff"] == meta["formats"]["torchscript"]["max_abs_diff"]
+    assert (
+        meta["verification"]["torchscript_vs_eager_max_abs_diff"]
+        == meta["formats"]["torchscript"]["max_abs_diff"]
+    )
 
 
 def test_load_subnet_rebuilds_the_plain_network(run):
@@ -59,10 +74,16 @@ def test_load_subnet_rebuilds_the_plain_network(run):
     run_dir, _, _, _ = run
     export = run_dir / "export"
     space = json.loads((export / "space.json").read_text())
-    assert space["name"] == "tiny" and space["options"]["in_channels"] == 1 and space["options"]["resolution"] == 16
+    assert (
+        space["name"] == "tiny"
+        and space["options"]["in_channels"] == 1
+        and space["options"]["resolution"] == 16
+    )
     net = load_subnet(run_dir)  # the run folder, the export folder or model.pt all work
     assert not net.training
-    assert not [type(m).__name__ for m in net.modules() if "Elastic" in type(m).__name__]  # plain torch layers only
+    assert not [
+        type(m).__name__ for m in net.modules() if "Elastic" in type(m).__name__
+    ]  # plain torch layers only
     saved = torch.load(export / "model.pt", weights_only=True)
     assert all(torch.equal(saved[k], v) for k, v in load_subnet(export / "model.pt").state_dict().items())
     data = load_data("digits", resolution=16, seed=0)
@@ -84,7 +105,9 @@ def test_torch_export_program_and_onnx_match_pytorch_at_any_batch_size(run):
     net = load_subnet(run_dir)
     program = torch.export.load(str(run_dir / "export" / "model.pt2")).module()
     session = ort.InferenceSession(str(run_dir / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["input"] and [o.name for o in session.get_outputs()] == ["logits"]
+    assert [i.name for i in session.get_inputs()] == ["input"] and [
+        o.name for o in session.get_outputs()
+    ] == ["logits"]
     for batch in (x[:1], x[:7], x):
         with torch.no_grad():
             want = net(batch)
@@ -101,7 +124,9 @@ def test_timm_export_reproduces_our_accuracy_without_this_project(run, tmp_path)
     export = run_dir / "export"
     spec = json.loads((export / "timm_model.json").read_text())
     blocks = [b for stage in spec["arch_def"][1:-1] for b in stage]
-    assert spec["arch_def"][0] == ["ds_r1_k3_s1_e1_c8_nre"] and spec["arch_def"][-1] == ["cn_r1_k1_s1_c24_nhs"]
+    assert spec["arch_def"][0] == ["ds_r1_k3_s1_e1_c8_nre"] and spec["arch_def"][-1] == [
+        "cn_r1_k1_s1_c24_nhs"
+    ]
     assert blocks and all(BLOCK.match(b) for b in blocks), blocks
     with torch.no_grad():
         ours = load_subnet(export)(x)
@@ -124,7 +149,9 @@ def test_timm_export_reproduces_our_accuracy_without_this_project(run, tmp_path)
         print(json.dumps({{"acc": (out.argmax(1) == d["y"]).float().mean().item(), "banned": banned}}))
         """
     )
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout.strip().splitlines()[-1])
     timm_out = torch.load(tmp_path / "timm_out.pt")
@@ -161,14 +188,22 @@ def test_timm_space_exports_as_the_original_timm_model():
     with torch.no_grad():
         assert (fresh(x) - ref(x)).abs().max().item() <= 1e-5
     arch_def = timm_model_spec(space, static, spec)["arch_def"]
-    assert arch_def[1] == ["ir_r1_k3_s2_e4_c24_nre", "ir_r1_k3_s1_e3_c24_nre"]  # timm's own strings for these stages
+    assert arch_def[1] == [
+        "ir_r1_k3_s2_e4_c24_nre",
+        "ir_r1_k3_s1_e3_c24_nre",
+    ]  # timm's own strings for these stages
     assert arch_def[3] == ["ir_r1_k3_s2_e6_c80_nhs", "ir_r1_k3_s1_e2.5_c80_nhs", "ir_r2_k3_s1_e2.3_c80_nhs"]
     assert arch_def[4] == ["ir_r2_k3_s1_e6_c112_se0.25_nhs"]
 
 
 def test_default_formats_follow_the_space_and_inapplicable_ones_are_refused():
     assert resolve_formats(None, create_space("tiny")) == format_names()
-    assert resolve_formats(None, create_space("resnet20_pool")) == ["torch", "torchscript", "torch_export", "onnx"]
+    assert resolve_formats(None, create_space("resnet20_pool")) == [
+        "torch",
+        "torchscript",
+        "torch_export",
+        "onnx",
+    ]
     assert resolve_formats(["onnx", "torch.export"], create_space("tiny")) == ["torch_export", "onnx"]
     with pytest.raises(ConfigError, match="stem has stride 1; timm's MobileNetV3 stem is fixed at stride 2"):
         resolve_formats(["timm"], create_space("tiny", stem_stride=1))
@@ -178,8 +213,14 @@ def test_default_formats_follow_the_space_and_inapplicable_ones_are_refused():
 @pytest.mark.parametrize(
     "settings, message",
     [
-        (["--format=onnx,bogus"], "unknown export format 'bogus' (export.formats / --format); available: onnx, timm, torch, torch_export, torchscript"),
-        (["--space=resnet20_pool", "--format=timm"], "export format 'timm' does not apply to space 'resnet20_pool'"),
+        (
+            ["--format=onnx,bogus"],
+            "unknown export format 'bogus' (export.formats / --format); available: onnx, timm, torch, torch_export, torchscript",
+        ),
+        (
+            ["--space=resnet20_pool", "--format=timm"],
+            "export format 'timm' does not apply to space 'resnet20_pool'",
+        ),
     ],
 )
 def test_bad_format_is_one_line_before_any_work(tmp_path, capsys, settings, message):
@@ -201,7 +242,9 @@ def test_a_failing_format_is_recorded_and_the_others_kept(run, tmp_path, capsys,
         raise RuntimeError("simulated exporter crash\nsecond line")
 
     onnx = formats.EXPORT_FORMATS.get("onnx")
-    monkeypatch.setitem(formats.EXPORT_FORMATS._members, "onnx", dataclasses.replace(onnx, start=formats._now(broken)))
+    monkeypatch.setitem(
+        formats.EXPORT_FORMATS._members, "onnx", dataclasses.replace(onnx, start=formats._now(broken))
+    )
     assert main(["export", "--run-dir", str(work), "--quiet", "--format=torch,onnx"]) == 2
     err = capsys.readouterr().err
     assert "export format(s) failed: onnx: RuntimeError: simulated exporter crash second line" in err

@@ -26,14 +26,19 @@ import pytest
 from PIL import Image
 
 from nas.cli import main
-from nas.report.builder import FIGURES, load_run, write_report
 from nas.pareto import anytime_curves, hypervolume
+from nas.report.builder import FIGURES, load_run, write_report
 from nas.report.figures import anytime_figure, pareto_figure, ranking_figure, training_figure
 from nas.run.files import RunLock
 
 FAST = [
-    "--space=tiny", "--data.resolution=16", "--train-limit=512", "--data.val_limit=128", "--train.bn_recal_batches=2",
-    "--format=torch", "--export.latency_repeats=3",
+    "--space=tiny",
+    "--data.resolution=16",
+    "--train-limit=512",
+    "--data.val_limit=128",
+    "--train.bn_recal_batches=2",
+    "--format=torch",
+    "--export.latency_repeats=3",
 ]
 
 
@@ -63,9 +68,9 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def run(isolated: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`nas run` on tiny digits with every tracker, a budget halfway between the smallest and largest network."""
+    from nas.cost import CostModel, spec_profile
     from nas.run.config import build_config
     from nas.run.context import build_space
-    from nas.cost import CostModel, spec_profile
 
     run_dir = tmp_path_factory.mktemp("report_run")
     space = build_space(build_config(None, ["space.name=tiny", "data.resolution=16"]))
@@ -74,8 +79,18 @@ def run(isolated: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     profile.save(run_dir / "cost_profile.json")
     lo, hi = (float(v) for v in CostModel(space, profile).predict([space.smallest(), space.largest()]))
     budget = round(lo + 0.5 * (hi - lo), 4)
-    code, out = _nas("run", "--run-dir", str(run_dir), "--json", "--quiet", "--epochs=3", "--trials=8", f"--latency-budget-ms={budget}",
-                     "--trackers=jsonl,tensorboard,wandb", *FAST)
+    code, out = _nas(
+        "run",
+        "--run-dir",
+        str(run_dir),
+        "--json",
+        "--quiet",
+        "--epochs=3",
+        "--trials=8",
+        f"--latency-budget-ms={budget}",
+        "--trackers=jsonl,tensorboard,wandb",
+        *FAST,
+    )
     assert code == 0
     return {"dir": run_dir, "budget": budget, "summary": json.loads(out.strip().splitlines()[-1])}
 
@@ -100,7 +115,10 @@ def test_nas_run_writes_the_report_and_nas_report_rewrites_it(run: dict[str, Any
     res = json.loads(out)
     assert res["sent_to_trackers"] is False  # `nas run` already sent this very report
     for name in ("pareto", "training", "anytime"):
-        assert Path(res["figures"][name]) == tmp_path / "rep" / f"{name}.png" and (tmp_path / "rep" / f"{name}.png").stat().st_size > 10_000
+        assert (
+            Path(res["figures"][name]) == tmp_path / "rep" / f"{name}.png"
+            and (tmp_path / "rep" / f"{name}.png").stat().st_size > 10_000
+        )
     assert res["figures"]["ranking"].startswith("not available: no ranking.json")
 
     md = (tmp_path / "rep" / "report.md").read_text()
@@ -113,14 +131,32 @@ def test_nas_run_writes_the_report_and_nas_report_rewrites_it(run: dict[str, Any
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
     for text in (md, page):  # the run summary a person looks for
         assert meta["arch_id"] in text and f"{100 * meta['test_accuracy']:.2f} %" in text
-        assert f"predicted {meta['latency_pred_ms']:.3f} ms, measured {meta['latency_measured_ms']:.3f} ms" in text
+        assert (
+            f"predicted {meta['latency_pred_ms']:.3f} ms, measured {meta['latency_measured_ms']:.3f} ms"
+            in text
+        )
         assert f"{run['budget']:g} ms on cpu" in text and "torch ok" in text and "nsga2" in text
 
 
-def test_ranking_figure_appears_with_nas_rank_and_goes_when_its_data_does(run: dict[str, Any], tmp_path: Path) -> None:
+def test_ranking_figure_appears_with_nas_rank_and_goes_when_its_data_does(
+    run: dict[str, Any], tmp_path: Path
+) -> None:
     work = tmp_path / "run"
     shutil.copytree(run["dir"], work, ignore=shutil.ignore_patterns(".lock", "wandb"))
-    assert _nas("rank", "--run-dir", str(work), "--archs=3", "--epochs=1", "--seeds=1", "--workers=1", "--quiet", "--json")[0] == 0
+    assert (
+        _nas(
+            "rank",
+            "--run-dir",
+            str(work),
+            "--archs=3",
+            "--epochs=1",
+            "--seeds=1",
+            "--workers=1",
+            "--quiet",
+            "--json",
+        )[0]
+        == 0
+    )
     code, out = _nas("report", str(work), "--json", "--trackers=jsonl,tensorboard")
     assert code == 0
     res = json.loads(out)
@@ -130,10 +166,15 @@ def test_ranking_figure_appears_with_nas_rank_and_goes_when_its_data_does(run: d
 
     (work / "ranking.json").unlink()
     res = json.loads(_nas("report", str(work), "--json", "--no-trackers")[1])
-    assert res["figures"]["ranking"].startswith("not available") and not (work / "report" / "ranking.png").exists()
+    assert (
+        res["figures"]["ranking"].startswith("not available")
+        and not (work / "report" / "ranking.png").exists()
+    )
 
 
-def test_a_run_without_search_lists_every_missing_figure_with_its_reason(run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_run_without_search_lists_every_missing_figure_with_its_reason(
+    run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(run["dir"] / "config.yaml", bare)
@@ -154,14 +195,21 @@ def test_study_less_copy_reads_the_search_history_csv(run: dict[str, Any], tmp_p
     from_csv = write_report(work)
     from_study = json.loads((run["dir"] / "report" / "report.json").read_text())
     assert "search/history.csv" in from_csv.record.trials_source
-    assert [r[:4] for r in from_csv.pareto_rows] == [[r[0], r[1], pytest.approx(r[2], abs=1e-6), pytest.approx(r[3], abs=1e-6)] for r in from_study["pareto"]["rows"]]
+    assert [r[:4] for r in from_csv.pareto_rows] == [
+        [r[0], r[1], pytest.approx(r[2], abs=1e-6), pytest.approx(r[3], abs=1e-6)]
+        for r in from_study["pareto"]["rows"]
+    ]
 
 
-def test_report_refuses_a_locked_run_unless_it_only_writes_files(run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_report_refuses_a_locked_run_unless_it_only_writes_files(
+    run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     with RunLock(run["dir"]):
         assert main(["report", str(run["dir"]), "--out", str(tmp_path / "a")]) == 2
         assert "--no-trackers" in capsys.readouterr().err
-        assert main(["report", str(run["dir"]), "--out", str(tmp_path / "b"), "--no-trackers", "--quiet"]) == 0
+        assert (
+            main(["report", str(run["dir"]), "--out", str(tmp_path / "b"), "--no-trackers", "--quiet"]) == 0
+        )
     assert (tmp_path / "b" / "report.html").exists()
 
 
@@ -177,11 +225,15 @@ def _chromium() -> str:
             subprocess.run(cmd, capture_output=True, env=env, timeout=900)
         exe = shutil.which("chromium")
     if exe is None:
-        pytest.skip("chromium is not installed and `apt-get install chromium` was not possible here (needs root and Debian's archive)")
+        pytest.skip(
+            "chromium is not installed and `apt-get install chromium` was not possible here (needs root and Debian's archive)"
+        )
     return exe
 
 
-def test_html_report_renders_every_figure_offline_in_headless_chromium(run: dict[str, Any], tmp_path: Path) -> None:
+def test_html_report_renders_every_figure_offline_in_headless_chromium(
+    run: dict[str, Any], tmp_path: Path
+) -> None:
     exe = _chromium()
     report = run["dir"] / "report"
     page = (report / "report.html").read_text()
@@ -193,14 +245,26 @@ def test_html_report_renders_every_figure_offline_in_headless_chromium(run: dict
     )
     probed = tmp_path / "probe.html"
     probed.write_text(page.replace("<head>", "<head>" + probe, 1))
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-           "--host-resolver-rules=MAP * ~NOTFOUND", "--dump-dom", probed.as_uri()]
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--dump-dom",
+        probed.as_uri(),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         pytest.skip(f"chromium could not be started here: {exc}")
     if proc.returncode != 0 and "<html" not in proc.stdout:
-        pytest.skip(f"chromium could not be started here (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+        pytest.skip(
+            f"chromium could not be started here (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"
+        )
     m = re.search(r'data-probe="([^"]*)"', proc.stdout)
     assert m, f"the page never finished loading in chromium: {proc.stderr[-500:]}"
     images = {i["id"]: i for i in json.loads(html.unescape(m.group(1)))}
@@ -209,7 +273,10 @@ def test_html_report_renders_every_figure_offline_in_headless_chromium(run: dict
     assert set(images) == {f"fig-{n}" for n in drawn}
     for name in drawn:
         with Image.open(report / f"{name}.png") as png:
-            assert (images[f"fig-{name}"]["w"], images[f"fig-{name}"]["h"]) == png.size  # decoded: the PNG itself, not a broken-image icon
+            assert (
+                images[f"fig-{name}"]["w"],
+                images[f"fig-{name}"]["h"],
+            ) == png.size  # decoded: the PNG itself, not a broken-image icon
         assert images[f"fig-{name}"]["shown"] > 200  # and laid out on the page
 
 
@@ -222,7 +289,9 @@ def test_tensorboard_reader_sees_the_reports_scalars_images_and_hparams(run: dic
 
     run_dir = run["dir"]
     rec = load_run(run_dir)
-    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0}
+    )
     acc.Reload()
     tags = acc.Tags()
     assert {"report/pareto", "report/training", "report/anytime"} <= set(tags["images"])
@@ -242,10 +311,14 @@ def test_tensorboard_reader_sees_the_reports_scalars_images_and_hparams(run: dic
         hp_acc = EventAccumulator(str(path))
         hp_acc.Reload()
         content = hp_acc.PluginTagToContent("hparams")
-        start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            content["_hparams_/session_start_info"]
+        ).session_start_info
         trial = int(start.hparams["trial"].number_value)
         row = next(r for r in rec.rows if r["trial"] == trial)
-        assert {k: v.number_value for k, v in start.hparams.items() if k in row["arch"]} == row["arch"]  # every architecture choice
+        assert {k: v.number_value for k, v in start.hparams.items() if k in row["arch"]} == row[
+            "arch"
+        ]  # every architecture choice
         assert start.hparams["arch_id"].string_value == row["arch_id"]
         assert start.hparams["exported"].number_value == float(trial == exported["trial"])
         assert hp_acc.Scalars("hparam/val_accuracy")[0].value == pytest.approx(row["accuracy"])
@@ -261,14 +334,22 @@ def test_stock_optuna_study_matches_the_reports_pareto_table(run: dict[str, Any]
     rows = [dict(zip(cols, r)) for r in table["rows"]]
     for r in rows:  # every row is that trial, as the study stores it
         t = complete[r["trial"]]
-        assert (t.user_attrs["arch_id"], t.values[0], t.values[1]) == (r["arch_id"], pytest.approx(r["val_accuracy"]), pytest.approx(r["latency_pred_ms"]))
+        assert (t.user_attrs["arch_id"], t.values[0], t.values[1]) == (
+            r["arch_id"],
+            pytest.approx(r["val_accuracy"]),
+            pytest.approx(r["latency_pred_ms"]),
+        )
         assert json.loads(r["arch"]) == json.loads(t.user_attrs["arch"])
     # Optuna's own Pareto set of the feasible trials (it honours the latency constraint) is the report's front
-    assert {t.user_attrs["arch_id"] for t in study.best_trials} == {r["arch_id"] for r in rows if r["on_front"]}
+    assert {t.user_attrs["arch_id"] for t in study.best_trials} == {
+        r["arch_id"] for r in rows if r["on_front"]
+    }
     md = (run_dir / "report" / "report.md").read_text()
     md_rows = re.findall(r"^\| (\d+) \| ([0-9a-f]+) \| ([\d.]+) \| ([\d.]+) \|", md, flags=re.M)
     assert [(int(t), a) for t, a, _, _ in md_rows] == [(r["trial"], r["arch_id"]) for r in rows]
-    assert [float(acc) for _, _, acc, _ in md_rows] == [pytest.approx(100 * r["val_accuracy"], abs=0.005) for r in rows]
+    assert [float(acc) for _, _, acc, _ in md_rows] == [
+        pytest.approx(100 * r["val_accuracy"], abs=0.005) for r in rows
+    ]
 
 
 def _wandb_records(run_dir: Path) -> list[Any]:
@@ -300,13 +381,29 @@ def test_wandb_offline_run_holds_figures_table_summary_and_exported_model(run: d
     run_dir = run["dir"]
     records = _wandb_records(run_dir)
     summary = {u.key for r in records if r.WhichOneof("record_type") == "summary" for u in r.summary.update}
-    assert {"report/pareto_size", "report/trials_complete", "report/hypervolume", "report/exported_test_accuracy"} <= summary
-    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"]
+    assert {
+        "report/pareto_size",
+        "report/trials_complete",
+        "report/hypervolume",
+        "report/exported_test_accuracy",
+    } <= summary
+    artifacts = [
+        r.artifact
+        for r in records
+        if r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model"
+    ]
     assert len(artifacts) == 1 and artifacts[0].name == f"{run_dir.name}-export"
     stored = {c.path for c in artifacts[0].manifest.contents}
     assert {"model.pt", "arch.json", "meta.json", "space.json"} <= stored
-    media = {p.relative_to(p.parents[2]).as_posix() for p in run_dir.glob("wandb/offline-run-*/files/media/*/report/*")}
-    assert {m.split("_")[0] for m in media if m.startswith("images/")} == {"images/report/pareto", "images/report/training", "images/report/anytime"}
+    media = {
+        p.relative_to(p.parents[2]).as_posix()
+        for p in run_dir.glob("wandb/offline-run-*/files/media/*/report/*")
+    }
+    assert {m.split("_")[0] for m in media if m.startswith("images/")} == {
+        "images/report/pareto",
+        "images/report/training",
+        "images/report/anytime",
+    }
     assert any(m.startswith("table/report/pareto_front") for m in media)
 
 
@@ -347,7 +444,9 @@ def test_figures_of_the_run_are_readable(run: dict[str, Any]) -> None:
     loss_ax, acc_ax = fig.axes[:2]
     assert list(loss_ax.lines[0].get_xdata()) == [1, 2, 3]
     assert {ln.get_label() for ln in acc_ax.lines} == {"largest subnet", "smallest subnet"}
-    assert list(acc_ax.lines[0].get_ydata()) == pytest.approx([100 * e["val_acc_largest"] for e in rec.epochs])
+    assert list(acc_ax.lines[0].get_ydata()) == pytest.approx(
+        [100 * e["val_acc_largest"] for e in rec.epochs]
+    )
 
     fig = anytime_figure(rec.rows, rec.budget_ms, controller="nsga2")
     _assert_readable(fig)
@@ -355,18 +454,40 @@ def test_figures_of_the_run_are_readable(run: dict[str, Any]) -> None:
 
 
 def test_finetune_and_ranking_figures_are_readable() -> None:
-    epochs = [{"step": e, "train_loss": 2.0 / e, "val_acc_largest": 0.5 + e / 10, "val_acc_smallest": 0.4 + e / 10} for e in (1, 2)]
-    finetune = {"inherited": [{"step": 1, "train_loss": 0.9, "val_acc": 0.8}, {"step": 2, "train_loss": 0.7, "val_acc": 0.85}]}
+    epochs = [
+        {"step": e, "train_loss": 2.0 / e, "val_acc_largest": 0.5 + e / 10, "val_acc_smallest": 0.4 + e / 10}
+        for e in (1, 2)
+    ]
+    finetune = {
+        "inherited": [
+            {"step": 1, "train_loss": 0.9, "val_acc": 0.8},
+            {"step": 2, "train_loss": 0.7, "val_acc": 0.85},
+        ]
+    }
     fig = training_figure(epochs, finetune, {"inherited": 0.75})
     _assert_readable(fig)
     assert len(fig.axes) == 4 and "fine-tuned" in fig.axes[2].get_title()
     assert [ln.get_label() for ln in fig.axes[3].lines] == ["from inherited weights"]
     assert list(fig.axes[3].lines[0].get_xdata()) == [0, 1, 2]  # epoch 0: the accuracy it started from
     assert list(fig.axes[3].lines[0].get_ydata()) == pytest.approx([75, 80, 85])
-    only_finetune = training_figure([], finetune)  # a run whose supernet events are gone still shows the fine-tuning
+    only_finetune = training_figure(
+        [], finetune
+    )  # a run whose supernet events are gone still shows the fine-tuning
     assert len(only_finetune.axes) == 2
-    report = {"sampler": "sandwich", "distill": False, "kendall_tau": 0.5, "standalone_epochs": 2,
-              "rows": [{"supernet_val_acc": 0.5 + i / 20, "standalone_mean": 0.6 + i / 30, "standalone_val_acc": [0.6 + i / 30]} for i in range(4)]}
+    report = {
+        "sampler": "sandwich",
+        "distill": False,
+        "kendall_tau": 0.5,
+        "standalone_epochs": 2,
+        "rows": [
+            {
+                "supernet_val_acc": 0.5 + i / 20,
+                "standalone_mean": 0.6 + i / 30,
+                "standalone_val_acc": [0.6 + i / 30],
+            }
+            for i in range(4)
+        ],
+    }
     fig = ranking_figure(report)
     _assert_readable(fig)
     assert "Kendall tau 0.50" in fig.axes[0].get_title()
@@ -384,7 +505,9 @@ def test_anytime_curves_and_hypervolume_by_hand() -> None:
     assert curves["best_feasible_accuracy_pct"] == pytest.approx([50, 70, 70, 70])
     # (10 - 2) x (50 - 40); then (5 - 2) x 10 + (10 - 5) x 30; an infeasible and a reference-level trial add nothing
     assert curves["hypervolume"] == pytest.approx([80, 180, 180, 180])
-    assert hypervolume([(50.0, 2.0), (45.0, 3.0)], 40.0, 10.0) == pytest.approx(80)  # a dominated point adds nothing
+    assert hypervolume([(50.0, 2.0), (45.0, 3.0)], 40.0, 10.0) == pytest.approx(
+        80
+    )  # a dominated point adds nothing
     fig = anytime_figure(rows, 10.0)
     _assert_readable(fig)
     assert "trial over budget" in _legend(fig.axes[0])

@@ -162,7 +162,11 @@ _TRY = textwrap.dedent(
 def _python(code: str, *args: str, **kwargs: object) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env, **kwargs  # type: ignore[arg-type]
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 

@@ -197,7 +197,9 @@ def test_tensorboard_scalars_read_back_with_tensorboard(tmp_path: Path) -> None:
     t.summary({"best_acc": 0.5})
     t.close()
 
-    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc = EventAccumulator(
+        str(tmp_path / "tensorboard"), size_guidance={"scalars": 0, "images": 0, "tensors": 0}
+    )
     acc.Reload()
     tags = acc.Tags()
     assert set(tags["scalars"]) == {"train/loss", "train/lr", "eval/acc", "eval/ok"}
@@ -381,7 +383,9 @@ def test_make_trackers(tmp_path: Path) -> None:
     assert len(read_events(tmp_path)) == 1
 
 
-def test_make_trackers_skips_a_tracker_that_cannot_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_make_trackers_skips_a_tracker_that_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_tensorboard(self: Any, run_dir: Path, **_: Any) -> None:
         raise ImportError("No module named 'tensorboard'")
 

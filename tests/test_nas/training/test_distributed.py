@@ -33,7 +33,9 @@ WORLD = 2
 TOL = 1e-5
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+pytestmark = pytest.mark.skipif(
+    not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo"
+)
 
 
 # --- process launching ----------------------------------------------------------------------
@@ -46,7 +48,13 @@ def _free_port() -> int:
 def _entry(rank: int, fn, port: int, out: str, *args) -> None:
     """Child process: torchrun's environment on loopback, one thread, then ``fn``."""
     torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     if sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     info = init_distributed(device="cpu")
@@ -61,7 +69,9 @@ def _entry(rank: int, fn, port: int, out: str, *args) -> None:
 
 def _launch(fn, tmp_path: Path, *args, timeout: float = 60.0) -> list:
     """Run ``fn(info, *args)`` on 2 ranks; returns each rank's return value."""
-    ctx = mp.start_processes(_entry, args=(fn, _free_port(), str(tmp_path), *args), nprocs=WORLD, join=False, start_method="spawn")
+    ctx = mp.start_processes(
+        _entry, args=(fn, _free_port(), str(tmp_path), *args), nprocs=WORLD, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + timeout
     while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
         if time.monotonic() > deadline:
@@ -141,7 +151,9 @@ def test_sync_bn_equals_single_process_on_global_batch(tmp_path):
         # each rank's input gradient is that of the SUM of the ranks' mean losses = WORLD x the global mean's
         _assert_close(torch.cat([r["x_grads"][i] for r in ranks]) / WORLD, g, f"input grad {i}")
         for name, pg in ref["p_grads"][i].items():
-            for r in ranks:  # averaged parameter gradients equal the global mean loss's gradients on every rank
+            for (
+                r
+            ) in ranks:  # averaged parameter gradients equal the global mean loss's gradients on every rank
                 _assert_close(r["p_grads"][i][name], pg, f"step {i} grad {name}")
     for name, v in ref["state"].items():
         for r in ranks:

@@ -11,8 +11,15 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from nas.testing import SamplingRuleContract
-from nas.training.sampling import SAMPLING_RULES, _fair_values, choice_counts, dimension_groups, get_rule, sorted_ladder
-from search_spaces import Arch, create_space
+from nas.training.sampling import (
+    SAMPLING_RULES,
+    _fair_values,
+    choice_counts,
+    dimension_groups,
+    get_rule,
+    sorted_ladder,
+)
+from search_spaces import create_space
 
 TOTAL = 1000  # total_steps used throughout
 P_MIN = 1e-4  # chi-square p-value threshold: generous, and the seeds are fixed anyway
@@ -44,13 +51,19 @@ def key_index(space):
 
 
 # --- every rule: the contract ---------------------------------------------------------------
-PURITY_OPTIONS = {"sorted": {"probs": [1, 2, 3, 4, 5, 6, 7]}, "progressive": {"schedule": {"kernel": 0.5, "depth": 1.0}}}
+PURITY_OPTIONS = {
+    "sorted": {"probs": [1, 2, 3, 4, 5, 6, 7]},
+    "progressive": {"schedule": {"kernel": 0.5, "depth": 1.0}},
+}
 
 
 class TestEveryRegisteredRule(SamplingRuleContract):
     """Each rule on tiny without options, and on mbv3 with the options it is most often given."""
 
-    @pytest.fixture(params=[(rule, space) for rule in SAMPLING_RULES.names() for space in ("tiny", "mbv3")], ids=lambda c: f"{c[0]}-{c[1]}")
+    @pytest.fixture(
+        params=[(rule, space) for rule in SAMPLING_RULES.names() for space in ("tiny", "mbv3")],
+        ids=lambda c: f"{c[0]}-{c[1]}",
+    )
     def case(self, request):
         return request.param
 
@@ -85,7 +98,9 @@ def test_unknown_option_lists_the_rules_own_options(name, tiny):
         assert "schedule" in str(err.value)
 
 
-@pytest.mark.parametrize(("step", "total", "num_random"), [(-1, 10, 2), (0, 0, 2), (0, 10, -1), (0, 10, 1.5), (0, 10, True)])
+@pytest.mark.parametrize(
+    ("step", "total", "num_random"), [(-1, 10, 2), (0, 0, 2), (0, 10, -1), (0, 10, 1.5), (0, 10, True)]
+)
 def test_bad_step_arguments_are_rejected(step, total, num_random, tiny):
     with pytest.raises(ValueError, match="must be an int"):
         get_rule("sandwich")(tiny, np.random.default_rng(0), step, total, num_random)
@@ -154,7 +169,10 @@ def test_fair_tiles_keys_with_fewer_choices():
 
 
 # --- sorted -------------------------------------------------------------------------------
-@pytest.mark.parametrize(("space_name", "order", "levels"), [("tiny", None, 4), ("mbv3", None, 7), ("mbv3", ["expand", "depth", "kernel"], 7)])
+@pytest.mark.parametrize(
+    ("space_name", "order", "levels"),
+    [("tiny", None, 4), ("mbv3", None, 7), ("mbv3", ["expand", "depth", "kernel"], 7)],
+)
 def test_sorted_ladder_is_nested_and_strictly_growing(space_name, order, levels, tiny, mbv3):
     space = {"tiny": tiny, "mbv3": mbv3}[space_name]
     ladder = sorted_ladder(space, order)
@@ -168,11 +186,24 @@ def test_sorted_ladder_is_nested_and_strictly_growing(space_name, order, levels,
 def test_sorted_ladder_grows_groups_round_robin_in_order(mbv3):
     ladder = sorted_ladder(mbv3, ["kernel", "expand", "depth"])
     idx = key_index(mbv3)
-    grown = [{k.rsplit(".", 1)[-1] for k in mbv3.keys if b[idx[k]] > a[idx[k]]} for a, b in zip(mbv3.encode_batch(ladder), mbv3.encode_batch(ladder)[1:])]
-    assert [g - {"kernel", "expand"} if "depth" in g else g for g in grown] == [{"kernel"}, {"expand"}, {"depth"}, {"kernel"}, {"expand"}, {"depth"}]
+    grown = [
+        {k.rsplit(".", 1)[-1] for k in mbv3.keys if b[idx[k]] > a[idx[k]]}
+        for a, b in zip(mbv3.encode_batch(ladder), mbv3.encode_batch(ladder)[1:])
+    ]
+    assert [g - {"kernel", "expand"} if "depth" in g else g for g in grown] == [
+        {"kernel"},
+        {"expand"},
+        {"depth"},
+        {"kernel"},
+        {"expand"},
+        {"depth"},
+    ]
 
 
-@pytest.mark.parametrize("order", [["depth", "kernel"], ["depth", "kernel", "expand", "depth"], "depth", ["depth", "kernel", "width"]])
+@pytest.mark.parametrize(
+    "order",
+    [["depth", "kernel"], ["depth", "kernel", "expand", "depth"], "depth", ["depth", "kernel", "width"]],
+)
 def test_sorted_bad_order_is_rejected(order, tiny):
     with pytest.raises(ValueError, match="'order'"):
         sorted_ladder(tiny, order)
@@ -180,7 +211,16 @@ def test_sorted_bad_order_is_rejected(order, tiny):
         get_rule("sorted")(tiny, np.random.default_rng(0), 0, TOTAL, 1, order=order)
 
 
-@pytest.mark.parametrize(("space_name", "probs"), [("tiny", "uniform"), ("tiny", "linear"), ("mbv3", "uniform"), ("mbv3", "linear"), ("mbv3", [0, 1, 0, 2, 0, 0, 1])])
+@pytest.mark.parametrize(
+    ("space_name", "probs"),
+    [
+        ("tiny", "uniform"),
+        ("tiny", "linear"),
+        ("mbv3", "uniform"),
+        ("mbv3", "linear"),
+        ("mbv3", [0, 1, 0, 2, 0, 0, 1]),
+    ],
+)
 def test_sorted_level_frequencies_match_probs(space_name, probs, tiny, mbv3):
     space = {"tiny": tiny, "mbv3": mbv3}[space_name]
     ladder = sorted_ladder(space)
@@ -189,7 +229,11 @@ def test_sorted_level_frequencies_match_probs(space_name, probs, tiny, mbv3):
     assert len(archs) == 3001 and archs[0] == space.largest()
     observed = np.bincount([level[a] for a in archs[1:]], minlength=len(ladder))
     n = len(ladder)
-    weights = {"uniform": np.ones(n), "linear": np.arange(1.0, n + 1)}.get(probs) if isinstance(probs, str) else np.asarray(probs, float)
+    weights = (
+        {"uniform": np.ones(n), "linear": np.arange(1.0, n + 1)}.get(probs)
+        if isinstance(probs, str)
+        else np.asarray(probs, float)
+    )
     expected = 3000 * weights / weights.sum()
     assert np.all(observed[expected == 0] == 0)
     assert chisquare(observed[expected > 0], expected[expected > 0]).pvalue > P_MIN, observed
@@ -199,7 +243,17 @@ def test_sorted_without_random_levels_is_just_the_largest(tiny):
     assert run("sorted", tiny, num_random=0, steps=[0]) == [[tiny.largest()]]
 
 
-@pytest.mark.parametrize(("probs", "message"), [([1, 1, 1], "one weight per ladder level"), ([1, 1, 1, 1, 1], "one weight per ladder level"), ([1, -1, 1, 1], ">= 0"), ([0, 0, 0, 0], "not all 0"), ("square", "'uniform', 'linear'"), (["a", "b", "c", "d"], "'uniform', 'linear'")])
+@pytest.mark.parametrize(
+    ("probs", "message"),
+    [
+        ([1, 1, 1], "one weight per ladder level"),
+        ([1, 1, 1, 1, 1], "one weight per ladder level"),
+        ([1, -1, 1, 1], ">= 0"),
+        ([0, 0, 0, 0], "not all 0"),
+        ("square", "'uniform', 'linear'"),
+        (["a", "b", "c", "d"], "'uniform', 'linear'"),
+    ],
+)
 def test_sorted_bad_probs_are_rejected(probs, message, tiny):
     with pytest.raises(ValueError, match=message):
         get_rule("sorted")(tiny, np.random.default_rng(0), 0, TOTAL, 2, probs=probs)
@@ -217,7 +271,15 @@ def test_progressive_full_phase_is_only_the_largest(mbv3):
     assert progressive_draws(mbv3, 0.0) == progressive_draws(mbv3, 0.05) == [mbv3.largest()]
 
 
-@pytest.mark.parametrize(("progress", "elastic"), [(0.2, {"kernel"}), (0.5, {"kernel", "depth"}), (0.9, {"kernel", "depth", "expand"}), (1.5, {"kernel", "depth", "expand"})])
+@pytest.mark.parametrize(
+    ("progress", "elastic"),
+    [
+        (0.2, {"kernel"}),
+        (0.5, {"kernel", "depth"}),
+        (0.9, {"kernel", "depth", "expand"}),
+        (1.5, {"kernel", "depth", "expand"}),
+    ],
+)
 def test_progressive_phases_open_dimensions_in_order(progress, elastic, mbv3):
     archs = progressive_draws(mbv3, progress)
     assert len(archs) == 301
@@ -241,7 +303,13 @@ def test_progressive_phase_boundaries_and_custom_schedule(tiny):
     always_active = [k for k in tiny.keys if k.endswith(".depth") or ".b0." in k]
 
     def varying(progress):
-        return {k for k, v in values_taken(progressive_draws(tiny, progress, schedule=schedule), tiny, always_active).items() if len(v) > 1}
+        return {
+            k
+            for k, v in values_taken(
+                progressive_draws(tiny, progress, schedule=schedule), tiny, always_active
+            ).items()
+            if len(v) > 1
+        }
 
     assert varying(0.0) == varying(0.499) == {"s0.depth", "s1.depth"}
     assert varying(0.5) == {"s0.depth", "s1.depth", "s0.b0.kernel", "s1.b0.kernel"}

@@ -55,10 +55,16 @@ def test_gate_probabilities_give_the_read_off_latency_and_its_gradient():
     net.use_thresholds()
     probs = {k: v.double() for k, v in space.single_path_probabilities(net.indicators()).items()}
     lat = expected_latency(cost, probs, validate=False)
-    assert float(lat.detach()) == pytest.approx(float(cost.predict([space.arch_from_spec(net.read_spec())])[0]), rel=1e-6)  # predict is float32
+    assert float(lat.detach()) == pytest.approx(
+        float(cost.predict([space.arch_from_spec(net.read_spec())])[0]), rel=1e-6
+    )  # predict is float32
     lat.backward()
     # raising a threshold (switching an extension off) lowers the expected latency
-    assert float(net.kernel_thresholds.grad.sum()) < 0 and float(net.expand_thresholds.grad.sum()) < 0 and float(net.skip_thresholds.grad.sum()) < 0
+    assert (
+        float(net.kernel_thresholds.grad.sum()) < 0
+        and float(net.expand_thresholds.grad.sum()) < 0
+        and float(net.skip_thresholds.grad.sum()) < 0
+    )
 
 
 def test_only_mbconv_spaces_have_superkernels():
@@ -73,14 +79,31 @@ def test_single_path_run_meets_a_tight_latency_target_end_to_end(tmp_path):
     budget = small + 0.25 * (large - small)
     run_dir = tmp_path / "sp"
     args = [
-        "run", "--run-dir", str(run_dir), "--space=tiny", "--supernet=single_path", "--data.resolution=16", "--train-limit=512", "--epochs=3",
-        f"--latency-budget-ms={budget}", "--search.devices=[laptop-cpu]", "--train.latency_weight=2.0", "--trials=3",
-        "--export.latency_repeats=3", "--trackers=jsonl", "--quiet", "--json",
+        "run",
+        "--run-dir",
+        str(run_dir),
+        "--space=tiny",
+        "--supernet=single_path",
+        "--data.resolution=16",
+        "--train-limit=512",
+        "--epochs=3",
+        f"--latency-budget-ms={budget}",
+        "--search.devices=[laptop-cpu]",
+        "--train.latency_weight=2.0",
+        "--trials=3",
+        "--export.latency_repeats=3",
+        "--trackers=jsonl",
+        "--quiet",
+        "--json",
     ]
     out = io.StringIO()
     with redirect_stdout(out):
         assert main(args) == 0
-    epochs = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if '"latency_pred_ms_chosen"' in line]
+    epochs = [
+        json.loads(line)
+        for line in (run_dir / "events.jsonl").read_text().splitlines()
+        if '"latency_pred_ms_chosen"' in line
+    ]
     assert epochs[-1]["latency_pred_ms_chosen"] < large  # the latency term switched extensions off
     history = (run_dir / "search" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3

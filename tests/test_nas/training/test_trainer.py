@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from nas.training.augment import augment_batch
 from nas.run.context import open_run
+from nas.training.augment import augment_batch
 from nas.training.checkpoint import checkpoint_path, load_supernet
 from nas.training.plans import SupernetPlan
 from nas.training.trainer import Trainer, distillation_loss, train_supernet
@@ -25,12 +25,25 @@ def _ctx(tmp_path, *settings):
 
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
     """Killed mid-epoch at a step checkpoint and restarted: final weights equal an uninterrupted run's."""
-    settings = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl", "--data.train_limit=512", "--epochs=3",
-                "--train.checkpoint_every_steps=2", "--train.deterministic=true", "--train.ema_decay=0.9", "--quiet"]
+    settings = [
+        "--space=tiny",
+        "--data.resolution=16",
+        "--trackers=jsonl",
+        "--data.train_limit=512",
+        "--epochs=3",
+        "--train.checkpoint_every_steps=2",
+        "--train.deterministic=true",
+        "--train.ema_decay=0.9",
+        "--quiet",
+    ]
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "killed"
     base = [sys.executable, "-m", "nas.cli", "train"]
-    subprocess.run([*base, "--run-dir", str(ref_dir), *settings], check=True, capture_output=True, timeout=300)
-    proc = subprocess.Popen([*base, "--run-dir", str(run_dir), *settings], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*base, "--run-dir", str(ref_dir), *settings], check=True, capture_output=True, timeout=300
+    )
+    proc = subprocess.Popen(
+        [*base, "--run-dir", str(run_dir), *settings], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt = checkpoint_path(run_dir)
     deadline = time.time() + 200
     while time.time() < deadline and proc.poll() is None and not ckpt.exists():
@@ -40,7 +53,9 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     assert proc.returncode == -signal.SIGKILL and ckpt.exists()
     state = torch.load(ckpt, weights_only=False)
     assert (state["epoch"], state["position"]["step_in_epoch"]) < (3, 0) or state["epoch"] < 3
-    subprocess.run([*base, "--run-dir", str(run_dir), *settings], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [*base, "--run-dir", str(run_dir), *settings], check=True, capture_output=True, timeout=300
+    )
     a, b = torch.load(checkpoint_path(ref_dir), weights_only=False), torch.load(ckpt, weights_only=False)
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
@@ -60,7 +75,9 @@ def test_distillation_loss_is_zero_for_the_teacher_and_trains_the_student():
 
 @pytest.mark.parametrize("sampler", ["uniform", "sandwich", "fair", "sorted", "progressive"])
 def test_every_sampler_trains_with_distillation(tmp_path, sampler):
-    with _ctx(tmp_path, "train.epochs=1", f"train.sampler={sampler}", "train.distill=true", "data.train_limit=128") as ctx:
+    with _ctx(
+        tmp_path, "train.epochs=1", f"train.sampler={sampler}", "train.distill=true", "data.train_limit=128"
+    ) as ctx:
         metrics = train_supernet(ctx)
     assert metrics["epoch"] == 1 and metrics["train_loss"] > 0
 
@@ -90,7 +107,10 @@ def test_bf16_autocast_step_on_cpu(tmp_path):
 
 
 def test_fp16_without_cuda_is_a_clear_error(tmp_path):
-    with _ctx(tmp_path, "train.amp=fp16", "device=cpu") as ctx, pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+    with (
+        _ctx(tmp_path, "train.amp=fp16", "device=cpu") as ctx,
+        pytest.raises(ValueError, match="fp16 needs a CUDA device"),
+    ):
         Trainer(ctx, ctx.space.build_supernet(), SupernetPlan(ctx), None, seed=0)
 
 
@@ -119,9 +139,17 @@ def test_unknown_sampler_option_fails_before_training(tmp_path):
     from nas.commands.checks import check_sampler_options, validate_config
     from nas.run.config import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown option"):  # what every training command checks before it writes anything
-        open_run(tmp_path, overrides=[*TINY, "train.sampler=sandwich", "train.sampler_options={bogus: 1}"], progress=False, quiet=True,
-                 validate=validate_config, preflight=check_sampler_options)
+    with pytest.raises(
+        ConfigError, match="unknown option"
+    ):  # what every training command checks before it writes anything
+        open_run(
+            tmp_path,
+            overrides=[*TINY, "train.sampler=sandwich", "train.sampler_options={bogus: 1}"],
+            progress=False,
+            quiet=True,
+            validate=validate_config,
+            preflight=check_sampler_options,
+        )
     assert not tmp_path.joinpath("config.yaml").exists()
 
 
@@ -132,15 +160,44 @@ def test_two_process_gloo_training_equals_one_process(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    settings = ["--space=tiny", "--data.resolution=16", "--trackers=jsonl", "--data.train_limit=256", "--epochs=1",
-                "--train.sampler=sandwich", "--quiet", "--json"]
+    settings = [
+        "--space=tiny",
+        "--data.resolution=16",
+        "--trackers=jsonl",
+        "--data.train_limit=256",
+        "--epochs=1",
+        "--train.sampler=sandwich",
+        "--quiet",
+        "--json",
+    ]
     single, multi = tmp_path / "single", tmp_path / "multi"
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    subprocess.run([sys.executable, "-m", "nas.cli", "train", "--run-dir", str(single), *settings], check=True, capture_output=True, timeout=300, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "nas.cli", "train", "--run-dir", str(single), *settings],
+        check=True,
+        capture_output=True,
+        timeout=300,
+        env=env,
+    )
     res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={port}",
-         "-m", "nas.cli", "train", "--run-dir", str(multi), *settings],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={port}",
+            "-m",
+            "nas.cli",
+            "train",
+            "--run-dir",
+            str(multi),
+            *settings,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     summaries = [line for line in res.stdout.splitlines() if line.startswith("{")]
@@ -149,5 +206,14 @@ def test_two_process_gloo_training_equals_one_process(tmp_path):
     b = torch.load(checkpoint_path(multi), weights_only=False)["model"]
     for name, tensor in a.items():
         assert torch.allclose(tensor.float(), b[name].float(), atol=1e-5, rtol=1e-4), name
-    assert not (multi / ".lock").exists() or True  # rank 0 held the lock; the run directory is usable afterwards
-    assert subprocess.run([sys.executable, "-m", "nas.cli", "train", "--run-dir", str(multi), "--quiet"], capture_output=True, timeout=120).returncode == 0
+    assert (
+        not (multi / ".lock").exists() or True
+    )  # rank 0 held the lock; the run directory is usable afterwards
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "nas.cli", "train", "--run-dir", str(multi), "--quiet"],
+            capture_output=True,
+            timeout=120,
+        ).returncode
+        == 0
+    )
