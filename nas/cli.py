@@ -45,8 +45,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nas",
-        description="Weight-sharing NAS: train a supernet, search it for accuracy vs. latency, export the winner.",
-        epilog="Settings: --section.key=value for any config key (see `nas <command> --help`), e.g. --train.epochs=3 --search.trials=20.",
+        description=(
+            "Weight-sharing NAS: train a supernet, search it for accuracy vs. latency, export the winner."
+        ),
+        epilog=(
+            "Settings: --section.key=value for any config key (see `nas <command> --help`), e.g."
+            " --train.epochs=3 --search.trials=20."
+        ),
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:

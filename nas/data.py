@@ -75,11 +75,13 @@ Loader = Callable[[LoadRequest], DataBundle]
 DATASETS: Registry[Loader] = Registry(
     "data set", normalize=lambda name: name.strip().lower().replace("-", "_")
 )
-"""Data set name -> loader; ``Fashion-MNIST``-style spellings are accepted. Each loader has a ``default_resolution``."""
+"""Data set name -> loader; ``Fashion-MNIST``-style spellings are accepted. Each loader has a
+``default_resolution``."""
 
 
 def register_dataset(name: str, default_resolution: int) -> Callable[[Loader], Loader]:
-    """Register a loader under ``name``; ``default_resolution`` is the image side used when none is asked for."""
+    """Register a loader under ``name``; ``default_resolution`` is the image side used when none is asked
+    for."""
 
     def deco(loader: Loader) -> Loader:
         loader.default_resolution = default_resolution  # type: ignore[attr-defined]
@@ -496,7 +498,8 @@ def _copy_decompressed(src: Path, out: IO[bytes]) -> None:
 
 
 def _atomic_write(dest: Path, fill: Callable[[IO[bytes]], Any], src: Path) -> None:
-    """Write ``dest`` atomically from ``fill``; a bad source or a failed write is a :class:`DataError` naming both files."""
+    """Write ``dest`` atomically from ``fill``; a bad source or a failed write is a :class:`DataError` naming
+    both files."""
 
     def checked_fill(out: IO[bytes]) -> None:
         try:
@@ -763,8 +766,8 @@ def _optional_split(folder: Path, reader: _ImageReader, classes: list[str]) -> I
         only_here = sorted(set(split.classes) - set(classes))
         only_train = sorted(set(classes) - set(split.classes))
         raise DataError(
-            f"class folders of {folder} differ from train/: only here {only_here}, only in train {only_train}; "
-            "give every split the same class folders"
+            f"class folders of {folder} differ from train/: only here {only_here}, only in train"
+            f" {only_train}; give every split the same class folders"
         )
     return split
 

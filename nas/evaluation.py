@@ -25,7 +25,8 @@ def recalibrate_bn(
     num_batches: int,
     device: torch.device,
 ) -> None:
-    """Reset every BN layer's running statistics and recompute them as an exact average over ``num_batches``."""
+    """Reset every BN layer's running statistics and recompute them as an exact average over
+    ``num_batches``."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m, m.momentum) for m in bns]
     was_training = model.training

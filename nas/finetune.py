@@ -1,4 +1,5 @@
-"""Fine-tuning (``nas finetune``): train the exported subnetwork on its own, from its inherited weights or from scratch.
+"""Fine-tuning (``nas finetune``): train the exported subnetwork on its own, from its inherited weights or
+from scratch.
 
 The search picks an architecture by its accuracy with weights shared with every
 other subnetwork; the network a user deploys is usually trained further alone.
@@ -118,17 +119,20 @@ def require_export(run_dir: Path) -> Path:
     missing = [f for f in EXPORT_FILES if not (export / f).is_file()]
     if {"arch.json", "model.pt"} & set(missing):
         raise ExportError(
-            f"no exported network in {run_dir} (expected export/arch.json and export/model.pt); run `nas export --run-dir {run_dir}` first"
+            f"no exported network in {run_dir} (expected export/arch.json and export/model.pt); run `nas"
+            f" export --run-dir {run_dir}` first"
         )
     if (
         missing
     ):  # meta.json is written last: without it the export was interrupted or is from an older version
         raise ExportError(
-            f"the export in {export} is incomplete (missing {', '.join(missing)}); run `nas export --run-dir {run_dir}` again"
+            f"the export in {export} is incomplete (missing {', '.join(missing)}); run `nas export --run-dir"
+            f" {run_dir}` again"
         )
     if not (Path(run_dir) / CONFIG_FILE).is_file():
         raise RunDirError(
-            f"{run_dir} has an export but no {CONFIG_FILE}; nas finetune needs the run directory the export was made in"
+            f"{run_dir} has an export but no {CONFIG_FILE}; nas finetune needs the run directory the export"
+            " was made in"
         )
     return export
 
@@ -161,7 +165,8 @@ def resolve_finetune_config(
     overrides: Sequence[str],
     validate: Callable[[NASConfig], None] | None = None,
 ) -> tuple[NASConfig, dict[str, Any] | None]:
-    """The run's config <- this folder's saved recipe <- ``--config`` <- ``key=value``; and the saved record (or None).
+    """The run's config <- this folder's saved recipe <- ``--config`` <- ``key=value``; and the saved record
+    (or None).
 
     Refuses settings that would train something else than the run's network on the
     run's data (seed, data, space, ...) and, once the folder holds a checkpoint, a
@@ -189,8 +194,8 @@ def resolve_finetune_config(
     foreign = sorted(k for k in before if before[k] != after[k] and not _may_change(k))
     if foreign:
         raise ConfigError(
-            f"nas finetune trains {run_dir}'s exported network on the run's data: it cannot change {', '.join(foreign)} "
-            f"(only train.* settings, --epochs, data.batch_size, device and trackers)"
+            f"nas finetune trains {run_dir}'s exported network on the run's data: it cannot change"
+            f" {', '.join(foreign)} (only train.* settings, --epochs, data.batch_size, device and trackers)"
         )
     if validate is not None:
         validate(cfg)
@@ -206,7 +211,8 @@ def resolve_finetune_config(
 
 
 def _check_source(out_dir: Path, saved: Mapping[str, Any] | None, source: Mapping[str, Any]) -> None:
-    """An existing folder must continue from the export it started from (a re-export may hold another network)."""
+    """An existing folder must continue from the export it started from (a re-export may hold another
+    network)."""
     if saved is None:
         return
     old = saved.get("source", {})
@@ -219,12 +225,14 @@ def _check_source(out_dir: Path, saved: Mapping[str, Any] | None, source: Mappin
             else "the exported weights"
         )
         raise ConfigError(
-            f"the export changed since fine-tuning in {out_dir} started ({what}); remove {out_dir} to fine-tune the new export"
+            f"the export changed since fine-tuning in {out_dir} started ({what}); remove {out_dir} to"
+            " fine-tune the new export"
         )
 
 
 def initial_network(space: Any, export_dir: Path, init: str, seed: int) -> nn.Module:
-    """The network training starts from: the export as saved (weights and BN statistics), or freshly initialised.
+    """The network training starts from: the export as saved (weights and BN statistics), or freshly
+    initialised.
 
     ``scratch`` uses the space's ``build_standalone`` (Kaiming init for the
     network's own shapes, seeded), the network ``nas rank`` trains alone.
@@ -256,7 +264,8 @@ def _done(out_dir: Path, formats: list[str]) -> dict[str, Any] | None:
 def _write_model(
     ctx: RunContext, net: nn.Module, export_dir: Path, out_dir: Path, formats: list[str]
 ) -> dict[str, dict[str, Any]]:
-    """Write the trained network like ``nas export`` does (same files, each format verified on a val batch)."""
+    """Write the trained network like ``nas export`` does (same files, each format verified on a val
+    batch)."""
     static = net.to("cpu", memory_format=torch.contiguous_format).eval()
     arch_text = (export_dir / "arch.json").read_text()
     arch = ctx.space.arch(json.loads(arch_text))
@@ -362,7 +371,8 @@ def run_finetune(
         net = initial_network(space, export_dir, init, cfg.seed)
         before = _accuracies(net.to(device), ctx)
         say(
-            f"fine-tuning {arch_id} ({init}) for {cfg.train.epochs} epochs in {out_dir}: val acc {before['val']:.4f}, test acc {before['test']:.4f} before"
+            f"fine-tuning {arch_id} ({init}) for {cfg.train.epochs} epochs in {out_dir}: val acc"
+            f" {before['val']:.4f}, test acc {before['test']:.4f} before"
         )
         trainer = Trainer(
             ctx, net, FixedPlan(), ckpt=out_dir / CHECKPOINT_FILE, seed=cfg.seed, desc=f"finetune {init}"
@@ -434,7 +444,8 @@ def run_finetune(
         failed = failed_formats(meta)
         if failed:
             raise ExportError(
-                f"format(s) failed: {'; '.join(f'{f}: {e}' for f, e in failed.items())} (the others are in {out_dir}; see meta.json)"
+                f"format(s) failed: {'; '.join(f'{f}: {e}' for f, e in failed.items())} (the others are in"
+                f" {out_dir}; see meta.json)"
             )
         return result
 

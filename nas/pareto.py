@@ -22,12 +22,14 @@ def _costs(row: Row) -> tuple[float, ...]:
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether cost vector ``a`` is at least as good as ``b`` everywhere and better somewhere (all minimised)."""
+    """Whether cost vector ``a`` is at least as good as ``b`` everywhere and better somewhere (all
+    minimised)."""
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
 def pareto_front(rows: Sequence[TrialRow]) -> list[TrialRow]:
-    """Feasible rows not dominated in (accuracy up, latency on every device down), sorted by latency; one per architecture."""
+    """Feasible rows not dominated in (accuracy up, latency on every device down), sorted by latency; one per
+    architecture."""
     feas = [r for r in rows if r["feasible"]]
     front = [r for r in feas if not any(dominates(_costs(o), _costs(r)) for o in feas)]
     seen, unique = set(), []
@@ -58,14 +60,16 @@ def hypervolume(points: Sequence[tuple[float, float]], acc_ref: float, lat_ref: 
 
 
 def hypervolume_reference(rows: Sequence[Row], budget_ms: float | None) -> tuple[float, float]:
-    """Reference point (accuracy %, latency ms): the lowest accuracy of any trial, and the budget (else the slowest trial)."""
+    """Reference point (accuracy %, latency ms): the lowest accuracy of any trial, and the budget (else the
+    slowest trial)."""
     acc_ref = min(_pct(r["accuracy"]) for r in rows)
     lat_ref = float(budget_ms) if budget_ms is not None else max(float(r["latency_ms"]) for r in rows)
     return acc_ref, lat_ref
 
 
 def anytime_curves(rows: Sequence[Row], budget_ms: float | None) -> dict[str, list[float]]:
-    """Per completed trial (in trial-number order): best feasible accuracy so far (%, NaN before the first) and hypervolume."""
+    """Per completed trial (in trial-number order): best feasible accuracy so far (%, NaN before the first)
+    and hypervolume."""
     ordered = sorted(rows, key=lambda r: r["trial"])
     acc_ref, lat_ref = hypervolume_reference(ordered, budget_ms)
     best: list[float] = []

@@ -186,7 +186,8 @@ def train_standalone_all(
     workers = max(1, min(workers, len(todo)))
     threads = max(1, cores // workers)
     say(
-        f"training {len(todo)} standalone networks ({workers} in parallel, {threads} thread(s) each); {len(results)} already done"
+        f"training {len(todo)} standalone networks ({workers} in parallel, {threads} thread(s) each);"
+        f" {len(results)} already done"
     )
     cfg_dict = cfg.to_dict()
     if workers == 1:
@@ -208,7 +209,8 @@ def train_standalone_all(
             )  # written as each finishes: a killed report loses at most the running ones
             results[(arch.id, seed)] = res
             say(
-                f"  standalone {n}/{len(todo)}: {arch.id} seed {seed}: val acc {res['val_acc']:.4f} ({res['seconds']:.0f}s)"
+                f"  standalone {n}/{len(todo)}: {arch.id} seed {seed}: val acc {res['val_acc']:.4f}"
+                f" ({res['seconds']:.0f}s)"
             )
     return results
 

@@ -35,8 +35,8 @@ def run_search(ctx: RunContext, supernet: Supernet, costs: list[CostModel]) -> d
         floor = float(cost.predict([ctx.space.smallest()])[0])
         if budget < floor:
             raise ValueError(
-                f"latency budget {budget} ms is below the smallest architecture's predicted latency ({floor:.3f} ms) "
-                f"on this device profile: no architecture can meet it"
+                f"latency budget {budget} ms is below the smallest architecture's predicted latency"
+                f" ({floor:.3f} ms) on this device profile: no architecture can meet it"
             )
     controller = create_controller(
         scfg.controller,
@@ -64,7 +64,8 @@ def run_search(ctx: RunContext, supernet: Supernet, costs: list[CostModel]) -> d
         )
         learn_s = time.perf_counter() - t_learn
         ctx.say(
-            f"{scfg.controller}: argmax architecture {ctx.space.arch(state['argmax_arch']).id}, predicted {state['argmax_latency_ms']:.3f} ms; evaluated first"
+            f"{scfg.controller}: argmax architecture {ctx.space.arch(state['argmax_arch']).id}, predicted"
+            f" {state['argmax_latency_ms']:.3f} ms; evaluated first"
         )
     try:
         result = _search_loop(ctx, supernet, costs, controller)
@@ -89,7 +90,8 @@ def _search_loop(
         ctx.say(f"single-path thresholds chose {chosen.id}; it is the search's first trial")
     if shared:
         ctx.say(
-            f"search worker on study {scfg.study or 'search'!r} in {describe_storage(scfg.storage)}: {done}/{scfg.trials} trials finished by all workers"
+            f"search worker on study {scfg.study or 'search'!r} in {describe_storage(scfg.storage)}:"
+            f" {done}/{scfg.trials} trials finished by all workers"
         )
     elif done:
         ctx.say(f"resuming search: {done}/{scfg.trials} trials already finished")

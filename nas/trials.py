@@ -48,7 +48,8 @@ def trial_row(
 
 
 def row_from_study_trial(t: Any) -> TrialRow:
-    """The row of a COMPLETE Optuna trial written by :class:`nas.controllers.optuna_controller.OptunaController`.
+    """The row of a COMPLETE Optuna trial written by
+    :class:`nas.controllers.optuna_controller.OptunaController`.
 
     Values are (accuracy, latency on each device); the architecture, its id and the
     constraint (<= 0: within the budget, Optuna's convention) are user attributes.

@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: run a `nas` command in a fresh process, exit with its stderr on failure."""
+"""Shared by the benchmark scripts: run a `nas` command in a fresh process, exit with its stderr on
+failure."""
 
 from __future__ import annotations
 

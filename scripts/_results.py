@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts and make_results.py: the measured-data JSON under results/data/ and its provenance.
+"""Shared by the benchmark scripts and make_results.py: the measured-data JSON under results/data/ and its
+provenance.
 
 Every benchmark separates measuring from rendering: measuring writes what it
 measured to ``results/data/<name>.json`` (this module), and the script's
@@ -24,7 +25,8 @@ DATA_DIR = "data"  # under the results directory
 
 
 def machine_info() -> dict[str, str]:
-    """Where a figure was measured: platform, processor, cores and package versions, recorded next to every number."""
+    """Where a figure was measured: platform, processor, cores and package versions, recorded next to every
+    number."""
     from nas.cost.calibrate import processor_name
 
     versions = {}
@@ -91,11 +93,15 @@ def load_raw(path: str | Path) -> dict[str, Any]:
 
 
 def machine_block(info: Mapping[str, str]) -> str:
-    """The machine lines of a report, for a recorded :func:`machine_info` dict: a re-render names the measuring machine, not this one."""
+    """The machine lines of a report, for a recorded :func:`machine_info` dict: a re-render names the
+    measuring machine, not this one."""
     versions = ", ".join(
         f"{k} {info[k]}" for k in ("python", "torch", "torchvision", "numpy", "numba", "optuna", "timm")
     )
-    return f"- date: {info['date']}\n- machine: {info['platform']}; {info['processor']}; {info['logical_cores']} logical cores\n- versions: {versions}\n"
+    return (
+        f"- date: {info['date']}\n- machine: {info['platform']}; {info['processor']}; {info['logical_cores']}"
+        f" logical cores\n- versions: {versions}\n"
+    )
 
 
 def write_markdown(path: Path, lines: list[str]) -> Path:

@@ -1,6 +1,7 @@
 """Every search controller on the same trained supernet, same evaluation budget, several seeds.
 
-    python scripts/bench_controllers.py [--root runs/bench_controllers] [--trials 30] [--seeds 3] [--controllers all]
+    python scripts/bench_controllers.py [--root runs/bench_controllers] [--trials 30] [--seeds 3]
+    [--controllers all]
 
 Trains one ``mbv3`` supernet on Fashion-MNIST (cached under ``--root``), fixes a
 latency budget (the median predicted latency of 1,000 random architectures, so
@@ -107,7 +108,8 @@ def _common(args: argparse.Namespace) -> list[str]:
 
 
 def _budget(space, cost) -> dict[str, float]:
-    """The latency budget (median predicted latency of 1,000 random architectures) and the space's extremes."""
+    """The latency budget (median predicted latency of 1,000 random architectures) and the space's
+    extremes."""
     lats = cost.predict([space.sample(np.random.default_rng([7, i])) for i in range(1000)])
     largest_ms, smallest_ms = (float(v) for v in cost.predict([space.largest(), space.smallest()]))
     return {"budget_ms": float(np.median(lats)), "smallest_ms": smallest_ms, "largest_ms": largest_ms}
@@ -130,14 +132,15 @@ def _names(args: argparse.Namespace) -> list[str]:
 
 
 def _runs_dir(args: argparse.Namespace, n_val: int) -> tuple[str, Path]:
-    tag = (
-        f"val{n_val}_bn{args.bn_recal_batches}"  # evaluations and runs are only comparable within one setting
+    tag = (  # evaluations and runs are only comparable within one setting
+        f"val{n_val}_bn{args.bn_recal_batches}"
     )
     return tag, Path(args.root) / f"runs_{tag}_t{args.trials}"
 
 
 def collect(args: argparse.Namespace) -> dict[str, Any]:
-    """The data of the finished runs under --root, read without opening (or writing to) the run directories."""
+    """The data of the finished runs under --root, read without opening (or writing to) the run
+    directories."""
     from nas.cost import CostModel, DeviceProfile
     from nas.cost.store import PROFILE_IN_RUN
     from nas.run.config import load_yaml
@@ -175,7 +178,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Train (or find) the supernet, run every controller and seed not yet finished; the data of all of them."""
+    """Train (or find) the supernet, run every controller and seed not yet finished; the data of all of
+    them."""
     import dataclasses
     import shutil
 
@@ -281,7 +285,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 atomic_write_json(out, result)
                 runs.append(result)
                 print(
-                    f"{name} seed {seed}: best feasible {max([r['accuracy'] for r in trace if r['latency_ms'] <= budget] or [0]):.4f}, overhead {overhead:.2f} s",
+                    f"{name} seed {seed}: best feasible"
+                    f" {max([r['accuracy'] for r in trace if r['latency_ms'] <= budget] or [0]):.4f},"
+                    f" overhead {overhead:.2f} s",
                     flush=True,
                 )
         atomic_write_json(cache_path, cache)
@@ -297,7 +303,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def curves(raw: dict[str, Any]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
-    """Per controller: any-time hypervolume and best feasible accuracy (seeds x trials), and the accuracy reference point."""
+    """Per controller: any-time hypervolume and best feasible accuracy (seeds x trials), and the accuracy
+    reference point."""
     budget = raw["budget_ms"]
     acc_ref = min(r["accuracy"] for run in raw["runs"] for r in run["trace"])
     hv: dict[str, list[list[float]]] = {}
@@ -320,7 +327,8 @@ def curves(raw: dict[str, Any]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]
 
 
 def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
-    """controllers.md (plus the worker table from distributed_search.json next to this data) and the any-time plot, from the data alone."""
+    """controllers.md (plus the worker table from distributed_search.json next to this data) and the any-time
+    plot, from the data alone."""
     from scipy import stats
 
     s = raw["settings"]
@@ -332,18 +340,43 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     lines = [
         "# Search controllers: same supernet, same budget",
         "",
-        f"Command: `python scripts/bench_controllers.py --trials {s['trials']} --seeds {s['seeds']} --population {s['population']} --epochs {s['epochs']} --train-limit {s['train_limit']} --val-limit {s['val_limit']} --gradient-epochs {s['gradient_epochs']} --gradient-steps {s['gradient_steps']} --controllers {s['controllers']} --eval-images {s['eval_images']} --bn-recal-batches {s['bn_recal_batches']}` (root `{s['root']}`, resumable).",
+        (
+            f"Command: `python scripts/bench_controllers.py --trials {s['trials']} --seeds {s['seeds']}"
+            f" --population {s['population']} --epochs {s['epochs']} --train-limit {s['train_limit']}"
+            f" --val-limit {s['val_limit']} --gradient-epochs {s['gradient_epochs']} --gradient-steps"
+            f" {s['gradient_steps']} --controllers {s['controllers']} --eval-images {s['eval_images']}"
+            f" --bn-recal-batches {s['bn_recal_batches']}` (root `{s['root']}`, resumable)."
+        ),
         "",
-        f"- Supernet: `mbv3` width 0.25, stem stride 1, Fashion-MNIST ({s['train_limit']} training images, uniform sampling, {s['epochs']} epochs, "
-        f"{sum(raw['supernet_epoch_seconds']) / 60:.1f} min of training epochs).",
-        f"- Evaluation: supernet accuracy on {s['eval_images'] or s['val_limit']} validation images after BN recalibration on {s['bn_recal_batches']} batches; cached per architecture ({raw['distinct_evaluations']} distinct architectures evaluated"
+        (
+            f"- Supernet: `mbv3` width 0.25, stem stride 1, Fashion-MNIST ({s['train_limit']} training"
+            f" images, uniform sampling, {s['epochs']} epochs, {sum(raw['supernet_epoch_seconds']) / 60:.1f}"
+            " min of training epochs)."
+        ),
+        f"- Evaluation: supernet accuracy on {s['eval_images'] or s['val_limit']} validation images after BN"
+        f" recalibration on {s['bn_recal_batches']} batches; cached per architecture"
+        f" ({raw['distinct_evaluations']} distinct architectures evaluated"
         + (f", {mean_eval_s:.2f} s each" if mean_eval_s else "")
         + ").",
-        f"- Latency: this machine's calibrated cpu cost model. Budget **{budget:.3f} ms** (median of 1,000 random architectures; smallest {raw['smallest_ms']:.3f} ms, largest {raw['largest_ms']:.3f} ms).",
-        f"- Hypervolume: area of the feasible accuracy-latency front inside the box (accuracy {acc_ref:.4f} = lowest seen in the whole benchmark, latency {budget:.3f} ms); in accuracy x ms.",
-        f"- Every controller gets {s['trials']} trials (asks) per seed, population {s['population']}; seeds 0..{s['seeds'] - 1}. p: Welch's t-test of the final hypervolume vs. random.",
+        (
+            f"- Latency: this machine's calibrated cpu cost model. Budget **{budget:.3f} ms** (median of"
+            f" 1,000 random architectures; smallest {raw['smallest_ms']:.3f} ms, largest"
+            f" {raw['largest_ms']:.3f} ms)."
+        ),
+        (
+            "- Hypervolume: area of the feasible accuracy-latency front inside the box (accuracy"
+            f" {acc_ref:.4f} = lowest seen in the whole benchmark, latency {budget:.3f} ms); in accuracy"
+            " x ms."
+        ),
+        (
+            f"- Every controller gets {s['trials']} trials (asks) per seed, population {s['population']};"
+            f" seeds 0..{s['seeds'] - 1}. p: Welch's t-test of the final hypervolume vs. random."
+        ),
         "",
-        "| controller | seeds | hypervolume (mean ± std) | vs. random | p | best accuracy under budget | distinct archs | controller time per trial | learning phase |",
+        (
+            "| controller | seeds | hypervolume (mean ± std) | vs. random | p | best accuracy under budget |"
+            " distinct archs | controller time per trial | learning phase |"
+        ),
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     order = sorted(by_name, key=lambda n: -np.nanmean(by_name[n][0][:, -1]))
@@ -361,19 +394,26 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         per_trial_ms = np.mean([run["overhead_s"] / len(run["trace"]) for run in rs]) * 1000
         prep = np.mean([run["prepare_s"] for run in rs])
         lines.append(
-            f"| {name} | {len(final)} | {final.mean():.4f} ± {final.std(ddof=1) if len(final) > 1 else 0:.4f} | {ratio} | {p} | {np.nanmean(fbest):.4f} ± {np.nanstd(fbest, ddof=1) if len(fbest) > 1 else 0:.4f} "
-            f"| {distinct:.1f} | {per_trial_ms:.1f} ms | {f'{prep:.0f} s' if prep else '-'} |"
+            f"| {name} | {len(final)} | {final.mean():.4f} ± {final.std(ddof=1) if len(final) > 1 else 0:.4f}"
+            f" | {ratio} | {p} | {np.nanmean(fbest):.4f} ±"
+            f" {np.nanstd(fbest, ddof=1) if len(fbest) > 1 else 0:.4f} | {distinct:.1f} | {per_trial_ms:.1f}"
+            f" ms | {f'{prep:.0f} s' if prep else '-'} |"
         )
     lines += ["", "Reading this table:", ""]
     if s["trials"] <= 2 * s["population"]:
         lines.append(
-            f"- With {s['trials']} trials and population {s['population']}, NSGA-II/III (one random generation, then a few children) and the start-up phases of TPE and GP are mostly random sampling: their rows measure little more than the random phase, not the algorithms (NSGA-II and NSGA-III even ask the same architectures under the same per-trial seeds)."
+            f"- With {s['trials']} trials and population {s['population']}, NSGA-II/III (one random"
+            " generation, then a few children) and the start-up phases of TPE and GP are mostly random"
+            " sampling: their rows measure little more than the random phase, not the algorithms (NSGA-II"
+            " and NSGA-III even ask the same architectures under the same per-trial seeds)."
         )
     lines.append(
-        "- A p-value above 0.05 means the difference to random search is within the spread over seeds: not shown to be better or worse."
+        "- A p-value above 0.05 means the difference to random search is within the spread over seeds: not"
+        " shown to be better or worse."
     )
     lines.append(
-        "- Controller time per trial is wall time of ask + tell (study storage included) on a shared 2-core machine: indicative only."
+        "- Controller time per trial is wall time of ask + tell (study storage included) on a shared 2-core"
+        " machine: indicative only."
     )
     workers = out_dir / DATA_DIR / WORKERS_DATA
     if workers.exists():
@@ -382,18 +422,29 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
             "",
             "## One study, several workers (PostgreSQL)",
             "",
-            f"From `{w.get('command', 'python scripts/bench_distributed_search.py')}` (`results/{DATA_DIR}/{WORKERS_DATA}`):",
+            (
+                f"From `{w.get('command', 'python scripts/bench_distributed_search.py')}`"
+                f" (`results/{DATA_DIR}/{WORKERS_DATA}`):"
+            ),
             "",
         ]
         lines += [
-            f"Controller `{w.get('controller', '?')}`, {w.get('machine', {}).get('logical_cores', '?')} logical cores, measured {w.get('machine', {}).get('date', '?')}.",
+            (
+                f"Controller `{w.get('controller', '?')}`, {w.get('machine', {}).get('logical_cores', '?')}"
+                f" logical cores, measured {w.get('machine', {}).get('date', '?')}."
+            ),
             "",
-            "| workers | trials | wall s (incl. start-up) | trials/min (wall) | trials/min (search loop) | distinct archs |",
+            (
+                "| workers | trials | wall s (incl. start-up) | trials/min (wall) | trials/min (search loop)"
+                " | distinct archs |"
+            ),
             "| ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in w.get("results", []):
             lines.append(
-                f"| {row['workers']} | {row['trials']} | {row['wall_seconds']:.1f} | {row['trials_per_minute_wall']:.0f} | {row['trials_per_minute_search']:.0f} | {row['distinct_architectures']} |"
+                f"| {row['workers']} | {row['trials']} | {row['wall_seconds']:.1f} |"
+                f" {row['trials_per_minute_wall']:.0f} | {row['trials_per_minute_search']:.0f} |"
+                f" {row['distinct_architectures']} |"
             )
         if w.get("note"):
             lines += ["", w["note"]]

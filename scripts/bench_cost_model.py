@@ -223,7 +223,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def validation(n: int) -> dict[str, Any]:
-    """Calibrate the quick-start space on this CPU (1 thread, batch 1), then measure n new architectures (twice: the noise ceiling)."""
+    """Calibrate the quick-start space on this CPU (1 thread, batch 1), then measure n new architectures
+    (twice: the noise ceiling)."""
     from scipy.stats import kendalltau
 
     from nas.cost import CostModel, calibrate
@@ -258,7 +259,8 @@ def validation(n: int) -> dict[str, Any]:
 
 
 def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
-    """cost_model.md (and the validation plot when the data has the per-architecture measurements), from the data alone."""
+    """cost_model.md (and the validation plot when the data has the per-architecture measurements), from the
+    data alone."""
     m, ct, enc = raw["machine"], raw["cost_table"], raw["encoding"]
     kernel_rows, best_1core = [], 0.0
     for r in raw["kernel"]:
@@ -268,7 +270,8 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         ):
             best_1core = max(best_1core, rate)
         kernel_rows.append(
-            f"| {r['implementation']} | {r['threads']} | {r['batch']:,} | {r['calls']:,} | {fmt_time(r['seconds_per_call'])} | {fmt_rate(rate)} | {1e9 / rate:.2f} |"
+            f"| {r['implementation']} | {r['threads']} | {r['batch']:,} | {r['calls']:,} |"
+            f" {fmt_time(r['seconds_per_call'])} | {fmt_rate(rate)} | {1e9 / rate:.2f} |"
         )
     ref_n, ref_per_arch = raw["reference"]["archs"], raw["reference"]["seconds_per_arch"]
     big, check_sec = raw["range_check"]["archs"], raw["range_check"]["seconds"]
@@ -277,28 +280,53 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         f"# Cost model benchmark ({raw['space']})",
         "",
         f"- date: {m['date']}",
-        f"- machine: {m['platform']}; {m['processor']}; {m['logical_cores']} logical cores (numba threads: {m['numba_threads']})",
+        (
+            f"- machine: {m['platform']}; {m['processor']}; {m['logical_cores']} logical cores (numba"
+            f" threads: {m['numba_threads']})"
+        ),
         f"- versions: python {m['python']}, numpy {m['numpy']}, numba {m['numba']}, torch {m['torch']}",
-        f"- cost table: {ct['slots']} slots x {ct['ops']} ops x {ct['features']} features; op ids random, valid; times are medians of 7 timed blocks, variants of one batch timed in alternation",
-        f"- first predict_numba call in this process (compile, or load from numba's cache): {fmt_time(raw['first_call_seconds'])}",
+        (
+            f"- cost table: {ct['slots']} slots x {ct['ops']} ops x {ct['features']} features; op ids random,"
+            " valid; times are medians of 7 timed blocks, variants of one batch timed in alternation"
+        ),
+        (
+            "- first predict_numba call in this process (compile, or load from numba's cache):"
+            f" {fmt_time(raw['first_call_seconds'])}"
+        ),
         "",
         "## Prediction from op ids (encoding excluded)",
         "",
         "| implementation | threads | batch | calls timed | time per call | predictions/s | ns per arch |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         *kernel_rows,
-        f"| plain-Python reference (measured on {ref_n:,} archs, rate extrapolated per arch) | 1 | {ref_n:,} | 1 | {fmt_time(ref_per_arch * ref_n)} | {fmt_rate(1 / ref_per_arch)} | {ref_per_arch * 1e9:,.0f} |",
+        (
+            f"| plain-Python reference (measured on {ref_n:,} archs, rate extrapolated per arch) | 1 |"
+            f" {ref_n:,} | 1 | {fmt_time(ref_per_arch * ref_n)} | {fmt_rate(1 / ref_per_arch)} |"
+            f" {ref_per_arch * 1e9:,.0f} |"
+        ),
         "",
-        f"- speed-up of predict_numba on one core (best batch) over the plain-Python reference: **{best_1core * ref_per_arch:,.0f}x**",
-        f"- op-id range check alone on {big:,} archs: {fmt_time(check_sec)} ({check_sec / big * 1e9:.2f} ns per arch)",
+        (
+            "- speed-up of predict_numba on one core (best batch) over the plain-Python reference:"
+            f" **{best_1core * ref_per_arch:,.0f}x**"
+        ),
+        (
+            f"- op-id range check alone on {big:,} archs: {fmt_time(check_sec)} ({check_sec / big * 1e9:.2f}"
+            " ns per arch)"
+        ),
         "",
         "## Encoding and lowering (per architecture)",
         "",
         "| step | per arch |",
         "| --- | ---: |",
-        f"| `space.encode_batch` of {n:,} `Arch` objects (validates each) | {fmt_time(enc['encode_seconds_per_arch'])} |",
+        (
+            f"| `space.encode_batch` of {n:,} `Arch` objects (validates each) |"
+            f" {fmt_time(enc['encode_seconds_per_arch'])} |"
+        ),
         f"| `space.lower` of {n:,} codes (vectorised numpy) | {fmt_time(enc['lower_seconds_per_arch'])} |",
-        f"| `CostModel.predict` end to end on {n:,} archs, 1 numba thread | {fmt_time(enc['predict_seconds_per_arch'])} |",
+        (
+            f"| `CostModel.predict` end to end on {n:,} archs, 1 numba thread |"
+            f" {fmt_time(enc['predict_seconds_per_arch'])} |"
+        ),
         "",
     ]
     written = []
@@ -326,19 +354,40 @@ def validation_lines(v: dict[str, Any]) -> list[str]:
     return [
         "## Predicted vs. measured on this CPU (batch 1, 1 thread)",
         "",
-        f"Space: the quick start's `mbv3` (width 0.5, 1x32x32). Calibration: {cal['lut_ops_measured']} ops timed alone into the lookup table "
-        f"plus {cal['archs']} whole networks for scale and offset ({cal['seconds']:.0f} s). Validation: {new['n']} *new* architectures (another seed), each built as "
-        f"the standalone network an export produces and timed in interleaved rounds, each round normalised by its own median to cancel the machine's speed phases (`nas/cost/calibrate.py`). Plot: `{PLOT}`.",
+        (
+            f"Space: the quick start's `mbv3` (width 0.5, 1x32x32). Calibration: {cal['lut_ops_measured']}"
+            f" ops timed alone into the lookup table plus {cal['archs']} whole networks for scale and offset"
+            f" ({cal['seconds']:.0f} s). Validation: {new['n']} *new* architectures (another seed), each"
+            " built as the standalone network an export produces and timed in interleaved rounds, each round"
+            " normalised by its own median to cancel the machine's speed phases (`nas/cost/calibrate.py`)."
+            f" Plot: `{PLOT}`."
+        ),
         "",
         "| model | evaluated on | Kendall tau | MAPE | within +/-10% |",
         "| --- | --- | ---: | ---: | ---: |",
-        f"| lookup table + analytical fallback (shipped) | {new['n']} new architectures | **{new['kendall_tau']:.3f}** | **{100 * new['mape']:.1f}%** | **{100 * new['within_10pct']:.0f}%** |",
-        f"| lookup table + analytical fallback | {hold['n']} held-out calibration networks | {hold['kendall_tau']:.3f} | {100 * hold['mape']:.1f}% | {100 * hold['within_10pct']:.0f}% |",
-        f"| analytical only (compute, memory, op count) | {ana['n']} held-out calibration networks | {ana['kendall_tau']:.3f} | {100 * ana['mape']:.1f}% | {100 * ana['within_10pct']:.0f}% |",
-        f"| *measurement vs. the same {new['n']} networks measured again (noise ceiling)* | {new['n']} new architectures | *{ceil['kendall_tau']:.3f}* | *{100 * ceil['mean_abs_rel_diff']:.1f}%* | |",
+        (
+            f"| lookup table + analytical fallback (shipped) | {new['n']} new architectures |"
+            f" **{new['kendall_tau']:.3f}** | **{100 * new['mape']:.1f}%** |"
+            f" **{100 * new['within_10pct']:.0f}%** |"
+        ),
+        (
+            f"| lookup table + analytical fallback | {hold['n']} held-out calibration networks |"
+            f" {hold['kendall_tau']:.3f} | {100 * hold['mape']:.1f}% | {100 * hold['within_10pct']:.0f}% |"
+        ),
+        (
+            f"| analytical only (compute, memory, op count) | {ana['n']} held-out calibration networks |"
+            f" {ana['kendall_tau']:.3f} | {100 * ana['mape']:.1f}% | {100 * ana['within_10pct']:.0f}% |"
+        ),
+        (
+            f"| *measurement vs. the same {new['n']} networks measured again (noise ceiling)* | {new['n']}"
+            f" new architectures | *{ceil['kendall_tau']:.3f}* | *{100 * ceil['mean_abs_rel_diff']:.1f}%* | |"
+        ),
         "",
-        "The last row is the machine's own repeatability: no predictor can be shown to rank better than measurement agrees with itself. "
-        "On this shared 2-core VM CPU speed changes in phases, which bounds both.",
+        (
+            "The last row is the machine's own repeatability: no predictor can be shown to rank better than"
+            " measurement agrees with itself. On this shared 2-core VM CPU speed changes in phases, which"
+            " bounds both."
+        ),
         "",
         "Targets (issue 4): Kendall tau >= 0.9, MAPE <= 10%, within +/-10% >= 0.9 on >= 100 architectures.",
         "",

@@ -1,4 +1,5 @@
-"""Distributed search throughput: trials per minute with 1 worker vs 4 workers sharing one study on PostgreSQL.
+"""Distributed search throughput: trials per minute with 1 worker vs 4 workers sharing one study on
+PostgreSQL.
 
     python scripts/bench_distributed_search.py [--run-dir DIR] [--trials 40] [--workers 1,4] [--data digits]
 
@@ -34,7 +35,9 @@ from optuna.trial import TrialState
 from nas.run.files import atomic_write_json
 from nas.testing.pg_server import PostgresServer
 
-NAME = "distributed_search"  # results/data/<NAME>.json: an input of bench_controllers' report, no markdown of its own
+NAME = (  # results/data/<NAME>.json: an input of bench_controllers' report, no markdown of its own
+    "distributed_search"
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _nas import nas  # noqa: E402
@@ -149,14 +152,18 @@ def main() -> None:
                 _run_workers(run_dir, url, "bench", args.trials, w, [f"--controller={args.controller}"])
             )
             print(
-                f"{w} worker(s): {results[-1]['wall_seconds']} s wall, {results[-1]['search_seconds']} s search",
+                f"{w} worker(s): {results[-1]['wall_seconds']} s wall, {results[-1]['search_seconds']} s"
+                " search",
                 file=sys.stderr,
             )
         pg_version = pg.version
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
     base = results[0]
     report = {
-        "benchmark": "distributed search: trials per minute with several `nas search` workers sharing one Optuna study on PostgreSQL",
+        "benchmark": (
+            "distributed search: trials per minute with several `nas search` workers sharing one Optuna study"
+            " on PostgreSQL"
+        ),
         "command": "python scripts/bench_distributed_search.py " + " ".join(sys.argv[1:]),
         "storage": f"PostgreSQL {pg_version}, local server on 127.0.0.1 (fsync off), psycopg2",
         "supernet": {
@@ -178,21 +185,25 @@ def main() -> None:
             for r in results
         },
         "note": (
-            f"{os.cpu_count()} logical cores: the workers share them (torch threads = cores // workers), so more workers than cores "
-            "cannot multiply throughput here; wall time includes each worker's start-up (imports, data, supernet). "
-            "The machine may be shared with other jobs: see the load averages."
+            f"{os.cpu_count()} logical cores: the workers share them (torch threads = cores // workers), so"
+            " more workers than cores cannot multiply throughput here; wall time includes each worker's"
+            " start-up (imports, data, supernet). The machine may be shared with other jobs: see the load"
+            " averages."
         ),
         "machine": machine_info(),
     }
     atomic_write_json(args.out, report)
     print(
-        "| workers | torch threads each | trials | wall s | trials/min (wall) | search s | trials/min (search) | speed-up (wall / search) |"
+        "| workers | torch threads each | trials | wall s | trials/min (wall) | search s | trials/min"
+        " (search) | speed-up (wall / search) |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         s = report["speedup_vs_first"][str(r["workers"])]
         print(
-            f"| {r['workers']} | {r['torch_threads_per_worker']} | {r['trials']} | {r['wall_seconds']:.1f} | {r['trials_per_minute_wall']:.1f} | {r['search_seconds']:.1f} | {r['trials_per_minute_search']:.1f} | {s['wall']:.2f}x / {s['search']:.2f}x |"
+            f"| {r['workers']} | {r['torch_threads_per_worker']} | {r['trials']} | {r['wall_seconds']:.1f} |"
+            f" {r['trials_per_minute_wall']:.1f} | {r['search_seconds']:.1f} |"
+            f" {r['trials_per_minute_search']:.1f} | {s['wall']:.2f}x / {s['search']:.2f}x |"
         )
     print(f"\nwritten {args.out}")
 

@@ -1,4 +1,5 @@
-"""Does a budgeted search deliver networks that meet the budget when measured? Writes results/latency_budget.md.
+"""Does a budgeted search deliver networks that meet the budget when measured? Writes
+results/latency_budget.md.
 
     python scripts/bench_latency_budget.py [--budget-ms 3.0] [--run-dir runs/bench_budget] [--report-only]
 
@@ -30,7 +31,10 @@ def main() -> None:
         "--budget-ms",
         type=float,
         default=None,
-        help="default: 40%% of the way from the smallest to the largest predicted latency (--report-only: the run's)",
+        help=(
+            "default: 40%% of the way from the smallest to the largest predicted latency (--report-only: the"
+            " run's)"
+        ),
     )
     ap.add_argument("--run-dir", default="runs/bench_budget")
     ap.add_argument("--report-only", action="store_true", help="report the finished --run-dir, run nothing")
@@ -69,7 +73,8 @@ def measure(args: argparse.Namespace) -> None:
     from nas.run.context import build_space
 
     space = build_space(build_config())
-    # A fresh calibration, cached where `nas run` will find it: a profile measured hours ago under other load would test the cache, not the model.
+    # A fresh calibration, cached where `nas run` will find it: a profile measured hours ago under other load
+    # would test the cache, not the model.
     model = load_or_calibrate(space, device="cpu", recalibrate=True)
     if args.budget_ms is None:
         lo, hi = (float(v) for v in model.predict([space.smallest(), space.largest()]))
@@ -95,23 +100,35 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     lines = [
         "# Latency budget: predicted vs. measured",
         "",
-        f"`nas run --latency-budget-ms={budget}` (the digits quick start, `mbv3` width 0.5, cpu profile calibrated on this machine, batch 1, 1 thread), "
-        f"then `nas latency measure --refit` on the run (the profile is calibrated afresh first). Reproduce: `python scripts/bench_latency_budget.py --budget-ms {budget}`.",
+        (
+            f"`nas run --latency-budget-ms={budget}` (the digits quick start, `mbv3` width 0.5, cpu profile"
+            " calibrated on this machine, batch 1, 1 thread), then `nas latency measure --refit` on the run"
+            " (the profile is calibrated afresh first). Reproduce: `python scripts/bench_latency_budget.py"
+            f" --budget-ms {budget}`."
+        ),
         "",
         machine_block(raw["machine"]),
         "| architecture | predicted ms | measured ms | error | within budget + 10% |",
         "| --- | ---: | ---: | ---: | :---: |",
         *[
-            f"| `{r['arch_id']}`{' (exported)' if r['arch_id'] == meta['arch_id'] else ''} | {r['predicted_ms']:.3f} | {r['measured_ms']:.3f} | {r['error_pct']:+.1f}% | {'yes' if r['measured_ms'] <= limit else '**no**'} |"
+            f"| `{r['arch_id']}`{' (exported)' if r['arch_id'] == meta['arch_id'] else ''} |"
+            f" {r['predicted_ms']:.3f} | {r['measured_ms']:.3f} | {r['error_pct']:+.1f}% |"
+            f" {'yes' if r['measured_ms'] <= limit else '**no**'} |"
             for r in rows
         ],
         "",
-        f"**{len(ok)} of {len(rows)}** searched Pareto architectures measure within the budget + 10% ({limit:.2f} ms); "
-        f"the exported network: predicted {meta['latency_pred_ms']:.3f} ms, measured {next(r['measured_ms'] for r in rows if r['arch_id'] == meta['arch_id']):.3f} ms, "
-        f"test accuracy {meta['test_accuracy']:.4f}.",
+        (
+            f"**{len(ok)} of {len(rows)}** searched Pareto architectures measure within the budget + 10%"
+            f" ({limit:.2f} ms); the exported network: predicted {meta['latency_pred_ms']:.3f} ms, measured"
+            f" {next(r['measured_ms'] for r in rows if r['arch_id'] == meta['arch_id']):.3f} ms, test"
+            f" accuracy {meta['test_accuracy']:.4f}."
+        ),
         "",
-        f"Closing the loop (`nas latency measure --refit`): refitting the profile's scale and offset to these measurements moves the mean absolute error "
-        f"from {100 * refit['mape_before']:.1f}% to {100 * refit['mape_after']:.1f}%.",
+        (
+            "Closing the loop (`nas latency measure --refit`): refitting the profile's scale and offset to"
+            f" these measurements moves the mean absolute error from {100 * refit['mape_before']:.1f}% to"
+            f" {100 * refit['mape_after']:.1f}%."
+        ),
         "",
     ]
     return [write_markdown(out_dir / md_name, lines)]

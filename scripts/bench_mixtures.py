@@ -142,7 +142,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if truth is None:
         with open_run(root / f"k{rows[0]['k']}_seed0", progress=False, quiet=True) as ctx:
             truth = ground_truth(ctx.cfg, ctx.space.enumerate(), args, root)
-    # Wall time over every call that did work for this root (a rerun that finds everything cached adds seconds only).
+    # Wall time over every call that did work for this root (a rerun that finds everything cached adds seconds
+    # only).
     timing = root / "bench_seconds.json"
     total = (
         (json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0)
@@ -182,7 +183,8 @@ def collect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ground_truth(cfg, archs, args: argparse.Namespace, root: Path, train: bool = True) -> dict[str, Any]:
-    """Standalone accuracy of every configuration per truth seed (trained here when missing, unless ``train`` is off)."""
+    """Standalone accuracy of every configuration per truth seed (trained here when missing, unless ``train``
+    is off)."""
     from nas.ranking import standalone_recipe_id, train_standalone_all
 
     seeds = list(range(100, 100 + args.truth_seeds))  # not the supernet seeds
@@ -234,23 +236,32 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     lines = [
         "# Mixtures of supernets on resnet20_pool (Fashion-MNIST)",
         "",
-        f"All 36 downsampling placements of a CIFAR-style ResNet20 (width {args.width_mult}, 28x28 input). Supernets trained {args.supernet_epochs} epochs "
-        f"with uniform sampling on {args.train_limit} training images; ground truth = each configuration trained alone for {args.standalone_epochs} epochs "
-        f"({args.truth_seeds} seeds, mean), accuracy on {args.val_limit} held-out images. K = 1 is the plain weight-entangled supernet; K > 1 the "
-        "balanced mixture (learned, capacity-balanced routing). Reproduce: "
-        f"`python scripts/bench_mixtures.py --ks {args.ks} --seeds {args.seeds} --truth-seeds {args.truth_seeds} --train-limit {args.train_limit} "
-        f"--val-limit {args.val_limit} --bn-recal-batches {args.bn_recal_batches} --width-mult {args.width_mult} --supernet-epochs {args.supernet_epochs} --standalone-epochs {args.standalone_epochs}` "
-        f"(wall time, all calls for this root together: {wall / 60:.0f} min on this machine).",
+        (
+            f"All 36 downsampling placements of a CIFAR-style ResNet20 (width {args.width_mult}, 28x28"
+            f" input). Supernets trained {args.supernet_epochs} epochs with uniform sampling on"
+            f" {args.train_limit} training images; ground truth = each configuration trained alone for"
+            f" {args.standalone_epochs} epochs ({args.truth_seeds} seeds, mean), accuracy on {args.val_limit}"
+            " held-out images. K = 1 is the plain weight-entangled supernet; K > 1 the balanced mixture"
+            " (learned, capacity-balanced routing). Reproduce: `python scripts/bench_mixtures.py --ks"
+            f" {args.ks} --seeds {args.seeds} --truth-seeds {args.truth_seeds} --train-limit"
+            f" {args.train_limit} --val-limit {args.val_limit} --bn-recal-batches {args.bn_recal_batches}"
+            f" --width-mult {args.width_mult} --supernet-epochs {args.supernet_epochs} --standalone-epochs"
+            f" {args.standalone_epochs}` (wall time, all calls for this root together: {wall / 60:.0f} min on"
+            " this machine)."
+        ),
         "",
         machine_block(raw["machine"]),
-        f"Ground truth: standalone accuracy {100 * mean.min():.2f}-{100 * mean.max():.2f}% (std {100 * mean.std():.2f} points across configurations); "
-        f"Kendall tau between two single seeds **{pair:.3f}**"
+        f"Ground truth: standalone accuracy {100 * mean.min():.2f}-{100 * mean.max():.2f}% (std"
+        f" {100 * mean.std():.2f} points across configurations); Kendall tau between two single seeds"
+        f" **{pair:.3f}**"
         + (
-            f", between the means of seeds {{1..{half}}} and {{{half + 1}..{2 * half}}} (split half) **{split:.3f}**"
+            f", between the means of seeds {{1..{half}}} and {{{half + 1}..{2 * half}}} (split half)"
+            f" **{split:.3f}**"
             if split is not None
             else ""
         )
-        + " (how far the ground truth itself can be trusted; the ground truth used below is the mean of all seeds).",
+        + " (how far the ground truth itself can be trusted; the ground truth used below is the mean of all"
+        " seeds).",
         "",
         "| weight sets K | Kendall tau (mean ± std over seeds) | per seed | epoch time vs. K = 1 |",
         "| ---: | ---: | --- | ---: |",
@@ -259,7 +270,8 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         taus = [float(stats.kendalltau(r["inherited"], mean).statistic) for r in runs]
         ratio = np.mean([np.mean(r["epoch_seconds"]) for r in runs]) / base_time
         lines.append(
-            f"| {k} | **{np.mean(taus):.3f} ± {np.std(taus):.3f}** | {', '.join(f'{t:.3f}' for t in taus)} | {ratio:.2f}x |"
+            f"| {k} | **{np.mean(taus):.3f} ± {np.std(taus):.3f}** | {', '.join(f'{t:.3f}' for t in taus)} |"
+            f" {ratio:.2f}x |"
         )
     best = max(
         by_k, key=lambda k: np.mean([stats.kendalltau(r["inherited"], mean).statistic for r in by_k[k]])
@@ -272,7 +284,8 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         if k != 1 and 1 in taus_by_k and len(taus_by_k[k]) > 1 and len(taus_by_k[1]) > 1:
             t = stats.ttest_ind(taus_by_k[k], taus_by_k[1], equal_var=False)
             tests.append(
-                f"K = {k} vs. K = 1: {np.mean(taus_by_k[k]) - np.mean(taus_by_k[1]):+.3f} (Welch t-test p = {t.pvalue:.2f})"
+                f"K = {k} vs. K = 1: {np.mean(taus_by_k[k]) - np.mean(taus_by_k[1]):+.3f} (Welch t-test p ="
+                f" {t.pvalue:.2f})"
             )
     lines += [
         "",
@@ -280,8 +293,11 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         + "; ".join(tests)
         + ".",
         "",
-        f"Highest mean Kendall tau: K = {best}. Epoch time is the training loop only (evaluation excluded) and includes the mixtures' routing "
-        "probes (K no-grad forwards every 4K steps); ratios are means over the seeds of each K, all measured in this run.",
+        (
+            f"Highest mean Kendall tau: K = {best}. Epoch time is the training loop only (evaluation"
+            " excluded) and includes the mixtures' routing probes (K no-grad forwards every 4K steps);"
+            " ratios are means over the seeds of each K, all measured in this run."
+        ),
         "",
     ]
     return [write_markdown(out_dir / md_name, lines)]

@@ -98,13 +98,19 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     lines = [
         "# Quick start: `nas run` on digits",
         "",
-        f"Command: `{shown}` (defaults: `mbv3` width 0.5, 8 supernet epochs with the sandwich rule, 40 NSGA-II trials, "
-        "cpu latency profile calibrated on first use). Reproduce with `python scripts/bench_pipeline.py`.",
+        (
+            f"Command: `{shown}` (defaults: `mbv3` width 0.5, 8 supernet epochs with the sandwich rule, 40"
+            " NSGA-II trials, cpu latency profile calibrated on first use). Reproduce with `python"
+            " scripts/bench_pipeline.py`."
+        ),
         "",
         machine_block(raw["machine"]),
         "| figure | value |",
         "| --- | --- |",
-        f"| wall time, whole command (process start to exit, calibration included) | {raw['wall_seconds']:.1f} s |",
+        (
+            "| wall time, whole command (process start to exit, calibration included) |"
+            f" {raw['wall_seconds']:.1f} s |"
+        ),
         f"| supernet training, last epoch | {raw['train']['epoch_seconds']:.1f} s/epoch |",
         f"| search ({search['trials']} trials, evaluation included) | {search['search_seconds']:.1f} s |",
         f"| Pareto front size | {search['pareto_size']} |",
@@ -113,7 +119,10 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         f"| val accuracy (inherited weights, BN recalibrated) | {meta['val_accuracy']:.4f} |",
         f"| test accuracy | {meta['test_accuracy']:.4f} |",
         f"| latency predicted (cpu profile, batch 1, 1 thread) | {meta['latency_pred_ms']:.3f} ms |",
-        f"| latency measured (fastest of >= {meta['latency_repeats']} runs spread over >= 1.5 s) | {meta['latency_measured_ms']:.3f} ms |",
+        (
+            f"| latency measured (fastest of >= {meta['latency_repeats']} runs spread over >= 1.5 s) |"
+            f" {meta['latency_measured_ms']:.3f} ms |"
+        ),
         f"| prediction error | {meta['latency_error_pct']:+.1f} % |",
         f"| supernet vs extracted, max abs diff | {meta['supernet_vs_extracted_max_abs_diff']:.2e} |",
         "",

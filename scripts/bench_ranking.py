@@ -68,7 +68,10 @@ def main() -> None:
         "--stem-stride",
         type=int,
         default=1,
-        help="1 keeps 28x28 maps in the first stage (with 2, the last stages run at 1x1-2x2, where kernel choices only see padding)",
+        help=(
+            "1 keeps 28x28 maps in the first stage (with 2, the last stages run at 1x1-2x2, where kernel"
+            " choices only see padding)"
+        ),
     )
     ap.add_argument("--supernet-epochs", type=int, default=12)
     ap.add_argument("--standalone-epochs", type=int, default=6)
@@ -88,7 +91,10 @@ def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="another nas setting for every supernet and standalone training, e.g. --set train.lr=0.05 (repeatable)",
+        help=(
+            "another nas setting for every supernet and standalone training, e.g. --set train.lr=0.05"
+            " (repeatable)"
+        ),
     )
     ap.add_argument("--out", default="results/ranking.md")
     ap.add_argument(
@@ -146,9 +152,9 @@ def main() -> None:
         **provenance(
             NAME,
             {k: getattr(args, k) for k in SETTINGS},
-            measured_in=[root / n.replace("+", "_") / "ranking.json" for n in reports]
-            if args.report_only
-            else (),
+            measured_in=(
+                [root / n.replace("+", "_") / "ranking.json" for n in reports] if args.report_only else ()
+            ),
         ),
         "built_from": str(root),
         "wall_seconds": None if args.report_only else time.perf_counter() - started,
@@ -161,7 +167,8 @@ def main() -> None:
 
 
 def _published(run_dir: Path) -> dict[str, Any]:
-    """A recipe's ranking.json as published: per-architecture figures by arch id (the choices stay in the run directory), plus its phase times."""
+    """A recipe's ranking.json as published: per-architecture figures by arch id (the choices stay in the run
+    directory), plus its phase times."""
     report = json.loads((run_dir / "ranking.json").read_text())
     report["rows"] = [{k: v for k, v in row.items() if k != "arch"} for row in report["rows"]]
     timing = run_dir / "bench_seconds.json"
@@ -171,20 +178,23 @@ def _published(run_dir: Path) -> dict[str, Any]:
 
 
 def spread_sentence(report: dict) -> str:
-    """Architecture spread vs. seed noise of the ground truth, in accuracy points (what limits its reliability)."""
+    """Architecture spread vs. seed noise of the ground truth, in accuracy points (what limits its
+    reliability)."""
     acc = np.array([r["standalone_val_acc"] for r in report["rows"]]) * 100
     noise = float(
         np.std(acc - acc.mean(axis=1, keepdims=True), ddof=0)
         * np.sqrt(acc.shape[1] / max(acc.shape[1] - 1, 1))
     )
     spread = float(acc.mean(axis=1).std())
-    # Gaussian model: two independent m-seed means correlate with r = s^2 / (s^2 + n^2 / m); tau = 2/pi * asin(r).
+    # Gaussian model: two independent m-seed means correlate with r = s^2 / (s^2 + n^2 / m); tau = 2/pi *
+    # asin(r).
     r_needed = np.sin(0.7 * np.pi / 2)
     seeds_needed = int(np.ceil(noise**2 / (spread**2 * (1 / r_needed - 1)))) if spread > 0 else None
     return (
-        f"Standalone accuracy ranges {acc.mean(axis=1).min():.2f}-{acc.mean(axis=1).max():.2f}% across the architectures "
-        f"(std {spread:.2f} points) against a seed-to-seed noise of {noise:.2f} points per training; under a Gaussian model a "
-        f"reliability of 0.7 needs the mean of about {seeds_needed} seeds per architecture on each side of the comparison."
+        f"Standalone accuracy ranges {acc.mean(axis=1).min():.2f}-{acc.mean(axis=1).max():.2f}% across the"
+        f" architectures (std {spread:.2f} points) against a seed-to-seed noise of {noise:.2f} points per"
+        f" training; under a Gaussian model a reliability of 0.7 needs the mean of about {seeds_needed} seeds"
+        " per architecture on each side of the comparison."
     )
 
 
@@ -202,21 +212,25 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     lines = [
         "# Supernet ranking quality on Fashion-MNIST",
         "",
-        f"K = {k} `mbv3` architectures (width {args.width_mult}, stem stride {args.stem_stride}, 28x28 input), one from each of K equal-width log-MACs strata "
-        "between the space's smallest and largest network; "
-        f"supernet trained {args.supernet_epochs} epochs "
-        f"on {args.train_limit} training images{' with ' + ', '.join(f'`{kv}`' for kv in args.set) if args.set else ''}; ground truth = each architecture trained alone with the same recipe for {args.standalone_epochs} epochs, "
-        f"{args.seeds} seeds, accuracy on {min(args.val_limit, 6000)} validation images (Fashion-MNIST's validation split is the 6,000 training images "
-        "held out, 10%; `--val-limit` caps it). Reproduce: "
-        f"`python scripts/bench_ranking.py --recipes {args.recipes} --archs {args.archs} --seeds {args.seeds} --train-limit {args.train_limit} "
-        f"--val-limit {args.val_limit} --width-mult {args.width_mult} --stem-stride {args.stem_stride} --supernet-epochs {args.supernet_epochs} "
-        f"--standalone-epochs {args.standalone_epochs} --bn-recal-batches {args.bn_recal_batches}{' --no-channels-last' if args.no_channels_last else ''}"
+        f"K = {k} `mbv3` architectures (width {args.width_mult}, stem stride {args.stem_stride}, 28x28"
+        " input), one from each of K equal-width log-MACs strata between the space's smallest and largest"
+        f" network; supernet trained {args.supernet_epochs} epochs on {args.train_limit} training"
+        f" images{' with ' + ', '.join(f'`{kv}`' for kv in args.set) if args.set else ''}; ground truth ="
+        f" each architecture trained alone with the same recipe for {args.standalone_epochs} epochs,"
+        f" {args.seeds} seeds, accuracy on {min(args.val_limit, 6000)} validation images (Fashion-MNIST's"
+        " validation split is the 6,000 training images held out, 10%; `--val-limit` caps it). Reproduce:"
+        f" `python scripts/bench_ranking.py --recipes {args.recipes} --archs {args.archs} --seeds"
+        f" {args.seeds} --train-limit {args.train_limit} --val-limit {args.val_limit} --width-mult"
+        f" {args.width_mult} --stem-stride {args.stem_stride} --supernet-epochs {args.supernet_epochs}"
+        f" --standalone-epochs {args.standalone_epochs} --bn-recal-batches"
+        f" {args.bn_recal_batches}{' --no-channels-last' if args.no_channels_last else ''}"
         + "".join(f" --set {kv}" for kv in args.set)
         + "`"
         + (
             f" (wall time of this run: {wall_seconds / 60:.0f} min on 2 cores; per recipe: "
             + ", ".join(
-                f"{n} supernet {r['bench_seconds']['supernet'] / 60:.0f} min + ranking {r['bench_seconds']['rank'] / 60:.0f} min"
+                f"{n} supernet {r['bench_seconds']['supernet'] / 60:.0f} min + ranking"
+                f" {r['bench_seconds']['rank'] / 60:.0f} min"
                 for n, r in reports.items()
                 if "bench_seconds" in r
             )
@@ -226,28 +240,33 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         ),
         "",
         machine_block(raw["machine"]),
-        f"Ground-truth reliability: Kendall tau between standalone seeds = **{first.get('seed_to_seed_kendall_tau', float('nan')):.3f}**"
+        "Ground-truth reliability: Kendall tau between standalone seeds ="
+        f" **{first.get('seed_to_seed_kendall_tau', float('nan')):.3f}**"
         + (
-            f"; split-half (mean of seeds {{0..{args.seeds // 2 - 1}}} vs. the rest) = **{first['split_half_kendall_tau']:.3f}**"
+            f"; split-half (mean of seeds {{0..{args.seeds // 2 - 1}}} vs. the rest) ="
+            f" **{first['split_half_kendall_tau']:.3f}**"
             if "split_half_kendall_tau" in first
             else ""
         )
-        + f" (a supernet tau is only meaningful when the ground truth's reliability is >= 0.7). {spread_sentence(first)} "
-        f"Zero-cost baseline (rank by MACs): Kendall tau = {first['macs_kendall_tau']:.3f}.",
+        + " (a supernet tau is only meaningful when the ground truth's reliability is >= 0.7)."
+        f" {spread_sentence(first)} Zero-cost baseline (rank by MACs): Kendall tau ="
+        f" {first['macs_kendall_tau']:.3f}.",
         "",
         f"| recipe | Kendall tau | Spearman | {topk.replace('_', ' ')} | regret (acc. points) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, r in reports.items():
         lines.append(
-            f"| {name} | **{r['kendall_tau']:.3f}** | {r['spearman']:.3f} | {r[topk]:.2f} | {100 * r['regret']:.2f} |"
+            f"| {name} | **{r['kendall_tau']:.3f}** | {r['spearman']:.3f} | {r[topk]:.2f} |"
+            f" {100 * r['regret']:.2f} |"
         )
     best = max(reports, key=lambda n: reports[n]["kendall_tau"])
     reliability = first.get("split_half_kendall_tau", first.get("seed_to_seed_kendall_tau", float("nan")))
     verdict = (
-        f"**This comparison does not count**: the ground truth is not reliable enough (reliability {reliability:.3f} < 0.7), so the recipes' "
-        "Kendall taus measure training noise as much as supernet quality. It needs longer standalone training on more data, or more seeds "
-        "averaged (`--seeds 4` reports the split-half reliability of a two-seed average)."
+        "**This comparison does not count**: the ground truth is not reliable enough (reliability"
+        f" {reliability:.3f} < 0.7), so the recipes' Kendall taus measure training noise as much as supernet"
+        " quality. It needs longer standalone training on more data, or more seeds averaged (`--seeds 4`"
+        " reports the split-half reliability of a two-seed average)."
         if not reliability >= 0.7
         else f"The ground truth is reliable ({reliability:.3f} >= 0.7)."
     )
@@ -259,7 +278,10 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         + ", ".join(f"`ranking_{n.replace('+', '_')}.png`" for n in reports)
         + ".",
         "",
-        "Per-architecture rows (arch id, MACs, supernet accuracy, standalone accuracy per seed) are in `results/data/ranking.json`; the architectures' choices in each run directory's `ranking.json`.",
+        (
+            "Per-architecture rows (arch id, MACs, supernet accuracy, standalone accuracy per seed) are in"
+            " `results/data/ranking.json`; the architectures' choices in each run directory's `ranking.json`."
+        ),
         *(["", f"Note: {args.note}"] if args.note else []),
         "",
     ]

@@ -1,6 +1,8 @@
-"""Supernet overhead: forward+backward of a subnetwork run through the supernet vs. the same network extracted.
+"""Supernet overhead: forward+backward of a subnetwork run through the supernet vs. the same network
+extracted.
 
-    python scripts/bench_supernet_overhead.py [--space mbv3] [--width-mult 0.5] [--batch 64] [--out results/supernet_overhead.md]
+    python scripts/bench_supernet_overhead.py [--space mbv3] [--width-mult 0.5] [--batch 64] [--out
+    results/supernet_overhead.md]
 
 Both are timed interleaved in rounds (fastest step over rounds spread across
 time, as the latency benchmark does: this shared VM alternates speed phases),
@@ -108,15 +110,19 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     lines = [
         "# Supernet overhead: subnetwork through the supernet vs. extracted",
         "",
-        f"Forward + backward of one training batch ({s['batch']} x {tuple(raw['input_shape'])}), space `{s['space']}` width {s['width_mult']}, "
-        f"{s['threads']} threads, fastest of >= {s['rounds']} interleaved rounds over >= 3 s. "
-        f"Reproduce: `python scripts/bench_supernet_overhead.py --space {s['space']} --width-mult {s['width_mult']} --batch {s['batch']} --threads {s['threads']}`.",
+        (
+            f"Forward + backward of one training batch ({s['batch']} x {tuple(raw['input_shape'])}), space"
+            f" `{s['space']}` width {s['width_mult']}, {s['threads']} threads, fastest of >= {s['rounds']}"
+            " interleaved rounds over >= 3 s. Reproduce: `python scripts/bench_supernet_overhead.py --space"
+            f" {s['space']} --width-mult {s['width_mult']} --batch {s['batch']} --threads {s['threads']}`."
+        ),
         "",
         machine_block(raw["machine"]),
         "| architecture | arch id | MACs / image | supernet ms | extracted ms | ratio |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
         *[
-            f"| {r['architecture']} | `{r['arch_id']}` | {r['macs']:,} | {r['supernet_ms']:.2f} | {r['extracted_ms']:.2f} | **{r['supernet_ms'] / r['extracted_ms']:.3f}** |"
+            f"| {r['architecture']} | `{r['arch_id']}` | {r['macs']:,} | {r['supernet_ms']:.2f} |"
+            f" {r['extracted_ms']:.2f} | **{r['supernet_ms'] / r['extracted_ms']:.3f}** |"
             for r in raw["rows"]
         ],
         "",

@@ -1,6 +1,7 @@
 """Supernet training throughput (images/s) on CIFAR-10-sized input, per speed option.
 
-    python scripts/bench_train_throughput.py [--device auto] [--batch 256] [--steps 20] [--out results/train_throughput.md]
+    python scripts/bench_train_throughput.py [--device auto] [--batch 256] [--steps 20] [--out
+    results/train_throughput.md]
 
 Runs the real training step (`nas.training.trainer.Trainer.train_step`, sandwich rule) on
 synthetic 3x32x32 batches already on the device, so it measures the model and
@@ -112,9 +113,12 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     lines = [
         "# Supernet training throughput (CIFAR-10-sized input)",
         "",
-        f"`mbv3` width 0.5 supernet, 3x32x32 input, sandwich rule (4 subnetworks per step), batch {s['batch']}, {s['steps']} timed steps, device: **{raw['device_name']}**. "
-        "An image counts once per step (the 4 subnetworks per step are included in its cost). "
-        f"Reproduce: `python scripts/bench_train_throughput.py --device {s['device']}`.",
+        (
+            "`mbv3` width 0.5 supernet, 3x32x32 input, sandwich rule (4 subnetworks per step), batch"
+            f" {s['batch']}, {s['steps']} timed steps, device: **{raw['device_name']}**. An image counts once"
+            " per step (the 4 subnetworks per step are included in its cost). Reproduce: `python"
+            f" scripts/bench_train_throughput.py --device {s['device']}`."
+        ),
         "",
         machine_block(raw["machine"]),
         "| variant | images/s |",
@@ -124,7 +128,10 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     ]
     if not raw["cuda"]:
         lines += [
-            "No GPU was available for this measurement; on a CUDA machine the same command also measures bf16, channels-last and torch.compile.",
+            (
+                "No GPU was available for this measurement; on a CUDA machine the same command also measures"
+                " bf16, channels-last and torch.compile."
+            ),
             "",
         ]
     return [write_markdown(out_dir / md_name, lines)]

@@ -1,4 +1,5 @@
-"""Regenerate results/*.md (and their plots) from the committed data in results/data/: no training, no timing, no runs/.
+"""Regenerate results/*.md (and their plots) from the committed data in results/data/: no training, no timing,
+no runs/.
 
     python scripts/make_results.py [--only NAME] [--check] [--results-dir results]
 
@@ -29,7 +30,8 @@ sys.path.insert(
 )  # the bench_* modules and _results, also when imported from tests
 from _results import DATA_DIR, load_raw  # noqa: E402
 
-# Reports rendered from results/data/<name>.json by scripts/bench_<name>.py. (distributed_search.json is an input of controllers.)
+# Reports rendered from results/data/<name>.json by scripts/bench_<name>.py. (distributed_search.json is an
+# input of controllers.)
 REPORTS = (
     "controllers",
     "cost_model",
@@ -44,7 +46,8 @@ NOT_GENERATED = ("README.md",)  # hand-written: the only markdown here that no d
 
 
 def renderer(name: str) -> Callable[..., list[Path]]:
-    """``bench_<name>.render``: imported lazily, each script keeps its heavy imports inside its measuring code."""
+    """``bench_<name>.render``: imported lazily, each script keeps its heavy imports inside its measuring
+    code."""
     return importlib.import_module(f"bench_{name}").render
 
 
@@ -60,7 +63,8 @@ def render_all(
 
 
 def check(results_dir: Path, names: Sequence[str], whole: bool) -> list[str]:
-    """Differences between the committed markdown and what the data renders, one message (with a diff excerpt) per file."""
+    """Differences between the committed markdown and what the data renders, one message (with a diff excerpt)
+    per file."""
     problems = []
     missing = [n for n in names if not (results_dir / DATA_DIR / f"{n}.json").exists()]
     problems += [f"{DATA_DIR}/{n}.json: missing (nothing renders {n})" for n in missing]
@@ -118,9 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         print(
-            f"{len(problems)} file(s) out of date"
-            if problems
-            else f"{len(names)} report(s) match their data",
+            (
+                f"{len(problems)} file(s) out of date"
+                if problems
+                else f"{len(names)} report(s) match their data"
+            ),
             file=sys.stderr,
         )
         return 1 if problems else 0

@@ -36,7 +36,8 @@ class SearchSpace(ABC):
     """
 
     name: str = "?"
-    cfg: Any = None  # the network configuration (widths, activations, ...) when the space has one; part of its identity
+    # the network configuration (widths, activations, ...) when the space has one; part of its identity
+    cfg: Any = None
 
     def __init__(self, choices: Mapping[str, Sequence[Any]]):
         self.choices: dict[str, tuple[Any, ...]] = {k: tuple(v) for k, v in choices.items()}
@@ -51,14 +52,17 @@ class SearchSpace(ABC):
             v = values[k]
             if v not in self._index[k] or isinstance(v, bool):
                 raise InvalidArchitectureError(
-                    f"{k}={v!r} is not allowed in space {self.name!r}; allowed values: {list(self.choices[k])}"
+                    f"{k}={v!r} is not allowed in space {self.name!r}; allowed values:"
+                    f" {list(self.choices[k])}"
                 )
 
     def _check_keys(self, values: Any, what: str, error: type[Exception]) -> None:
-        """``values`` must be a mapping with exactly this space's choice names (errors name the first key off)."""
+        """``values`` must be a mapping with exactly this space's choice names (errors name the first key
+        off)."""
         if not isinstance(values, Mapping):
             raise error(
-                f"{what} for space {self.name!r} must be a mapping of choice -> value, got {type(values).__name__}"
+                f"{what} for space {self.name!r} must be a mapping of choice -> value, got"
+                f" {type(values).__name__}"
             )
         unknown = sorted(set(values) - set(self.choices))
         if unknown:
@@ -66,7 +70,8 @@ class SearchSpace(ABC):
         missing = [k for k in self.keys if k not in values]
         if missing:
             raise error(
-                f"{what} for space {self.name!r} is missing choice {missing[0]!r} (allowed values {list(self.choices[missing[0]])})"
+                f"{what} for space {self.name!r} is missing choice {missing[0]!r} (allowed values"
+                f" {list(self.choices[missing[0]])})"
             )
 
     def arch(self, values: Mapping[str, Any]) -> Arch:
@@ -157,13 +162,15 @@ class SearchSpace(ABC):
         """(channels, height, width) of one input image."""
 
     def arch_from_spec(self, spec: Any) -> Arch:
-        """The architecture whose :meth:`to_spec` is ``spec`` (the inverse; a single-path supernet's choice is a spec).
+        """The architecture whose :meth:`to_spec` is ``spec`` (the inverse; a single-path supernet's choice is
+        a spec).
 
         Spaces whose supernets can choose an architecture themselves implement it;
         the default says the space has none.
         """
         raise NotImplementedError(
-            f"search space {self.name!r} ({type(self).__name__}) cannot turn a supernet spec back into an architecture"
+            f"search space {self.name!r} ({type(self).__name__}) cannot turn a supernet spec back into an"
+            " architecture"
         )
 
     def build_static(self, arch: Mapping[str, Any], supernet: nn.Module | None = None) -> nn.Module:
@@ -223,8 +230,9 @@ class SearchSpace(ABC):
         that architecture's logits. Called with the supernet at its largest choice.
         """
         raise NotImplementedError(
-            f"search space {self.name!r} ({type(self).__name__}) has no mixed (weight-entangled) forward, "
-            "so gradient-based controllers (darts, gdas) cannot search it; use an mbv3-family space (mbv3, tiny, timm:...) or another controller"
+            f"search space {self.name!r} ({type(self).__name__}) has no mixed (weight-entangled) forward, so"
+            " gradient-based controllers (darts, gdas) cannot search it; use an mbv3-family space (mbv3,"
+            " tiny, timm:...) or another controller"
         )
 
     def probability_tensors(
@@ -254,7 +262,8 @@ class SearchSpace(ABC):
             n = len(self.choices[k])
             if t.ndim < 1 or t.shape[-1] != n:
                 raise ValueError(
-                    f"probabilities of {k!r} must have length {n} (one per value {list(self.choices[k])}) in the last dimension, got shape {tuple(t.shape)}"
+                    f"probabilities of {k!r} must have length {n} (one per value {list(self.choices[k])}) in"
+                    f" the last dimension, got shape {tuple(t.shape)}"
                 )
             tensors[k] = t
         first = self.keys[0]
@@ -263,11 +272,13 @@ class SearchSpace(ABC):
         for k, t in tensors.items():
             if tuple(t.shape[:-1]) != batch:
                 raise ValueError(
-                    f"probabilities of {k!r} have batch shape {tuple(t.shape[:-1])}, but {first!r} has {batch}; all keys need the same leading dimensions"
+                    f"probabilities of {k!r} have batch shape {tuple(t.shape[:-1])}, but {first!r} has"
+                    f" {batch}; all keys need the same leading dimensions"
                 )
         if len(devices) > 1:
             raise ValueError(
-                f"probabilities of space {self.name!r} are on several devices {sorted(str(d) for d in devices)}; put them on one"
+                f"probabilities of space {self.name!r} are on several devices"
+                f" {sorted(str(d) for d in devices)}; put them on one"
             )
         dtype = tensors[first].dtype
         for t in tensors.values():
@@ -289,7 +300,8 @@ class SearchSpace(ABC):
                     err = float((t.sum(-1) - 1).abs().max()) if t.numel() else 0.0
                     if err > tol:
                         raise ValueError(
-                            f"probabilities of {k!r} must sum to 1 over the last dimension (off by {err:.3g}, tolerance {tol:.3g})"
+                            f"probabilities of {k!r} must sum to 1 over the last dimension (off by {err:.3g},"
+                            f" tolerance {tol:.3g})"
                         )
         return tensors, batch
 

@@ -50,14 +50,15 @@ def balanced_mixture(
     reassign_every: int = 50,
     max_configurations: int = 10_000,
 ) -> nn.Module:
-    """K weight sets, each configuration routed to one by a learned, balanced assignment (Balanced Mixture of SuperNets)."""
+    """K weight sets, each configuration routed to one by a learned, balanced assignment (Balanced Mixture of
+    SuperNets)."""
     from supernets.balanced_mixture import BalancedMixture
 
     n = space.num_architectures()
     if n > max_configurations:
         raise ValueError(
-            f"balanced_mixture routes every configuration of the space, and {space.name!r} has {n:.3g} of them "
-            f"(limit {max_configurations}); use it on small spaces such as resnet20_pool"
+            f"balanced_mixture routes every configuration of the space, and {space.name!r} has {n:.3g} of"
+            f" them (limit {max_configurations}); use it on small spaces such as resnet20_pool"
         )
     configs = [space.to_spec(a) for a in space.enumerate()]
     return BalancedMixture(
@@ -67,7 +68,8 @@ def balanced_mixture(
 
 @register_supernet_kind("mos")
 def mixture_of_supernets(space: SearchSpace, seed: int = 0, k: int = 2, hidden: int = 32) -> nn.Module:
-    """Weights generated per architecture as a router-weighted sum of K expert weight sets (Mixture-of-Supernets)."""
+    """Weights generated per architecture as a router-weighted sum of K expert weight sets
+    (Mixture-of-Supernets)."""
     from supernets.mos import MixtureOfSupernets
 
     return MixtureOfSupernets(space.build_supernet, k=k, hidden=hidden, seed=seed)
@@ -75,12 +77,14 @@ def mixture_of_supernets(space: SearchSpace, seed: int = 0, k: int = 2, hidden: 
 
 @register_supernet_kind("single_path")
 def single_path(space: SearchSpace, seed: int = 0, temperature: float = 0.05) -> nn.Module:
-    """MBConv superkernels whose kernel, expand and depth are chosen by weight norms vs. trainable thresholds (Single-Path NAS)."""
+    """MBConv superkernels whose kernel, expand and depth are chosen by weight norms vs. trainable thresholds
+    (Single-Path NAS)."""
     from search_spaces.mbv3 import MBV3Space
     from supernets.single_path import SinglePathMBSupernet
 
     if not isinstance(space, MBV3Space):
         raise ValueError(
-            f"single_path superkernels are MBConv superkernels: they need an MBConv space (mbv3, tiny), not {space.name!r}"
+            "single_path superkernels are MBConv superkernels: they need an MBConv space (mbv3, tiny), not"
+            f" {space.name!r}"
         )
     return SinglePathMBSupernet(space.cfg, temperature=temperature)

@@ -120,7 +120,8 @@ class MBV3Space(SearchSpace):
 
         Nested gates ``g_1, g_2, ...`` over ordered values give ``P(v_0) = 1 - g_1``,
         ``P(v_1) = g_1 (1 - g_2)``, ...; the depth of a stage comes from its blocks'
-        ``keep`` gates (block ``j`` runs if every block before it is kept). With hard gates this is the one-hot read-off arch,
+        ``keep`` gates (block ``j`` runs if every block before it is kept). With hard gates this is the
+        one-hot read-off arch,
         so the expected latency is that network's predicted latency.
         """
         out: dict[str, torch.Tensor] = {}
@@ -254,8 +255,8 @@ class MBV3Space(SearchSpace):
         """TangleNAS mixture: masked kernels/expand groups per block, probability-weighted stage depths."""
         if not isinstance(supernet, MBSupernet):
             raise ValueError(
-                f"gradient search on space {self.name!r} needs its weight-entangled supernet (--supernet entangled or single_path), "
-                f"this run's is {type(supernet).__name__}: use another controller"
+                f"gradient search on space {self.name!r} needs its weight-entangled supernet (--supernet"
+                f" entangled or single_path), this run's is {type(supernet).__name__}: use another controller"
             )
         blocks = [
             [probs[f"s{i}.b{j}.{kind}"] for j in range(self.max_depth)]

@@ -66,7 +66,8 @@ class Registry(Generic[T]):
     def register_prefix(
         self, prefix: str, shown_as: str | None = None
     ) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Register a factory for every name ``<prefix><rest>``: :meth:`get` returns ``factory`` bound to ``rest``.
+        """Register a factory for every name ``<prefix><rest>``: :meth:`get` returns ``factory`` bound to
+        ``rest``.
 
         ``shown_as`` is how the family appears in the list of valid names (default ``<prefix><name>``).
         """
@@ -82,7 +83,8 @@ class Registry(Generic[T]):
 
     # --- lookup ------------------------------------------------------------------------------
     def get(self, name: str, setting: str | None = None) -> T:
-        """The member called ``name``; an unknown one raises :class:`UnknownNameError` (naming ``setting``)."""
+        """The member called ``name``; an unknown one raises :class:`UnknownNameError` (naming
+        ``setting``)."""
         key = self._normalize(str(name))
         if key in self._members:
             return self._members[key]
@@ -127,9 +129,10 @@ class Registry(Generic[T]):
 
 
 def _first_line(member: Any) -> str:
+    """The docstring's first paragraph as one line (a summary wrapped over two lines reads as one)."""
     doc = getattr(member, "__doc__", None) or ""
-    lines = doc.strip().splitlines()
-    return lines[0] if lines else ""
+    paragraph = doc.strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
 
 
 # --------------------------------------------------------------------------- search spaces
@@ -139,7 +142,8 @@ register_space = SPACES.register
 
 
 def create_space(name: str, **kwargs: Any) -> Any:
-    """Build a registered space (``timm:<model>`` and other prefix families included); unknown names list the known ones."""
+    """Build a registered space (``timm:<model>`` and other prefix families included); unknown names list the
+    known ones."""
     return SPACES.get(name)(**kwargs)
 
 

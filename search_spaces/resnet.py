@@ -168,5 +168,6 @@ class ResNetSpace(SearchSpace):
 
 @register_space("resnet")
 def resnet(**kwargs: Any) -> ResNetSpace:
-    """Basic-block ResNet for larger images: 4 stages, depth {1,2,3} and width {0.5,0.75,1} x channels per stage."""
+    """Basic-block ResNet for larger images: 4 stages, depth {1,2,3} and width {0.5,0.75,1} x channels per
+    stage."""
     return ResNetSpace(**kwargs)

@@ -140,7 +140,8 @@ class ResNetPoolSpace(SearchSpace):
         for op in range(n_ops):
             level, down = (op + 1) // 2, op % 2
             names.append(
-                f"{'downsample into' if down else 'at'} width {self.cfg.base_channels * 2**level}, 1/{2**level} resolution"
+                f"{'downsample into' if down else 'at'} width {self.cfg.base_channels * 2**level},"
+                f" 1/{2**level} resolution"
             )
         return [["stem + head (always runs)"] + [""] * (n_ops - 1)] + [
             list(names) for _ in range(self.cfg.num_blocks)

@@ -42,7 +42,8 @@ def _act(module: nn.Module, where: str) -> str:
     name = type(getattr(module, "act", module)).__name__
     if name not in _ACTS:
         raise TimmModelError(
-            f"{where} uses activation {name}; the MBConv supernet supports {sorted(_ACTS)} (MobileNetV3-family models)"
+            f"{where} uses activation {name}; the MBConv supernet supports {sorted(_ACTS)}"
+            " (MobileNetV3-family models)"
         )
     return _ACTS[name]
 
@@ -52,7 +53,8 @@ def describe_timm_model(model: nn.Module, name: str) -> dict[str, Any]:
     for attr in ("conv_stem", "bn1", "blocks", "conv_head", "classifier"):
         if not hasattr(model, attr):
             raise TimmModelError(
-                f"timm model {name!r} has no {attr!r}: only EfficientNet/MobileNet-family models (timm's efficientnet.py / mobilenetv3.py) can become a space"
+                f"timm model {name!r} has no {attr!r}: only EfficientNet/MobileNet-family models (timm's"
+                " efficientnet.py / mobilenetv3.py) can become a space"
             )
     blocks = list(model.blocks)
     first, last = blocks[0], blocks[-1]
@@ -61,11 +63,14 @@ def describe_timm_model(model: nn.Module, name: str) -> dict[str, Any]:
     ds = first[0]
     if ds.conv_dw.stride[0] != 1 or ds.conv_dw.kernel_size[0] != 3 or not isinstance(ds.se, nn.Identity):
         raise TimmModelError(
-            f"timm model {name!r}: its first block (stride {ds.conv_dw.stride[0]}, kernel {ds.conv_dw.kernel_size[0]}, SE {type(ds.se).__name__}) is not the 3x3 stride-1 block without SE that the MBConv supernet fixes"
+            f"timm model {name!r}: its first block (stride {ds.conv_dw.stride[0]}, kernel"
+            f" {ds.conv_dw.kernel_size[0]}, SE {type(ds.se).__name__}) is not the 3x3 stride-1 block without"
+            " SE that the MBConv supernet fixes"
         )
     if len(last) != 1 or not hasattr(last[0], "conv") or last[0].conv.kernel_size[0] != 1:
         raise TimmModelError(
-            f"timm model {name!r} does not end with a 1x1 conv head expansion (MobileNetV3 style); EfficientNet-style heads are not supported yet"
+            f"timm model {name!r} does not end with a 1x1 conv head expansion (MobileNetV3 style);"
+            " EfficientNet-style heads are not supported yet"
         )
     stages = []
     for si, stage in enumerate(blocks[1:-1], start=1):
@@ -78,7 +83,8 @@ def describe_timm_model(model: nn.Module, name: str) -> dict[str, Any]:
             se = b.se
             if not isinstance(se, nn.Identity) and type(getattr(se, "gate", None)).__name__ != "Hardsigmoid":
                 raise TimmModelError(
-                    f"timm model {name!r}: block {si}.{bi} has a {type(getattr(se, 'gate', se)).__name__} squeeze-excite gate; the supernet's is hard-sigmoid (MobileNetV3)"
+                    f"timm model {name!r}: block {si}.{bi} has a {type(getattr(se, 'gate', se)).__name__}"
+                    " squeeze-excite gate; the supernet's is hard-sigmoid (MobileNetV3)"
                 )
             c_in, mid = b.conv_pw.in_channels, b.conv_pw.out_channels
             rows.append(
@@ -121,7 +127,8 @@ def timm_space(
         raise TimmModelError("timm is not installed") from exc
     if checkpoint is not None and width_mult != 1.0:
         raise TimmModelError(
-            f"a timm checkpoint initialises the model's own widths: use --width-mult=1.0 with it (got {width_mult})"
+            "a timm checkpoint initialises the model's own widths: use --width-mult=1.0 with it (got"
+            f" {width_mult})"
         )
     if model_name not in timm.list_models():
         raise TimmModelError(f"timm has no model {model_name!r} (see `timm.list_models('mobilenetv3*')`)")
@@ -129,18 +136,21 @@ def timm_space(
     d = describe_timm_model(model, model_name)
     if d["stem_act"] != "hswish":
         raise TimmModelError(
-            f"timm model {model_name!r}: its stem uses {d['stem_act']}; the supernet's stem is hard-swish (MobileNetV3)"
+            f"timm model {model_name!r}: its stem uses {d['stem_act']}; the supernet's stem is hard-swish"
+            " (MobileNetV3)"
         )
     if d["first_channels"] != d["stem_channels"]:
         raise TimmModelError(
-            f"timm model {model_name!r}: first block changes width {d['stem_channels']} -> {d['first_channels']}, which the supernet's fixed first block does not"
+            f"timm model {model_name!r}: first block changes width {d['stem_channels']} ->"
+            f" {d['first_channels']}, which the supernet's fixed first block does not"
         )
     stage_defs, kernels, expands, depths = [], {3, 5, 7}, set(), []
     for rows in d["stages"]:
         acts, ses = {r["act"] for r in rows}, {r["se"] for r in rows}
         if len(acts) > 1 or len(ses) > 1 or any(r["stride"] != 1 for r in rows[1:]):
             raise TimmModelError(
-                f"timm model {model_name!r}: a stage mixes activations, SE use or strides after its first block"
+                f"timm model {model_name!r}: a stage mixes activations, SE use or strides after its first"
+                " block"
             )
         stage_defs.append((rows[0]["out"], rows[0]["stride"], acts.pop(), ses.pop()))
         kernels |= {r["kernel"] for r in rows}

@@ -1,4 +1,5 @@
-"""``vit``: AutoFormer-style Vision Transformer space (embedding dim, depth, heads and MLP ratio per layer)."""
+"""``vit``: AutoFormer-style Vision Transformer space (embedding dim, depth, heads and MLP ratio per
+layer)."""
 
 from __future__ import annotations
 
@@ -164,5 +165,6 @@ class ViTSpace(SearchSpace):
 
 @register_space("vit")
 def vit(**kwargs: Any) -> ViTSpace:
-    """AutoFormer-style ViT: embed dim {96,128,192} x width, depth {4,5,6}, heads {2,3,4} and MLP ratio {2,3,4} per layer."""
+    """AutoFormer-style ViT: embed dim {96,128,192} x width, depth {4,5,6}, heads {2,3,4} and MLP ratio
+    {2,3,4} per layer."""
     return ViTSpace(**kwargs)

@@ -90,7 +90,8 @@ class BalancedMixture(Supernet, nn.Module):
         key = tuple(spec) if isinstance(spec, list) else spec
         if key not in self._index:
             raise ValueError(
-                f"configuration {spec!r} is not one of the mixture's {len(self.configurations)} configurations"
+                f"configuration {spec!r} is not one of the mixture's {len(self.configurations)}"
+                " configurations"
             )
         return int(self.assignment[self._index[key]])
 
@@ -141,7 +142,8 @@ class BalancedMixture(Supernet, nn.Module):
             self.reassign()
 
     def reassign(self) -> None:
-        """Recompute the balanced assignment from the affinities seen so far (unseen pairs count as average)."""
+        """Recompute the balanced assignment from the affinities seen so far (unseen pairs count as
+        average)."""
         aff = self.affinity.cpu().numpy().copy()
         seen = self.observed.cpu().numpy()
         fill = aff[seen].mean() if seen.any() else 0.0

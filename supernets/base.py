@@ -1,4 +1,5 @@
-"""What every supernet kind shares: the interface training, search and export rely on, with its optional hooks.
+"""What every supernet kind shares: the interface training, search and export rely on, with its optional
+hooks.
 
 A supernet holds every architecture of its space. Generic code (the trainer, the
 search loop, export) only ever calls the methods declared here; a kind that
@@ -54,7 +55,8 @@ class Supernet:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         step: int,
     ) -> None:
-        """Called by the trainer after each subnetwork's backward pass of training step ``step``, on its batch.
+        """Called by the trainer after each subnetwork's backward pass of training step ``step``, on its
+        batch.
 
         A kind that learns how architectures map to weight sets (a mixture's router)
         updates that mapping here, without gradients; the default does nothing.

@@ -145,7 +145,8 @@ class ElasticInvertedResidual(InvertedResidual):
     def set_active(self, kernel: int, expand: float) -> None:
         if kernel not in self.kernels or expand not in self.expands:
             raise ValueError(
-                f"block choice (kernel={kernel}, expand={expand}) outside kernels {self.kernels} / expands {self.expands}"
+                f"block choice (kernel={kernel}, expand={expand}) outside kernels {self.kernels} / expands"
+                f" {self.expands}"
             )
         mid = mid_channels(self.in_ch, expand)
         if isinstance(self.expand, ConvBNAct):

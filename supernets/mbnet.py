@@ -141,7 +141,8 @@ class MBSupernet(Supernet, nn.Module):
         return _head_forward(self, x)
 
     def extract(self, spec: MBSpec | None = None) -> MBNet:
-        """Standalone network for ``spec`` (default: active) holding the supernet's sliced weights and BN stats."""
+        """Standalone network for ``spec`` (default: active) holding the supernet's sliced weights and BN
+        stats."""
         spec = self.active_spec if spec is None else spec
         static = MBNet(self.cfg, spec)
         copy_sliced_state(self, static)

@@ -34,7 +34,8 @@ from supernets.mbnet import MBSupernet, _head_forward
 def nested_mask(
     bounds: Sequence[int], scales: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Mask over ``bounds[-1]`` channels: 1 on ``[0, bounds[0])``, ``scales[n]`` on ``[bounds[n], bounds[n+1])``."""
+    """Mask over ``bounds[-1]`` channels: 1 on ``[0, bounds[0])``, ``scales[n]`` on ``[bounds[n],
+    bounds[n+1])``."""
     idx = torch.arange(bounds[-1], device=device)
     mask = (idx < bounds[0]).to(dtype)
     for lo, hi, s in zip(bounds[:-1], bounds[1:], scales):
@@ -110,7 +111,8 @@ def mixed_forward(
     cfg = net.cfg
     if net.active_spec != net.largest_spec():
         raise RuntimeError(
-            "mixed_forward needs the supernet at its largest choice (net.set_active(net.largest_spec())): masks do the choosing"
+            "mixed_forward needs the supernet at its largest choice (net.set_active(net.largest_spec())):"
+            " masks do the choosing"
         )
     x = net.first(net.stem(x))
     for i, stage in enumerate(net.stages):

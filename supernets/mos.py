@@ -62,7 +62,8 @@ class MixtureOfSupernets(Supernet, nn.Module):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
                 experts.append(dict(factory().named_parameters()))
-        # one ParameterList per expert, each tensor in its own shape (so memory-format and device moves apply as usual)
+        # one ParameterList per expert, each tensor in its own shape (so memory-format and device moves apply
+        # as usual)
         self.experts = nn.ModuleList(
             nn.ParameterList(nn.Parameter(e[n].detach()) for n in names) for e in experts
         )

@@ -159,7 +159,8 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         count = total[-1].detach()  # values per channel over all ranks; kept on device (no host sync)
         if n_local <= 1 and count.item() <= 1:  # host sync only in the degenerate case
             raise ValueError(
-                f"Expected more than 1 value per channel when training over all ranks, got local input size {tuple(x.shape)}"
+                "Expected more than 1 value per channel when training over all ranks, got local input size"
+                f" {tuple(x.shape)}"
             )
         mean_c = total[:c] / count  # mean of x - shift
         var = (total[c : 2 * c] / count - mean_c * mean_c).clamp_min(0.0)  # biased, as used for normalising

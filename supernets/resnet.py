@@ -46,7 +46,8 @@ class ResNetConfig:
         for i, (d, w) in enumerate(spec):
             if d not in self.depths or w not in self.widths(i):
                 raise ValueError(
-                    f"stage {i}: (depth={d}, width={w}) outside depths {self.depths} / widths {self.widths(i)}"
+                    f"stage {i}: (depth={d}, width={w}) outside depths {self.depths} / widths"
+                    f" {self.widths(i)}"
                 )
 
 

@@ -60,8 +60,8 @@ class PoolResNetConfig:
     def check(self, spec: PoolSpec) -> None:
         if tuple(spec) not in set(self.configurations()):
             raise ValueError(
-                f"downsampling positions {tuple(spec)} are not valid: need {self.num_downsamples} distinct, increasing "
-                f"block indices in 0..{self.num_blocks - 1}"
+                f"downsampling positions {tuple(spec)} are not valid: need {self.num_downsamples} distinct,"
+                f" increasing block indices in 0..{self.num_blocks - 1}"
             )
 
 
@@ -152,7 +152,8 @@ class PoolResNetSupernet(Supernet, nn.Module):
         return self.classifier(self.blocks(self.stem(x)).mean((2, 3)))
 
     def extract(self, spec: PoolSpec | None = None) -> PoolResNet:
-        """Standalone network for ``spec`` (default: active) with the supernet's sliced weights and BN stats."""
+        """Standalone network for ``spec`` (default: active) with the supernet's sliced weights and BN
+        stats."""
         static = PoolResNet(self.cfg, self.active_spec if spec is None else tuple(spec))
         copy_sliced_state(self, static)
         return static.train(self.training)

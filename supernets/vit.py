@@ -49,7 +49,8 @@ class ViTConfig:
         for i, (h, r) in enumerate(layers):
             if h not in self.heads or r not in self.mlp_ratios:
                 raise ValueError(
-                    f"layer {i}: (heads={h}, mlp_ratio={r}) outside heads {self.heads} / mlp ratios {self.mlp_ratios}"
+                    f"layer {i}: (heads={h}, mlp_ratio={r}) outside heads {self.heads} / mlp ratios"
+                    f" {self.mlp_ratios}"
                 )
 
 

@@ -72,7 +72,8 @@ def finished_run(factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``root`` (the lock file, which only holds a pid, excluded)."""
+    """Relative path -> sha256 of every file under ``root`` (the lock file, which only holds a pid,
+    excluded)."""
     if not root.exists():
         return {}
     return {

@@ -1,9 +1,13 @@
-"""The shape of the code: imports point one way (supernets <- search_spaces <- nas <- scripts), no import cycle
-anywhere, the engine never imports a command module, and nas/ stays a few rooms rather than a hall of modules."""
+"""The shape of the code: imports point one way (supernets <- search_spaces <- nas <- scripts), no import
+cycle
+anywhere, the engine never imports a command module, and nas/ stays a few rooms rather than a hall of modules.
+"""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,7 +42,8 @@ def _top_level_imports(path: Path) -> set[str]:
 
 
 def _project_imports(name: str, path: Path) -> set[str]:
-    """The project modules ``name`` imports anywhere in its file (inside functions too: a lazy import still ties modules)."""
+    """The project modules ``name`` imports anywhere in its file (inside functions too: a lazy import still
+    ties modules)."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
@@ -127,7 +132,8 @@ def test_there_is_no_import_cycle_anywhere():
 
 
 def test_the_cycle_finder_finds_a_cycle():
-    """The check above could not fail if the finder were broken: it must see a -> b -> c -> a and leave d alone."""
+    """The check above could not fail if the finder were broken: it must see a -> b -> c -> a and leave d
+    alone."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -140,3 +146,14 @@ def test_the_engine_never_imports_a_command_module():
 def test_nas_has_few_top_level_modules():
     top = sorted(p.name for p in (ROOT / "nas").glob("*.py"))
     assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+
+
+def test_ruff_check_passes():
+    """The lint rules in pyproject.toml hold for the whole tree (ruff is in the dev extra: CI runs it)."""
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-1000:]

@@ -58,7 +58,8 @@ def validate_config(cfg: NASConfig) -> None:
         unknown = sorted(set(cfg.search.controller_options) - set(own))
         if unknown:
             raise ConfigError(
-                f"search.controller_options: controller {cfg.search.controller!r} has no option {', '.join(map(repr, unknown))}; its options: {own or 'none'}"
+                f"search.controller_options: controller {cfg.search.controller!r} has no option"
+                f" {', '.join(map(repr, unknown))}; its options: {own or 'none'}"
             )
     if plan_class(cfg.space.supernet).needs_latency_budget and cfg.search.latency_budget_ms is None:
         raise ConfigError(
@@ -83,14 +84,16 @@ def check_sampler_options(ctx: RunContext) -> None:
 
 
 def check_budget(budget: float | None, cost: CostModel, space: Any) -> None:
-    """A budget below the smallest architecture's predicted latency can never be met: refuse it before any work."""
+    """A budget below the smallest architecture's predicted latency can never be met: refuse it before any
+    work."""
     if budget is None:
         return
     floor = float(cost.predict([space.smallest()])[0])
     if budget < floor:
         raise ConfigError(
-            f"latency budget {budget:g} ms (search.latency_budget_ms) is below the smallest architecture's predicted latency "
-            f"of {floor:.3f} ms on {cost.profile.name}: no architecture can meet it; give at least {floor:.3f} ms"
+            f"latency budget {budget:g} ms (search.latency_budget_ms) is below the smallest architecture's"
+            f" predicted latency of {floor:.3f} ms on {cost.profile.name}: no architecture can meet it; give"
+            f" at least {floor:.3f} ms"
         )
 
 
@@ -116,7 +119,8 @@ def search_history(ctx: RunContext) -> list[TrialRow]:
 
 
 def export_row(ctx: RunContext) -> TrialRow:
-    """The trial ``nas export`` will write, its architecture checked against the space (no study: nothing to export)."""
+    """The trial ``nas export`` will write, its architecture checked against the space (no study: nothing to
+    export)."""
     scfg = ctx.cfg.search
     if scfg.storage is None and not (ctx.run_dir / "study.db").exists():
         raise ExportError("the search has no finished trials; run `nas search` first")
@@ -131,7 +135,8 @@ def export_row(ctx: RunContext) -> TrialRow:
 
 
 def preflight(command: str, ctx: RunContext) -> dict[str, Any]:
-    """What ``train``, ``search``, ``export`` or ``run`` can check once data and space exist, before anything is saved.
+    """What ``train``, ``search``, ``export`` or ``run`` can check once data and space exist, before anything
+    is saved.
 
     Formats, the checkpoint (corrupt or foreign: refused, never overwritten), the
     supernet, every device's cost model (without pinning it), the budget and the

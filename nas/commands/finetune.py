@@ -1,4 +1,5 @@
-"""``nas finetune``: train the exported subnetwork alone, from its inherited weights or from scratch; resumable."""
+"""``nas finetune``: train the exported subnetwork alone, from its inherited weights or from scratch;
+resumable."""
 
 from __future__ import annotations
 
@@ -16,15 +17,20 @@ def add_parsers(sub: Any) -> None:
     fin = sub.add_parser(
         "finetune",
         help="train the exported subnetwork standalone (inherited weights or from scratch); resumable",
-        description="Train the run's exported subnetwork on its own, from the supernet's weights or from scratch. Re-running resumes. "
-        "Any train.* key can be set as --train.key=value.",
+        description=(
+            "Train the run's exported subnetwork on its own, from the supernet's weights or from scratch."
+            " Re-running resumes. Any train.* key can be set as --train.key=value."
+        ),
     )
     add_common(fin)
     fin.add_argument(
         "--init",
         choices=("inherited", "scratch"),
         default="inherited",
-        help="start from the exported weights and BN statistics (default) or re-initialise; output in <run>/finetune/<init>/",
+        help=(
+            "start from the exported weights and BN statistics (default) or re-initialise; output in"
+            " <run>/finetune/<init>/"
+        ),
     )
     fin.add_argument(
         "--epochs", type=int, default=None, help="training epochs (default: the run's train.epochs)"
@@ -32,7 +38,10 @@ def add_parsers(sub: Any) -> None:
     fin.add_argument(
         "--format",
         default=None,
-        help="formats to write besides torch (model.pt, always written), as for nas export: e.g. onnx,torchscript or all",
+        help=(
+            "formats to write besides torch (model.pt, always written), as for nas export: e.g."
+            " onnx,torchscript or all"
+        ),
     )
     fin.set_defaults(handler=main)
 
@@ -44,7 +53,8 @@ def _formats_arg(value: str | None) -> list[str]:
 
 
 def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> int:
-    """``nas finetune --run-dir DIR [--init inherited|scratch] [--epochs N] [--format ...] [--train.key=value ...]``."""
+    """``nas finetune --run-dir DIR [--init inherited|scratch] [--epochs N] [--format ...] [--train.key=value
+    ...]``."""
     from nas.commands.checks import validate_config
     from nas.finetune import run_finetune
 
@@ -73,7 +83,8 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
         print(json.dumps(summary, sort_keys=True))
     else:
         print(
-            f"fine-tuned {result['arch_id']} ({result['init']}, {result['epochs']} epochs, {result['seconds']:.1f}s): "
+            f"fine-tuned {result['arch_id']} ({result['init']}, {result['epochs']} epochs,"
+            f" {result['seconds']:.1f}s): "
             f"val acc {result['val_accuracy_before']:.4f} -> {result['val_accuracy_after']:.4f}, "
             f"test acc {result['test_accuracy_before']:.4f} -> {result['test_accuracy_after']:.4f}\n"
             f'model: {result["model_dir"]}  (nas.load_subnet("{result["model_dir"]}"); result.json there)'

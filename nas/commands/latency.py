@@ -1,4 +1,5 @@
-"""``nas latency ...``: calibrate this machine, validate and measure predictions, predict, and profiles for other devices."""
+"""``nas latency ...``: calibrate this machine, validate and measure predictions, predict, and profiles for
+other devices."""
 
 from __future__ import annotations
 
@@ -33,14 +34,20 @@ def add_parsers(sub: Any) -> None:
     pred.add_argument("--arch", required=True, help="architecture JSON (e.g. <run>/export/arch.json)")
     pred.add_argument(
         "--devices",
-        help="comma-separated extra device profiles to predict at once (cpu, spec names from `nas latency specs`, or profile JSON paths)",
+        help=(
+            "comma-separated extra device profiles to predict at once (cpu, spec names from `nas latency"
+            " specs`, or profile JSON paths)"
+        ),
     )
     val = lsub.add_parser(
         "validate", help="sample N architectures, measure them on this machine, compare with the predictions"
     )
     meas = lsub.add_parser(
         "measure",
-        help="measure a finished search's Pareto front and exported model on this machine (predicted vs. measured)",
+        help=(
+            "measure a finished search's Pareto front and exported model on this machine (predicted vs."
+            " measured)"
+        ),
     )
     for p in (val, meas):
         add_common(p)
@@ -117,13 +124,15 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
 
         if args.latency_command == "template":
             print(
-                f"wrote {write_template(space, args.out)}: fill in latency_ms (ms, batch 1), then `nas latency import --csv {args.out} --device NAME`"
+                f"wrote {write_template(space, args.out)}: fill in latency_ms (ms, batch 1), then `nas"
+                f" latency import --csv {args.out} --device NAME`"
             )
             return 0
         profile = import_table(space, args.csv, args.device)
         saved = profile.save(args.profile or default_profile_path(args.device, space_signature(space)))
         print(
-            f"saved profile {args.device!r} ({profile.meta['measured_ops']} measured ops) to {saved}; use it with --device {args.device} or --search.profile={saved}"
+            f"saved profile {args.device!r} ({profile.meta['measured_ops']} measured ops) to {saved}; use it"
+            f" with --device {args.device} or --search.profile={saved}"
         )
         return 0
     if args.latency_command == "calibrate":
@@ -131,7 +140,8 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
 
         if args.device not in ("cpu", "cuda"):
             raise ValueError(
-                f"calibration measures this machine: --device cpu or cuda, not {args.device!r} (other devices: run it there, or use `nas latency import`)"
+                f"calibration measures this machine: --device cpu or cuda, not {args.device!r} (other"
+                " devices: run it there, or use `nas latency import`)"
             )
         if args.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA GPU is visible on this machine")
@@ -256,10 +266,12 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
         print(f"{'arch id':<12}  {'predicted ms':>12}  {'measured ms':>11}  {'error':>7}")
         for r in rows:
             print(
-                f"{r['arch_id']:<12}  {r['predicted_ms']:>12.3f}  {r['measured_ms']:>11.3f}  {r['error_pct']:>+6.1f}%"
+                f"{r['arch_id']:<12}  {r['predicted_ms']:>12.3f}  {r['measured_ms']:>11.3f} "
+                f" {r['error_pct']:>+6.1f}%"
             )
         if "refit" in result:
             print(
-                f"refit: MAPE {100 * result['refit']['mape_before']:.1f}% -> {100 * result['refit']['mape_after']:.1f}%, saved {result['refit']['profile']}"
+                f"refit: MAPE {100 * result['refit']['mape_before']:.1f}% ->"
+                f" {100 * result['refit']['mape_after']:.1f}%, saved {result['refit']['profile']}"
             )
     return 0

@@ -1,4 +1,5 @@
-"""``nas report DIR``: figures and a self-contained HTML/Markdown report of a run directory, sent to its trackers."""
+"""``nas report DIR``: figures and a self-contained HTML/Markdown report of a run directory, sent to its
+trackers."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ def add_parsers(sub: Any) -> None:
     rep = sub.add_parser(
         "report",
         help="figures and a self-contained HTML/Markdown report of a run directory",
-        description="Pareto front, supernet training curves, ranking scatter and controller any-time curve as PNG files plus report.html / report.md; "
-        "the same figures and the Pareto table go to the run's trackers. Set --trackers=... to choose them.",
+        description=(
+            "Pareto front, supernet training curves, ranking scatter and controller any-time curve as PNG"
+            " files plus report.html / report.md; the same figures and the Pareto table go to the run's"
+            " trackers. Set --trackers=... to choose them."
+        ),
     )
     rep.add_argument("dir", nargs="?", metavar="DIR", help="run directory (or use --run-dir)")
     add_common(rep)
@@ -26,7 +30,10 @@ def add_parsers(sub: Any) -> None:
     rep.add_argument(
         "--no-trackers",
         action="store_true",
-        help="only write the files: send nothing to the run's trackers and take no lock (works while a run is in progress)",
+        help=(
+            "only write the files: send nothing to the run's trackers and take no lock (works while a run is"
+            " in progress)"
+        ),
     )
     rep.add_argument(
         "--resend",
@@ -74,12 +81,11 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
     except RunDirError as e:
         if track and "another process" in str(e):
             raise RunDirError(
-                f"{e} (`nas report DIR --no-trackers` writes the report files without touching the run's trackers)"
+                f"{e} (`nas report DIR --no-trackers` writes the report files without touching the run's"
+                " trackers)"
             ) from None
         raise
-    figures = {
-        n: (str(f) if isinstance(f, Path) else f"not available: {f}") for n, f in result.figures.items()
-    }
+    figures = {n: str(f) if isinstance(f, Path) else f"not available: {f}" for n, f in result.figures.items()}
     if args.json:
         print(
             json.dumps(
@@ -106,9 +112,11 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
             + (
                 "sent"
                 if sent
-                else "skipped (--no-trackers)"
-                if not track
-                else "already have this report (--resend sends it again)"
+                else (
+                    "skipped (--no-trackers)"
+                    if not track
+                    else "already have this report (--resend sends it again)"
+                )
             ),
             file=sys.stderr,
         )

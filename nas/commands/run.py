@@ -69,7 +69,8 @@ def run_command(
     dist = init_distributed()
     if dist.world_size > 1 and command != "train":
         raise ValueError(
-            f"`nas {command}` runs in one process; only `nas train` is launched with torchrun (then search/export the run directory)"
+            f"`nas {command}` runs in one process; only `nas train` is launched with torchrun (then"
+            " search/export the run directory)"
         )
     if dist.world_size > 1 and run_dir is None:
         raise ValueError("under torchrun give --run-dir: every rank must use the same run directory")
@@ -92,7 +93,8 @@ def run_command(
         if command in ("train", "run"):
             if dist.world_size > 1 and ctx.cfg.data.batch_size % dist.world_size:
                 raise ValueError(
-                    f"data.batch_size={ctx.cfg.data.batch_size} is the global batch; it must be divisible by the {dist.world_size} processes"
+                    f"data.batch_size={ctx.cfg.data.batch_size} is the global batch; it must be divisible by"
+                    f" the {dist.world_size} processes"
                 )
             summary["train"] = train_supernet(ctx, dist, resume_state=checked.pop("resume_state", None))
             summary["world_size"] = dist.world_size
@@ -135,8 +137,9 @@ def run_command(
                     }
                 )
                 ctx.say(
-                    f"exported trial {meta['trial']} ({meta['arch_id']}) to {ctx.run_dir / 'export'}: test acc {meta['test_accuracy']:.4f}, "
-                    f"latency predicted {meta['latency_pred_ms']:.3f} ms / measured {meta['latency_measured_ms']:.3f} ms, {meta['params']:,} params"
+                    f"exported trial {meta['trial']} ({meta['arch_id']}) to {ctx.run_dir / 'export'}: test"
+                    f" acc {meta['test_accuracy']:.4f}, latency predicted {meta['latency_pred_ms']:.3f} ms /"
+                    f" measured {meta['latency_measured_ms']:.3f} ms, {meta['params']:,} params"
                 )
                 summary.update(
                     {
@@ -167,7 +170,8 @@ def run_command(
                 failed = failed_formats(meta)
                 if failed:
                     raise ExportError(
-                        f"export format(s) failed: {'; '.join(f'{f}: {e}' for f, e in failed.items())} (the other formats are in {ctx.run_dir / 'export'}; see meta.json)"
+                        f"export format(s) failed: {'; '.join(f'{f}: {e}' for f, e in failed.items())} (the"
+                        f" other formats are in {ctx.run_dir / 'export'}; see meta.json)"
                     )
         ctx.say(f"run directory: {ctx.run_dir}")
     cleanup(dist)

@@ -44,10 +44,12 @@ class Controller(ABC):
     """
 
     needs_supernet: bool = False
-    """Whether :meth:`prepare` must run on the trained supernet before the first ask (gradient controllers)."""
+    """Whether :meth:`prepare` must run on the trained supernet before the first ask (gradient
+    controllers)."""
 
     shared: bool = False
-    """Whether other processes add trials to the same search (a shared study): results may appear between asks."""
+    """Whether other processes add trials to the same search (a shared study): results may appear between
+    asks."""
 
     def __init__(self, space: SearchSpace, seed: int, latency_budget_ms: float | None, n_devices: int = 1):
         self.space, self.seed, self.latency_budget_ms, self.n_devices = (
@@ -122,7 +124,8 @@ def create_controller(name: str, options: Mapping[str, Any] | None = None, **kwa
         unknown = sorted(set(options) - set(own))
         if unknown:
             raise ValueError(
-                f"controller {name!r} has no option {', '.join(map(repr, unknown))}; its options: {own or 'none'}"
+                f"controller {name!r} has no option {', '.join(map(repr, unknown))}; its options:"
+                f" {own or 'none'}"
             )
     return factory(**kwargs, **options)
 

@@ -68,7 +68,8 @@ def evolution(
     study_name: str | None = None,
     n_devices: int = 1,
 ) -> OptunaController:
-    """Regularised (aging) evolution with one-choice mutations, latency-constrained (feasible architectures first)."""
+    """Regularised (aging) evolution with one-choice mutations, latency-constrained (feasible architectures
+    first)."""
     sampler = AgingEvolutionSampler(space, seed, population=population, sample_size=max(2, population // 4))
     return OptunaController(
         space,

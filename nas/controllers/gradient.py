@@ -79,7 +79,8 @@ class ArchitectureLogits(nn.Module):
 
 
 class DistributionSampler(SpaceSampler):
-    """Asks the argmax architecture first, then samples the learned distribution (unseen architectures first)."""
+    """Asks the argmax architecture first, then samples the learned distribution (unseen architectures
+    first)."""
 
     def __init__(self, space: SearchSpace, seed: int, name: str):
         super().__init__(space, seed)
@@ -97,7 +98,8 @@ class DistributionSampler(SpaceSampler):
     ) -> dict[str, Any]:
         if self.probs is None:
             raise RuntimeError(
-                f"controller {self.name!r} has no architecture distribution yet: call prepare() with the supernet before ask()"
+                f"controller {self.name!r} has no architecture distribution yet: call prepare() with the"
+                " supernet before ask()"
             )
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         if not any(t.number != trial.number for t in done):
@@ -164,8 +166,9 @@ class GradientController(OptunaController):
         """Learn the architecture distribution (or load it from a previous run of the same settings)."""
         if type(self.space).mixed_forward is SearchSpace.mixed_forward:
             raise ValueError(
-                f"controller {self.method!r} needs a space whose supernet mixes every choice in one pass (mbv3, tiny, timm:...); "
-                f"space {self.space.name!r} has none: use another controller (e.g. nsga2, evolution)"
+                f"controller {self.method!r} needs a space whose supernet mixes every choice in one pass"
+                f" (mbv3, tiny, timm:...); space {self.space.name!r} has none: use another controller (e.g."
+                " nsga2, evolution)"
             )
         if self.state_path.exists():
             state = json.loads(self.state_path.read_text())
@@ -328,7 +331,8 @@ def darts(
     latency_weight: float = 1.0,
     max_steps: int = 0,
 ) -> GradientController:
-    """First-order DARTS on the weight-entangled supernet (TangleNAS mixture), latency-penalised; argmax first."""
+    """First-order DARTS on the weight-entangled supernet (TangleNAS mixture), latency-penalised; argmax
+    first."""
     return GradientController(
         "darts",
         space,
@@ -360,7 +364,8 @@ def gdas(
     tau_min: float = 0.5,
     max_steps: int = 0,
 ) -> GradientController:
-    """GDAS: straight-through Gumbel one-hot samples (one subnetwork per step), annealed temperature; argmax first."""
+    """GDAS: straight-through Gumbel one-hot samples (one subnetwork per step), annealed temperature; argmax
+    first."""
     return GradientController(
         "gdas",
         space,

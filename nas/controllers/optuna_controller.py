@@ -64,7 +64,8 @@ def _retryable(exc: Exception) -> bool:
 
 
 def _with_installed_driver(url: str) -> str:
-    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1 and psycopg2 to older ones: use whichever is installed."""
+    """``postgresql://`` means psycopg 3 to SQLAlchemy 2.1 and psycopg2 to older ones: use whichever is
+    installed."""
     if not url.startswith("postgresql://"):
         return url
     import importlib.util
@@ -113,11 +114,13 @@ def open_storage(url: str, heartbeat_s: float = 10.0) -> optuna.storages.RDBStor
                 else "install the Python driver SQLAlchemy names for this URL"
             )
             raise StorageError(
-                f"cannot open search storage {shown}: its database driver is not installed ({exc.__cause__ or exc}); {hint}"
+                f"cannot open search storage {shown}: its database driver is not installed"
+                f" ({exc.__cause__ or exc}); {hint}"
             ) from None
         except sa_exc.ArgumentError as exc:
             raise StorageError(
-                f"search storage {shown} is not a database URL SQLAlchemy understands ({exc}); e.g. postgresql://user@host/db"
+                f"search storage {shown} is not a database URL SQLAlchemy understands ({exc}); e.g."
+                " postgresql://user@host/db"
             ) from None
         except sa_exc.SQLAlchemyError as exc:
             if attempt < 5 and _retryable(exc):
@@ -178,7 +181,8 @@ class _Heartbeat:
 
 
 class OptunaController(Controller):
-    """Multi-objective search: maximise accuracy, minimise predicted latency, latency budget as a constraint."""
+    """Multi-objective search: maximise accuracy, minimise predicted latency, latency budget as a
+    constraint."""
 
     def __init__(
         self,
@@ -201,8 +205,9 @@ class OptunaController(Controller):
         )
         if len(self.study.directions) != len(directions):
             raise ValueError(
-                f"study {study_name!r} in {describe_storage(storage)} optimises {len(self.study.directions) - 1} latency objective(s), this search {n_devices}: "
-                "search.devices changed; use a new --run-dir (or the old devices)"
+                f"study {study_name!r} in {describe_storage(storage)} optimises"
+                f" {len(self.study.directions) - 1} latency objective(s), this search {n_devices}:"
+                " search.devices changed; use a new --run-dir (or the old devices)"
             )
         # A storage with heartbeats is shared by several workers: a RUNNING trial may be another worker's.
         self.shared = is_heartbeat_enabled(self.study._storage)
@@ -211,7 +216,8 @@ class OptunaController(Controller):
             self._heartbeat = _Heartbeat(
                 self.study._storage, float(self.study._storage.get_heartbeat_interval())
             )  # type: ignore[attr-defined]
-            self.study.sampler.reseed_rng()  # workers built with one seed must not propose the same architectures
+            # workers built with one seed must not propose the same architectures
+            self.study.sampler.reseed_rng()
         else:
             self._fail_stale_trials()
         self._pending: dict[str, list[optuna.trial.Trial]] = {}
@@ -321,12 +327,14 @@ class OptunaController(Controller):
                 trial.set_user_attr("accuracy", res.accuracy)
                 if len(res.extra_latencies_ms) != self.n_devices - 1:
                     raise ValueError(
-                        f"expected latencies on {self.n_devices} devices, got {1 + len(res.extra_latencies_ms)}"
+                        f"expected latencies on {self.n_devices} devices, got"
+                        f" {1 + len(res.extra_latencies_ms)}"
                     )
                 self._finish(trial, [res.accuracy, res.latency_ms, *res.extra_latencies_ms])
 
     def close(self) -> None:
-        """Stop the heartbeat thread (trials still asked and not told then go stale and are retried elsewhere)."""
+        """Stop the heartbeat thread (trials still asked and not told then go stale and are retried
+        elsewhere)."""
         if self._heartbeat is not None:
             self._heartbeat.close()
 
@@ -343,7 +351,8 @@ class OptunaController(Controller):
 def _storage_and_name(
     run_dir: Any, storage: str | BaseStorage | None, study_name: str | None
 ) -> tuple[str | BaseStorage, str]:
-    """No storage: the run directory's private SQLite file; a URL: a shared storage (see :func:`open_storage`)."""
+    """No storage: the run directory's private SQLite file; a URL: a shared storage (see
+    :func:`open_storage`)."""
     if storage is None:
         return f"sqlite:///{run_dir}/study.db", study_name or "search"
     return (open_storage(storage) if isinstance(storage, str) else storage), study_name or "search"
@@ -405,7 +414,8 @@ def tpe(
     study_name: str | None = None,
     n_devices: int = 1,
 ) -> OptunaController:
-    """Optuna multivariate TPE (multi-objective), ``population`` random start-up trials, budget as a constraint."""
+    """Optuna multivariate TPE (multi-objective), ``population`` random start-up trials, budget as a
+    constraint."""
     sampler = seed_per_trial(
         optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=population), seed
     )
@@ -430,7 +440,8 @@ def nsga3(
     study_name: str | None = None,
     n_devices: int = 1,
 ) -> OptunaController:
-    """Optuna NSGA-III (reference-point selection: better spread with three or more objectives, e.g. several devices)."""
+    """Optuna NSGA-III (reference-point selection: better spread with three or more objectives, e.g. several
+    devices)."""
     with warnings.catch_warnings():  # "experimental" since Optuna 3.2; the behaviour is what we test
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = seed_per_trial(optuna.samplers.NSGAIIISampler(population_size=population, seed=seed), seed)
@@ -455,7 +466,8 @@ def gp(
     study_name: str | None = None,
     n_devices: int = 1,
 ) -> OptunaController:
-    """Optuna Gaussian-process Bayesian optimisation (small evaluation budgets; its cost grows with the trials)."""
+    """Optuna Gaussian-process Bayesian optimisation (small evaluation budgets; its cost grows with the
+    trials)."""
     sampler = seed_per_trial(
         optuna.samplers.GPSampler(seed=seed, n_startup_trials=population, warn_independent_sampling=False),
         seed,

@@ -86,7 +86,8 @@ def reinforce(
     study_name: str | None = None,
     n_devices: int = 1,
 ) -> OptunaController:
-    """REINFORCE over independent categoricals, MnasNet reward acc * (lat / budget) ** -0.07, moving-average baseline, entropy bonus."""
+    """REINFORCE over independent categoricals, MnasNet reward acc * (lat / budget) ** -0.07, moving-average
+    baseline, entropy bonus."""
     sampler = ReinforceSampler(space, seed, latency_budget_ms)
     return OptunaController(
         space,

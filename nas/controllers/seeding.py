@@ -41,7 +41,8 @@ def seed_per_trial(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.sa
     states = _random_states(sampler)
     if not states:
         raise TypeError(
-            f"{type(sampler).__name__} holds no random state this Optuna version exposes; cannot seed it per trial"
+            f"{type(sampler).__name__} holds no random state this Optuna version exposes; cannot seed it per"
+            " trial"
         )
     original = sampler.before_trial
 

@@ -1,4 +1,5 @@
-"""Hardware cost model: per-device latency tables over a space's ops, fast batched prediction, profile store."""
+"""Hardware cost model: per-device latency tables over a space's ops, fast batched prediction, profile
+store."""
 
 from nas.cost.calibrate import calibrate, measure_latency_ms
 from nas.cost.expected import expected_latency, expected_latency_batch

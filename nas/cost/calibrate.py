@@ -71,7 +71,8 @@ def measure_latencies_ms(
     """
     if batch < 1 or threads < 1 or warmup < 0 or repeats < 1:
         raise ValueError(
-            f"need batch >= 1, threads >= 1, warmup >= 0, repeats >= 1; got {batch}, {threads}, {warmup}, {repeats}"
+            f"need batch >= 1, threads >= 1, warmup >= 0, repeats >= 1; got {batch}, {threads}, {warmup},"
+            f" {repeats}"
         )
     prev_threads, modes = torch.get_num_threads(), [m.training for m in models]
     shapes = list(shapes) if shapes is not None else [tuple(input_shape)] * len(models)
@@ -306,9 +307,9 @@ def calibrate(
     meta = {
         "threads": threads,
         "batch": batch,
-        "measured_on": measure_on
-        if measure_on == "cpu"
-        else torch.cuda.get_device_name(torch.device(measure_on)),
+        "measured_on": (
+            measure_on if measure_on == "cpu" else torch.cuda.get_device_name(torch.device(measure_on))
+        ),
         "warmup": warmup,
         "repeats": repeats,
         "seed": seed,

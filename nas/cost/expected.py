@@ -35,7 +35,8 @@ def _expected(model: CostModel, probs: Mapping[str, torch.Tensor], validate: boo
     table = torch.as_tensor(model.latency_table(), dtype=P.dtype, device=P.device)
     if P.shape[-2:] != table.shape:
         raise ValueError(
-            f"space {model.space.name!r} gave op probabilities of shape {tuple(P.shape[-2:])} but its latency table is {tuple(table.shape)}"
+            f"space {model.space.name!r} gave op probabilities of shape {tuple(P.shape[-2:])} but its latency"
+            f" table is {tuple(table.shape)}"
         )
     return model.intercept + (P * table).sum(dim=(-2, -1))
 
@@ -53,7 +54,8 @@ def expected_latency(
     for k, v in probs.items():
         if _ndim(v) != 1:
             raise ValueError(
-                f"expected_latency takes 1-D probabilities, but {k!r} has shape {tuple(np.shape(v))}; use expected_latency_batch for a batch"
+                f"expected_latency takes 1-D probabilities, but {k!r} has shape {tuple(np.shape(v))}; use"
+                " expected_latency_batch for a batch"
             )
     return _expected(model, probs, validate)
 
@@ -65,6 +67,7 @@ def expected_latency_batch(
     for k, v in probs.items():
         if _ndim(v) != 2:
             raise ValueError(
-                f"expected_latency_batch takes [B, n] probability tensors, but {k!r} has shape {tuple(np.shape(v))}"
+                f"expected_latency_batch takes [B, n] probability tensors, but {k!r} has shape"
+                f" {tuple(np.shape(v))}"
             )
     return _expected(model, probs, validate)

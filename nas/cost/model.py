@@ -30,7 +30,8 @@ class CostModel:
             lut = np.asarray(profile.lut, dtype=np.float64)
             if lut.shape != analytic.shape:
                 raise ProfileError(
-                    f"profile {profile.name!r}: lookup table has shape {lut.shape}, the space has [slots, ops] = {analytic.shape}; {RECALIBRATE_HINT}"
+                    f"profile {profile.name!r}: lookup table has shape {lut.shape}, the space has [slots,"
+                    f" ops] = {analytic.shape}; {RECALIBRATE_HINT}"
                 )
             analytic = np.where(np.isnan(lut), analytic, lut)  # measured where measured, fitted elsewhere
         # One [S, O] table per device: prediction is a gather-and-sum, whatever the model behind it.
@@ -59,7 +60,8 @@ class CostModel:
 
 
 def predict_many(models: Sequence[CostModel], archs: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Latency of each architecture on each device, float64 ``[B, D]`` (column ``d`` is ``models[d].predict``).
+    """Latency of each architecture on each device, float64 ``[B, D]`` (column ``d`` is
+    ``models[d].predict``).
 
     Architectures are validated, encoded and lowered once, then every model runs
     the kernel on the same op ids. All models must be for the same space: the
@@ -76,8 +78,8 @@ def predict_many(models: Sequence[CostModel], archs: Sequence[Mapping[str, Any]]
     for d, m in enumerate(models[1:], start=1):
         if m.space is not space and m.profile.space_signature != signature:
             raise ValueError(
-                f"predict_many needs models of one space: model {d} ({m.profile.name!r}) is for {m.profile.space_signature!r}, "
-                f"model 0 ({models[0].profile.name!r}) for {signature!r}"
+                f"predict_many needs models of one space: model {d} ({m.profile.name!r}) is for"
+                f" {m.profile.space_signature!r}, model 0 ({models[0].profile.name!r}) for {signature!r}"
             )
     op_ids = space.lower(space.encode_batch(list(archs)))
     out = np.empty((op_ids.shape[0], len(models)), dtype=np.float64)

@@ -76,24 +76,27 @@ class DeviceProfile:
             ) from None
         if len(self.coef) != len(self.feature_names):
             raise ProfileError(
-                f"profile {self.name!r} has {len(self.coef)} coefficients for {len(self.feature_names)} feature names {list(self.feature_names)}"
+                f"profile {self.name!r} has {len(self.coef)} coefficients for {len(self.feature_names)}"
+                f" feature names {list(self.feature_names)}"
             )
         for n, c in zip(self.feature_names, self.coef):
             if not math.isfinite(c) or c < 0:
                 raise ProfileError(
-                    f"profile {self.name!r}: coefficient of {n!r} is {c}; coefficients must be finite and >= 0 ({RECALIBRATE_HINT})"
+                    f"profile {self.name!r}: coefficient of {n!r} is {c}; coefficients must be finite and >="
+                    f" 0 ({RECALIBRATE_HINT})"
                 )
         if not math.isfinite(self.intercept) or self.intercept < 0:
             raise ProfileError(
-                f"profile {self.name!r}: intercept is {self.intercept}; it must be finite and >= 0 ({RECALIBRATE_HINT})"
+                f"profile {self.name!r}: intercept is {self.intercept}; it must be finite and >= 0"
+                f" ({RECALIBRATE_HINT})"
             )
 
     def check_compatible(self, signature: str, feature_names: Sequence[str]) -> None:
         """Raise :class:`ProfileError` unless this profile was calibrated for this space configuration."""
         if tuple(feature_names) != self.feature_names:
             raise ProfileError(
-                f"profile {self.name!r} has features {list(self.feature_names)} but the space's cost table has "
-                f"{list(feature_names)}; {RECALIBRATE_HINT}"
+                f"profile {self.name!r} has features {list(self.feature_names)} but the space's cost table"
+                f" has {list(feature_names)}; {RECALIBRATE_HINT}"
             )
         if signature != self.space_signature:
             raise ProfileError(
@@ -111,9 +114,11 @@ class DeviceProfile:
             "intercept": self.intercept,
             "space_signature": self.space_signature,
             "meta": _json_safe(self.meta),
-            "lut": None
-            if self.lut is None
-            else [[None if math.isnan(v) else v for v in row] for row in self.lut],
+            "lut": (
+                None
+                if self.lut is None
+                else [[None if math.isnan(v) else v for v in row] for row in self.lut]
+            ),
             "lut_scale": self.lut_scale,
         }
 
@@ -127,7 +132,8 @@ class DeviceProfile:
         version = data.get("format_version")
         if version not in READABLE_VERSIONS:
             raise ProfileError(
-                f"{source}: format_version is {version!r}, this version of nas reads format_version {list(READABLE_VERSIONS)}; {RECALIBRATE_HINT}"
+                f"{source}: format_version is {version!r}, this version of nas reads format_version"
+                f" {list(READABLE_VERSIONS)}; {RECALIBRATE_HINT}"
             )
         missing = [k for k in _FIELDS if k not in data]
         if missing:
@@ -137,7 +143,8 @@ class DeviceProfile:
         numbers = [data["intercept"], *data["coef"]]
         if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in numbers):
             raise ProfileError(
-                f"{source}: coef and intercept must be JSON numbers, got coef={data['coef']!r}, intercept={data['intercept']!r}"
+                f"{source}: coef and intercept must be JSON numbers, got coef={data['coef']!r},"
+                f" intercept={data['intercept']!r}"
             )
         if not isinstance(data["meta"], dict):
             raise ProfileError(f"{source}: meta must be an object, got {type(data['meta']).__name__}")
@@ -164,12 +171,14 @@ class DeviceProfile:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ProfileError(
-                f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); {RECALIBRATE_HINT}"
+                f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno});"
+                f" {RECALIBRATE_HINT}"
             ) from None
         return cls.from_dict(data, source)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write atomically (temp file in the same folder, then ``os.replace``): readers never see half a file."""
+        """Write atomically (temp file in the same folder, then ``os.replace``): readers never see half a
+        file."""
         atomic_write_text(path, self.to_json())
         return Path(path)
 

@@ -44,9 +44,9 @@ SPECS_PATH = Path(__file__).resolve().parent.parent / "profiles" / "specs.json"
 """The shipped table (package data ``nas/profiles/*.json``)."""
 
 SPEC_WARNING = (
-    "spec-derived from approximate published peak figures, NOT measured on the device; a linear sum of compute, "
-    "memory and per-op time (an upper-bound-style approximation of a roofline max); use for rough relative "
-    "comparisons only and calibrate on the real device for reliable latency"
+    "spec-derived from approximate published peak figures, NOT measured on the device; a linear sum of"
+    " compute, memory and per-op time (an upper-bound-style approximation of a roofline max); use for rough"
+    " relative comparisons only and calibrate on the real device for reliable latency"
 )
 
 
@@ -79,11 +79,13 @@ class DeviceSpec:
             object.__setattr__(self, f, float(v))
         if self.peak_macs_per_s <= 0 or self.memory_bytes_per_s <= 0:
             raise SpecError(
-                f"device spec {self.name!r}: peak_macs_per_s and memory_bytes_per_s must be > 0, got {self.peak_macs_per_s}, {self.memory_bytes_per_s}"
+                f"device spec {self.name!r}: peak_macs_per_s and memory_bytes_per_s must be > 0, got"
+                f" {self.peak_macs_per_s}, {self.memory_bytes_per_s}"
             )
         if not 0 < self.depthwise_efficiency <= 1:
             raise SpecError(
-                f"device spec {self.name!r}: depthwise_efficiency is a fraction of peak in (0, 1], got {self.depthwise_efficiency}"
+                f"device spec {self.name!r}: depthwise_efficiency is a fraction of peak in (0, 1], got"
+                f" {self.depthwise_efficiency}"
             )
         if self.per_op_overhead_ms < 0:
             raise SpecError(
@@ -128,7 +130,8 @@ def load_specs(path: str | os.PathLike[str] | None = None) -> dict[str, DeviceSp
         )
     if data.get("format_version") != SPECS_FORMAT_VERSION:
         raise SpecError(
-            f"{where}: format_version is {data.get('format_version')!r}, this version of nas reads {SPECS_FORMAT_VERSION}"
+            f"{where}: format_version is {data.get('format_version')!r}, this version of nas reads"
+            f" {SPECS_FORMAT_VERSION}"
         )
     entries = data.get("specs")
     if not isinstance(entries, list):
@@ -189,7 +192,8 @@ def spec_profile(spec: DeviceSpec | str, space: SearchSpace) -> DeviceProfile:
     unpriced = [n for n in names if n not in per_unit]
     if unpriced:
         raise ValueError(
-            f"space {space.name!r} has cost feature {unpriced[0]!r}, which device spec {spec.name!r} cannot price (it prices {list(per_unit)})"
+            f"space {space.name!r} has cost feature {unpriced[0]!r}, which device spec {spec.name!r} cannot"
+            f" price (it prices {list(per_unit)})"
         )
     meta: dict[str, Any] = {
         "kind": "spec-derived",

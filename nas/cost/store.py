@@ -1,4 +1,5 @@
-"""Where device profiles come from: the per-space cache, spec names, explicit files and a run's pinned profile.
+"""Where device profiles come from: the per-space cache, spec names, explicit files and a run's pinned
+profile.
 
 A profile is calibrated once per machine and space configuration and cached
 under :func:`nas.run.files.cache_home`; a run directory *pins* the cpu profile
@@ -76,7 +77,8 @@ def profile_for(
     run_dir: Path | None = None,
     progress: bool = False,
 ) -> CostModel:
-    """Lookup order: an explicit file, the run's pinned profile (cpu), a spec name, a JSON path, the cache (cpu calibrates)."""
+    """Lookup order: an explicit file, the run's pinned profile (cpu), a spec name, a JSON path, the cache
+    (cpu calibrates)."""
     if explicit:
         return CostModel(space, DeviceProfile.load(explicit))
     if run_dir is not None and (run_dir / PROFILE_IN_RUN).exists() and device == "cpu":
@@ -90,14 +92,15 @@ def profile_for(
     path = default_profile_path(device, space_signature(space))
     if not path.exists():
         raise ProfileError(
-            f"no {device!r} profile for this space (looked for {path}); run `nas latency calibrate` on that device and pass "
-            f"its file with --profile, or use a spec-derived profile ({', '.join(SPECS)})"
+            f"no {device!r} profile for this space (looked for {path}); run `nas latency calibrate` on that"
+            f" device and pass its file with --profile, or use a spec-derived profile ({', '.join(SPECS)})"
         )
     return CostModel(space, DeviceProfile.load(path))
 
 
 def run_cost_model(ctx: RunContext, pin: bool = True) -> CostModel:
-    """The run's cpu latency predictor, pinned in the run directory so a resumed search predicts the same numbers.
+    """The run's cpu latency predictor, pinned in the run directory so a resumed search predicts the same
+    numbers.
 
     ``pin=False`` only builds it (a command's checks run before anything is written).
     """
@@ -121,7 +124,8 @@ def run_cost_model(ctx: RunContext, pin: bool = True) -> CostModel:
 
 
 def device_model(ctx: RunContext, device: str, primary: bool, pin: bool = True) -> CostModel:
-    """The model of one entry of ``search.devices``: cpu is the run's pinned profile; ``search.profile`` applies to the first."""
+    """The model of one entry of ``search.devices``: cpu is the run's pinned profile; ``search.profile``
+    applies to the first."""
     if device == "cpu":
         return run_cost_model(ctx, pin=pin)
     return profile_for(ctx.space, device, ctx.cfg.search.profile if primary else None, None, ctx.progress)

@@ -59,7 +59,8 @@ def import_table(space: SearchSpace, path: str | os.PathLike[str], device: str) 
     missing = [c for c in ("slot", "op", "latency_ms") if c not in (reader.fieldnames or [])]
     if missing:
         raise ProfileError(
-            f"{path}: missing column(s) {missing}; expected header {','.join(COLUMNS)} (see `nas latency template`)"
+            f"{path}: missing column(s) {missing}; expected header {','.join(COLUMNS)} (see `nas latency"
+            " template`)"
         )
     for line, row in enumerate(reader, start=2):
         where = f"{path}, line {line}"

@@ -107,7 +107,8 @@ def plot_validation(report: dict[str, Any], path: str | os.PathLike[str]) -> Non
     ax.set_xlabel("measured latency [ms]")
     ax.set_ylabel("predicted latency [ms]")
     ax.set_title(
-        f"{report['device']}: tau {report['kendall_tau']:.2f}, MAPE {100 * report['mape']:.1f}%, within 10% {100 * report['within_10pct']:.0f}%",
+        f"{report['device']}: tau {report['kendall_tau']:.2f}, MAPE {100 * report['mape']:.1f}%, within 10%"
+        f" {100 * report['within_10pct']:.0f}%",
         fontsize=9,
     )
     ax.legend(fontsize=8)

@@ -43,12 +43,14 @@ def choose_trial(history: list[dict[str, Any]], trial: int | None, budget: float
             if row["trial"] == trial:
                 return row
         raise ExportError(
-            f"trial {trial} is not a finished trial of this search; finished: {sorted(r['trial'] for r in history)}"
+            f"trial {trial} is not a finished trial of this search; finished:"
+            f" {sorted(r['trial'] for r in history)}"
         )
     feasible = [r for r in history if r["feasible"]]
     if not feasible:
         raise ExportError(
-            f"no searched architecture meets the latency budget of {budget} ms; raise the budget or search longer"
+            f"no searched architecture meets the latency budget of {budget} ms; raise the budget or search"
+            " longer"
         )
     return max(feasible, key=lambda r: (r["accuracy"], -r["latency_ms"], -r["trial"]))
 
@@ -84,7 +86,8 @@ def export_arch(
         parity = (supernet(x) - static(x)).abs().max().item()
     if parity > PARITY_TOLERANCE:
         raise ExportError(
-            f"extracted network differs from the supernet by {parity:.3g} (> {PARITY_TOLERANCE}); refusing to export"
+            f"extracted network differs from the supernet by {parity:.3g} (> {PARITY_TOLERANCE}); refusing to"
+            " export"
         )
     val_acc = accuracy(static, ctx.loader("val"), ctx.device)
     test_acc = accuracy(static, ctx.loader("test"), ctx.device)

@@ -1,4 +1,5 @@
-"""Export formats of a found subnetwork, each written to ``<run>/export/`` and verified against the PyTorch model.
+"""Export formats of a found subnetwork, each written to ``<run>/export/`` and verified against the PyTorch
+model.
 
 - ``torch``: ``model.pt`` (state dict) and ``space.json`` (space name and options);
   :func:`load_subnet` rebuilds the plain network from them and ``arch.json``.
@@ -93,7 +94,8 @@ def _inapplicable(space: Any) -> dict[str, str]:
 
 
 def resolve_formats(requested: list[str] | None, space: Any) -> list[str]:
-    """The formats to write, in registration order; ``None`` (or ``all``) = every format that applies to ``space``.
+    """The formats to write, in registration order; ``None`` (or ``all``) = every format that applies to
+    ``space``.
 
     An unknown name, or a format that cannot represent this space's networks, is a
     :class:`ConfigError` (one line) raised before any work.
@@ -117,7 +119,8 @@ def resolve_formats(requested: list[str] | None, space: Any) -> list[str]:
 def space_settings(
     space: Any, cfg: Any, num_classes: int, in_channels: int, resolution: int
 ) -> dict[str, Any]:
-    """What :func:`load_subnet` needs to rebuild the space: its name and factory options (as ``nas.run.context.build_space`` passes them)."""
+    """What :func:`load_subnet` needs to rebuild the space: its name and factory options (as
+    ``nas.run.context.build_space`` passes them)."""
     options = {
         "num_classes": num_classes,
         "in_channels": in_channels,
@@ -141,7 +144,8 @@ def _export_dir(path: str | Path) -> Path:
 
 
 def load_subnet(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """The exported network as a plain PyTorch module (eval mode), from an export folder, its run folder or its ``model.pt``.
+    """The exported network as a plain PyTorch module (eval mode), from an export folder, its run folder or
+    its ``model.pt``.
 
     Rebuilds the network from ``arch.json`` and ``space.json`` (space name and
     options) and loads ``model.pt`` into it (strict: every tensor must match).
@@ -152,7 +156,8 @@ def load_subnet(path: str | Path, map_location: str | torch.device = "cpu") -> n
     missing = [f for f in ("arch.json", SPACE_FILE, "model.pt") if not (d / f).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{d} is not a torch export (missing {', '.join(missing)}); run `nas export --run-dir RUN --format=torch`"
+            f"{d} is not a torch export (missing {', '.join(missing)}); run `nas export --run-dir RUN"
+            " --format=torch`"
         )
     settings = json.loads((d / SPACE_FILE).read_text())
     space = create_space(settings["name"], **settings["options"])
@@ -206,7 +211,8 @@ def _write_torch(job: ExportJob) -> dict[str, Any]:
 
 def _write_torchscript(job: ExportJob) -> dict[str, Any]:
     with warnings.catch_warnings():
-        # TorchScript is deprecated in favour of torch.export (model.pt2), but it still loads anywhere with plain torch.jit.load
+        # TorchScript is deprecated in favour of torch.export (model.pt2), but it still loads anywhere with
+        # plain torch.jit.load
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.trace(job.net, job.example())
@@ -312,7 +318,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def write_formats(job: ExportJob, formats: list[str]) -> dict[str, dict[str, Any]]:
-    """Write and verify each of ``formats``; a failure is recorded (``ok: false`` and ``error``), never raised."""
+    """Write and verify each of ``formats``; a failure is recorded (``ok: false`` and ``error``), never
+    raised."""
     for name in (
         format_names()
     ):  # files of formats not asked for this time would describe another export: remove them
@@ -344,7 +351,8 @@ def write_formats(job: ExportJob, formats: list[str]) -> dict[str, dict[str, Any
     for res in results.values():
         if not res["ok"] and "error" not in res:
             res["error"] = (
-                f"verification failed: max abs difference {res['max_abs_diff']:.3g} > tolerance {res['tolerance']:.3g}"
+                f"verification failed: max abs difference {res['max_abs_diff']:.3g} > tolerance"
+                f" {res['tolerance']:.3g}"
             )
     return {f: results[f] for f in formats}
 

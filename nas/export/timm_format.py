@@ -1,4 +1,5 @@
-"""An MBConv subnetwork as a timm MobileNetV3: an ``arch_def`` in timm's block-string format and timm's weight names.
+"""An MBConv subnetwork as a timm MobileNetV3: an ``arch_def`` in timm's block-string format and timm's weight
+names.
 
 The static network ``MBNet`` that extraction produces is, layer for layer, a
 timm ``MobileNetV3`` (``timm.models.mobilenetv3``) built from
@@ -69,7 +70,9 @@ _DS_NAMES = {
     "project.bn": "bn2",
 }
 
-LOADER = '''"""Build the exported subnetwork as a timm MobileNetV3 with timm and torch alone (nas-engine is not needed).
+LOADER = '''"""Build the exported subnetwork as a timm MobileNetV3 with timm and torch alone.
+
+nas-engine is not needed:
 
     import sys; sys.path.insert(0, "runs/demo/export")
     from load_timm import build_timm_model
@@ -100,11 +103,14 @@ def build_timm_model(export_dir=Path(__file__).parent, load_weights=True):
     model = MobileNetV3(
         block_args=decode_arch_def(spec["arch_def"]),
         norm_layer=functools.partial(nn.BatchNorm2d, eps=spec["bn_eps"], momentum=spec["bn_momentum"]),
-        se_layer=functools.partial(SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU, rd_round_fn=round_channels),
+        se_layer=functools.partial(
+            SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU, rd_round_fn=round_channels
+        ),
         **kwargs,
     )
     if load_weights:
-        model.load_state_dict(torch.load(export_dir / spec["state_dict"], map_location="cpu", weights_only=True))
+        state = torch.load(export_dir / spec["state_dict"], map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
     return model.eval()
 
 
@@ -130,15 +136,22 @@ def _config(space: Any) -> MBNetConfig | None:
 
 
 def timm_incompatibility(space: Any) -> str | None:
-    """Why ``space``'s networks cannot be exported as timm MobileNetV3 models exactly, or ``None`` if they all can."""
+    """Why ``space``'s networks cannot be exported as timm MobileNetV3 models exactly, or ``None`` if they all
+    can."""
     cfg = _config(space)
     if cfg is None:
         return f"space {space.name!r} is not an MBConv space; timm export covers mbv3, tiny and timm:<model>"
     if cfg.stem_stride != TIMM_STEM_STRIDE:
-        return f"its stem has stride {cfg.stem_stride}; timm's MobileNetV3 stem is fixed at stride {TIMM_STEM_STRIDE}"
+        return (
+            f"its stem has stride {cfg.stem_stride}; timm's MobileNetV3 stem is fixed at stride"
+            f" {TIMM_STEM_STRIDE}"
+        )
     total = cfg.stem_stride * math.prod(st.stride for st in cfg.stages)
     if total > TIMM_OUTPUT_STRIDE:
-        return f"its total stride is {total}; timm's MobileNetV3 turns strides beyond {TIMM_OUTPUT_STRIDE} into dilation"
+        return (
+            f"its total stride is {total}; timm's MobileNetV3 turns strides beyond {TIMM_OUTPUT_STRIDE} into"
+            " dilation"
+        )
     for what, c in [
         ("first block", cfg.first_channels),
         *((f"stage {i}", st.out_channels) for i, st in enumerate(cfg.stages)),
@@ -158,7 +171,10 @@ def timm_incompatibility(space: Any) -> str | None:
                         f"stage {i}: expand {e} of {c} channels gives {mid} channels here, {timm_mid} in timm"
                     )
                 if st.use_se and se_channels(mid) != _timm_round(mid * 0.25):
-                    return f"stage {i}: squeeze-excite of {mid} channels reduces to {se_channels(mid)} here, {_timm_round(mid * 0.25)} in timm"
+                    return (
+                        f"stage {i}: squeeze-excite of {mid} channels reduces to {se_channels(mid)} here,"
+                        f" {_timm_round(mid * 0.25)} in timm"
+                    )
     return None
 
 
@@ -175,8 +191,9 @@ def timm_arch_def(cfg: MBNetConfig, spec: MBSpec) -> list[list[str]]:
         for j, (k, e) in enumerate(blocks):
             kind = "ds" if e == 1 else "ir"
             se = "_se0.25" if st.use_se else ""
+            stride = st.stride if j == 0 else 1
             strings.append(
-                f"{kind}_r1_k{k}_s{st.stride if j == 0 else 1}_e{_num(e)}_c{st.out_channels}{se}_{_ACT_SUFFIX[st.act]}"
+                f"{kind}_r1_k{k}_s{stride}_e{_num(e)}_c{st.out_channels}{se}_{_ACT_SUFFIX[st.act]}"
             )
         merged: list[list[Any]] = []  # runs of equal blocks -> one string with r<N>, as timm writes them
         for s in strings:
@@ -213,7 +230,8 @@ def _timm_name(static: MBNet, name: str) -> str:
 
 
 def timm_state_dict(static: MBNet) -> dict[str, torch.Tensor]:
-    """``static``'s weights and BN statistics under the names of the timm model built from its ``arch_def``."""
+    """``static``'s weights and BN statistics under the names of the timm model built from its
+    ``arch_def``."""
     out = {}
     for name, tensor in static.state_dict().items():
         try:
@@ -226,7 +244,8 @@ def timm_state_dict(static: MBNet) -> dict[str, torch.Tensor]:
 
 
 def timm_model_spec(space: Any, static: nn.Module, spec: MBSpec) -> dict[str, Any]:
-    """The content of ``timm_model.json``: arch_def and constructor settings; raises :class:`TimmExportError` when no exact mapping exists."""
+    """The content of ``timm_model.json``: arch_def and constructor settings; raises :class:`TimmExportError`
+    when no exact mapping exists."""
     reason = timm_incompatibility(space)
     if reason is not None:
         raise TimmExportError(f"timm export refused for space {space.name!r}: {reason}")
@@ -237,12 +256,15 @@ def timm_model_spec(space: Any, static: nn.Module, spec: MBSpec) -> dict[str, An
     eps, momentum = {m.eps for m in bns}, {m.momentum for m in bns}
     if len(eps) != 1 or len(momentum) != 1:
         raise TimmExportError(
-            f"timm's MobileNetV3 uses one batch-norm setting; this network mixes eps {sorted(eps)} / momentum {sorted(momentum, key=str)}"
+            f"timm's MobileNetV3 uses one batch-norm setting; this network mixes eps {sorted(eps)} / momentum"
+            f" {sorted(momentum, key=str)}"
         )
     import timm
 
     return {
-        "format": "timm MobileNetV3 (timm.models.mobilenetv3.MobileNetV3, blocks from decode_arch_def(arch_def))",
+        "format": (
+            "timm MobileNetV3 (timm.models.mobilenetv3.MobileNetV3, blocks from decode_arch_def(arch_def))"
+        ),
         "arch_def": timm_arch_def(cfg, spec),
         "model_kwargs": {
             "num_classes": cfg.num_classes,
@@ -256,10 +278,16 @@ def timm_model_spec(space: Any, static: nn.Module, spec: MBSpec) -> dict[str, An
         },
         "bn_eps": eps.pop(),
         "bn_momentum": momentum.pop(),
-        "se_layer": "SqueezeExcite(gate_layer='hard_sigmoid', force_act_layer=nn.ReLU, rd_round_fn=round_channels), reduced from the expanded width (se_from_exp)",
+        "se_layer": (
+            "SqueezeExcite(gate_layer='hard_sigmoid', force_act_layer=nn.ReLU, rd_round_fn=round_channels),"
+            " reduced from the expanded width (se_from_exp)"
+        ),
         "state_dict": WEIGHTS_FILE,
         "loader": LOADER_FILE,
-        "usage": f"from load_timm import build_timm_model; model = build_timm_model(EXPORT_DIR)  # timm + torch only, see {LOADER_FILE}",
+        "usage": (
+            "from load_timm import build_timm_model; model = build_timm_model(EXPORT_DIR)  # timm + torch"
+            f" only, see {LOADER_FILE}"
+        ),
         "input_shape": [cfg.in_channels, space.resolution, space.resolution],
         "timm_version": timm.__version__,
     }
@@ -302,7 +330,8 @@ __all__ = [
 
 
 def _start_timm(job: ExportJob) -> Callable[[], dict[str, Any]]:
-    """Write the timm files and start their check in a separate interpreter; returns a function that waits for it."""
+    """Write the timm files and start their check in a separate interpreter; returns a function that waits for
+    it."""
     spec = timm_model_spec(job.space, job.net, job.spec)
     buf = io.BytesIO()
     torch.save(timm_state_dict(job.net), buf)
@@ -350,7 +379,10 @@ def _start_timm(job: ExportJob) -> Callable[[], dict[str, Any]]:
         out = {
             "file": WEIGHTS_FILE,
             "files": [SPEC_FILE, WEIGHTS_FILE, LOADER_FILE],
-            "load": f"from load_timm import build_timm_model; build_timm_model(EXPORT_DIR)  (timm {spec['timm_version']} + torch only)",
+            "load": (
+                "from load_timm import build_timm_model; build_timm_model(EXPORT_DIR)  (timm"
+                f" {spec['timm_version']} + torch only)"
+            ),
             "arch_def": spec["arch_def"],
             "max_abs_diff": res["max_abs_diff"],
             "tolerance": tol,

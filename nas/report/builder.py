@@ -67,13 +67,25 @@ TITLES = {
     "anytime": "Controller any-time curve",
 }
 CAPTIONS = {
-    "pareto": "Every finished trial: supernet validation accuracy (inherited weights, batch norm recalibrated) against the cost model's predicted latency. "
-    "Circles: the Pareto front; crosses: over the latency budget (dashed line); star: the exported network.",
-    "training": "Per epoch: mean training loss of the subnetworks sampled each step, and validation accuracy of the largest and smallest subnetworks; "
-    "fine-tuning curves of the exported network when `nas finetune` ran.",
-    "ranking": "`nas rank`: each architecture's accuracy with inherited supernet weights against its accuracy trained alone (bars: range over seeds).",
-    "anytime": "Left: best validation accuracy within the latency budget after each completed trial. Right: hypervolume of the feasible accuracy-latency front "
-    "(reference point: the lowest accuracy of any trial and the budget).",
+    "pareto": (
+        "Every finished trial: supernet validation accuracy (inherited weights, batch norm recalibrated)"
+        " against the cost model's predicted latency. Circles: the Pareto front; crosses: over the latency"
+        " budget (dashed line); star: the exported network."
+    ),
+    "training": (
+        "Per epoch: mean training loss of the subnetworks sampled each step, and validation accuracy of the"
+        " largest and smallest subnetworks; fine-tuning curves of the exported network when `nas finetune`"
+        " ran."
+    ),
+    "ranking": (
+        "`nas rank`: each architecture's accuracy with inherited supernet weights against its accuracy"
+        " trained alone (bars: range over seeds)."
+    ),
+    "anytime": (
+        "Left: best validation accuracy within the latency budget after each completed trial. Right:"
+        " hypervolume of the feasible accuracy-latency front (reference point: the lowest accuracy of any"
+        " trial and the budget)."
+    ),
 }
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -127,7 +139,8 @@ def _dedupe_by_step(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _trials_from_study(run_dir: Path, cfg: NASConfig) -> tuple[list[dict[str, Any]], dict[str, int], str]:
-    """Completed trials from the Optuna study (stock ``optuna.load_study``), else from ``search/history.csv``."""
+    """Completed trials from the Optuna study (stock ``optuna.load_study``), else from
+    ``search/history.csv``."""
     import optuna
 
     from nas.controllers.optuna_controller import _safe_url, _with_installed_driver
@@ -181,7 +194,8 @@ def load_run(run_dir: str | Path, cfg: NASConfig | None = None) -> RunRecord:
     run_dir = Path(run_dir).expanduser().resolve()
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunDirError(
-            f"{run_dir} is not a run directory (no {CONFIG_FILE}); give the --run-dir of a `nas run`/`nas train`"
+            f"{run_dir} is not a run directory (no {CONFIG_FILE}); give the --run-dir of a `nas run`/`nas"
+            " train`"
         )
     cfg = cfg or resolve_config(run_dir, None, ())
     rec = RunRecord(
@@ -237,9 +251,11 @@ def build_figures(rec: RunRecord) -> dict[str, Figure | str]:
             ),
         ),
         "training": (
-            None
-            if rec.epochs or rec.finetune_epochs
-            else f"no epoch events in {EVENTS_NAME} (train the supernet with `nas train`)",
+            (
+                None
+                if rec.epochs or rec.finetune_epochs
+                else f"no epoch events in {EVENTS_NAME} (train the supernet with `nas train`)"
+            ),
             lambda: rf.training_figure(
                 rec.epochs,
                 rec.finetune_epochs,
@@ -247,9 +263,11 @@ def build_figures(rec: RunRecord) -> dict[str, Figure | str]:
             ),
         ),
         "ranking": (
-            None
-            if rec.ranking and rec.ranking.get("rows")
-            else "no ranking.json (run `nas rank --run-dir DIR`)",
+            (
+                None
+                if rec.ranking and rec.ranking.get("rows")
+                else "no ranking.json (run `nas rank --run-dir DIR`)"
+            ),
             lambda: rf.ranking_figure(rec.ranking or {}),
         ),
         "anytime": (
@@ -391,9 +409,11 @@ def summary_rows(rec: RunRecord) -> list[tuple[str, str]]:
     rows.append(
         (
             "latency budget",
-            f"{rec.budget_ms:g} ms on {rec.devices[0]}"
-            if rec.budget_ms is not None
-            else "none (unconstrained)",
+            (
+                f"{rec.budget_ms:g} ms on {rec.devices[0]}"
+                if rec.budget_ms is not None
+                else "none (unconstrained)"
+            ),
         )
     )
     if len(rec.devices) > 1:
@@ -404,9 +424,11 @@ def summary_rows(rec: RunRecord) -> list[tuple[str, str]]:
         rows.append(
             (
                 "Pareto front",
-                f"{len(rec.front)} architectures; best val accuracy within budget {100 * best:.2f} %"
-                if best is not None
-                else f"{len(rec.front)} architectures; no trial within budget",
+                (
+                    f"{len(rec.front)} architectures; best val accuracy within budget {100 * best:.2f} %"
+                    if best is not None
+                    else f"{len(rec.front)} architectures; no trial within budget"
+                ),
             )
         )
     m = rec.export_meta
@@ -458,8 +480,11 @@ def _extra_rows(rec: RunRecord) -> list[tuple[str, str]]:
         rows.append(
             (
                 f"fine-tuned ({init})",
-                f"{r.get('epochs')} epochs: val {100 * r['val_accuracy_before']:.2f} -> {100 * r['val_accuracy_after']:.2f} %, "
-                f"test {100 * r['test_accuracy_before']:.2f} -> {100 * r['test_accuracy_after']:.2f} %",
+                (
+                    f"{r.get('epochs')} epochs: val {100 * r['val_accuracy_before']:.2f} ->"
+                    f" {100 * r['val_accuracy_after']:.2f} %, test {100 * r['test_accuracy_before']:.2f} ->"
+                    f" {100 * r['test_accuracy_after']:.2f} %"
+                ),
             )
         )
     if rec.ranking:
@@ -467,7 +492,8 @@ def _extra_rows(rec: RunRecord) -> list[tuple[str, str]]:
         rows.append(
             (
                 "ranking",
-                f"{r.get('k')} architectures: Kendall tau {_fmt(r.get('kendall_tau'), 3)}, Spearman {_fmt(r.get('spearman'), 3)}, regret {_fmt(r.get('regret'), 3)}"
+                f"{r.get('k')} architectures: Kendall tau {_fmt(r.get('kendall_tau'), 3)}, Spearman"
+                f" {_fmt(r.get('spearman'), 3)}, regret {_fmt(r.get('regret'), 3)}"
                 + (
                     f", seed-to-seed tau {_fmt(r['seed_to_seed_kendall_tau'], 3)}"
                     if "seed_to_seed_kendall_tau" in r
@@ -571,7 +597,8 @@ def render_html(
     pareto: tuple[list[str], list[list[str]]],
     generated: str,
 ) -> str:
-    """report.html: one file, every figure embedded, nothing fetched (a Content-Security-Policy forbids it)."""
+    """report.html: one file, every figure embedded, nothing fetched (a Content-Security-Policy forbids
+    it)."""
     e = html.escape
     title = f"NAS report: {rec.run_dir.name}"
     parts = [
@@ -581,7 +608,10 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{e(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{e(title)}</h1>",
-        f"<p>Generated {e(generated)} by <code>nas report</code> from <code>{e(str(rec.run_dir))}</code>.</p>",
+        (
+            f"<p>Generated {e(generated)} by <code>nas report</code> from"
+            f" <code>{e(str(rec.run_dir))}</code>.</p>"
+        ),
         "<h2>Summary</h2>",
         _html_table(["item", "value"], summary),
         "<h2>Figures</h2>",
@@ -591,7 +621,8 @@ def render_html(
         if name in images:
             data = base64.b64encode(images[name]).decode("ascii")
             parts.append(
-                f'<figure id="fig-{name}"><img src="data:image/png;base64,{data}" alt="{e(TITLES[name])}"><figcaption>{e(CAPTIONS[name])}</figcaption></figure>'
+                f'<figure id="fig-{name}"><img src="data:image/png;base64,{data}"'
+                f' alt="{e(TITLES[name])}"><figcaption>{e(CAPTIONS[name])}</figcaption></figure>'
             )
         else:
             parts.append(f'<p class="na" id="fig-{name}">Not available: {e(str(figures[name]))}.</p>')
@@ -626,7 +657,8 @@ class ReportResult:
 def write_report(
     run_dir: str | Path, out_dir: str | Path | None = None, cfg: NASConfig | None = None
 ) -> ReportResult:
-    """Read ``run_dir`` and write the figures, report.md, report.html and report.json (atomically) to ``out_dir``."""
+    """Read ``run_dir`` and write the figures, report.md, report.html and report.json (atomically) to
+    ``out_dir``."""
     t0 = time.perf_counter()
     rec = load_run(run_dir, cfg)
     out = Path(out_dir).expanduser().resolve() if out_dir else rec.run_dir / REPORT_DIR
@@ -664,7 +696,7 @@ def write_report(
             "run_dir": str(rec.run_dir),
             "generated": generated,
             "figures": {
-                n: ({"file": f.name} if isinstance(f, Path) else {"not_available": f})
+                n: {"file": f.name} if isinstance(f, Path) else {"not_available": f}
                 for n, f in figures.items()
             },
             "summary": dict(summary),
@@ -701,7 +733,8 @@ def already_tracked(result: ReportResult, trackers: Sequence[str]) -> bool:
 
 
 def send_to_trackers(result: ReportResult, trackers: Trackers) -> None:
-    """Figures, the Pareto table, per-trial scalars, hparams sessions, the exported model and summary values."""
+    """Figures, the Pareto table, per-trial scalars, hparams sessions, the exported model and summary
+    values."""
     from nas.pareto import anytime_curves
 
     rec = result.record
@@ -733,7 +766,7 @@ def send_to_trackers(result: ReportResult, trackers: Trackers) -> None:
     )
     for r in sessions:
         hp: dict[str, Any] = {
-            k: (v if isinstance(v, (int, float, str, bool)) else json.dumps(v))
+            k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
             for k, v in r.get("arch", {}).items()
         }
         hp.update(
@@ -784,7 +817,8 @@ def track_report(
 
 
 def report_after_run(ctx: RunContext) -> ReportResult | None:
-    """The end of ``nas run`` / ``nas export``: write the report into the run and send it to the open trackers.
+    """The end of ``nas run`` / ``nas export``: write the report into the run and send it to the open
+    trackers.
 
     A report is a view of the run: if it fails, the run does not (``nas report DIR`` retries).
     """

@@ -41,7 +41,8 @@ def pareto_figure(
     device: str = "cpu",
     n_devices: int = 1,
 ) -> Figure:
-    """All finished trials (infeasible ones marked), the Pareto front highlighted, the budget line, the exported network."""
+    """All finished trials (infeasible ones marked), the Pareto front highlighted, the budget line, the
+    exported network."""
     fig = Figure(figsize=(7.0, 4.8), dpi=DPI)
     ax = fig.add_subplot()
     feas = [r for r in rows if r["feasible"]]
@@ -118,7 +119,8 @@ def training_figure(
     finetune: Mapping[str, Sequence[Row]] | None = None,
     finetune_start: Mapping[str, float] | None = None,
 ) -> Figure:
-    """Per-epoch training loss and validation accuracy: the supernet's (largest/smallest subnets), then each fine-tuning's.
+    """Per-epoch training loss and validation accuracy: the supernet's (largest/smallest subnets), then each
+    fine-tuning's.
 
     ``epochs`` are ``epoch`` events (``train_loss`` and ``val_acc*`` keys);
     ``finetune`` maps an initialisation (``inherited``, ``scratch``) to its
@@ -175,7 +177,8 @@ def training_figure(
 
 
 def ranking_figure(report: Mapping[str, Any]) -> Figure:
-    """Supernet vs. standalone accuracy of ``nas rank``'s architectures (``nas rank`` writes it as ``ranking.png``)."""
+    """Supernet vs. standalone accuracy of ``nas rank``'s architectures (``nas rank`` writes it as
+    ``ranking.png``)."""
     rows = report["rows"]
     fig = Figure(figsize=(5.6, 4.6), dpi=DPI)
     ax = fig.add_subplot()
@@ -192,7 +195,10 @@ def ranking_figure(report: Mapping[str, Any]) -> Figure:
         label=f"{len(rows)} architectures"
         + (" (bars: seed range)" if any(len(r["standalone_val_acc"]) > 1 for r in rows) else ""),
     )
-    title = f"{report['sampler']}{' + distill' if report.get('distill') else ''}: Kendall tau {report['kendall_tau']:.2f}"
+    title = (
+        f"{report['sampler']}{' + distill' if report.get('distill') else ''}: Kendall tau"
+        f" {report['kendall_tau']:.2f}"
+    )
     if "seed_to_seed_kendall_tau" in report:
         title += f" (seed-to-seed {report['seed_to_seed_kendall_tau']:.2f})"
     ax.set_title(title, fontsize=9)
@@ -205,7 +211,8 @@ def ranking_figure(report: Mapping[str, Any]) -> Figure:
 
 
 def anytime_figure(rows: Sequence[Row], budget_ms: float | None, controller: str = "") -> Figure:
-    """The controller's any-time behaviour: best feasible accuracy so far, and hypervolume, vs. completed trials."""
+    """The controller's any-time behaviour: best feasible accuracy so far, and hypervolume, vs. completed
+    trials."""
     curves = anytime_curves(rows, budget_ms)
     ordered = sorted(rows, key=lambda r: r["trial"])
     n = list(range(1, len(ordered) + 1))

@@ -24,8 +24,8 @@ class ConfigError(ValueError):
 
 
 # Roles a key plays (declared once, next to the key; see :func:`keys_with`):
-RUN = (
-    "run"  # part of the run's identity: fixed once a run directory exists (a trained supernet depends on it)
+RUN = (  # part of the run's identity: fixed once a run directory exists (a trained supernet depends on it)
+    "run"
 )
 RECIPE = "recipe"  # shapes the training of one network alone (standalone ranking, fine-tuning)
 SUPERNET = "supernet"  # shapes supernet training only (a network trained alone ignores it)
@@ -225,7 +225,8 @@ def flatten(cfg: NASConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def setting_fields() -> dict[str, dataclasses.Field]:
-    """Dotted key -> its dataclass field (with ``metadata["doc"]`` and ``metadata["roles"]``), in declaration order."""
+    """Dotted key -> its dataclass field (with ``metadata["doc"]`` and ``metadata["roles"]``), in declaration
+    order."""
     out: dict[str, dataclasses.Field] = {}
     for f in dataclasses.fields(NASConfig):
         if f.name in SECTIONS:
@@ -368,7 +369,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
-        (item_t, *_) = typing.get_args(typ) or (Any,)
+        item_t, *_ = typing.get_args(typ) or (Any,)
         return [_coerce(key, v, item_t) for v in value]
     if origin is dict or typ is dict:
         if not isinstance(value, Mapping):

@@ -53,7 +53,8 @@ SINGLE = DistInfo(rank=0, world_size=1, local_rank=0, is_main=True)
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for ``cuda`` without a GPU is an error, not a silent CPU run."""
+    """``auto`` picks CUDA when present; asking for ``cuda`` without a GPU is an error, not a silent CPU
+    run."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -96,7 +97,8 @@ class RunContext:
         return fp
 
     def build_supernet(self) -> nn.Module:
-        """A fresh supernet of the configured kind (``space.supernet``), its weights seeded by the run's seed alone.
+        """A fresh supernet of the configured kind (``space.supernet``), its weights seeded by the run's seed
+        alone.
 
         The caller's global torch RNG is left as it was.
         """
@@ -261,7 +263,8 @@ def open_run(
 
 
 def _missing_ancestors(path: Path) -> list[Path]:
-    """``path`` and its parents that do not exist yet, deepest first (what a refused command must not leave behind)."""
+    """``path`` and its parents that do not exist yet, deepest first (what a refused command must not leave
+    behind)."""
     out = []
     while not path.exists() and path != path.parent:
         out.append(path)

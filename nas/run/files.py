@@ -1,4 +1,5 @@
-"""Files of a run directory (and of the engine's cache): atomic writes, the lock, JSON reading, the cache home.
+"""Files of a run directory (and of the engine's cache): atomic writes, the lock, JSON reading, the cache
+home.
 
 One folder holds everything a run produces.
 
@@ -34,7 +35,8 @@ class RunDirError(Exception):
 
 
 class WriteError(RunDirError, OSError):
-    """An atomic write failed (disk full, read-only, no permission): one line naming the file; still an ``OSError``.
+    """An atomic write failed (disk full, read-only, no permission): one line naming the file; still an
+    ``OSError``.
 
     Keeps the original ``errno`` so callers can tell ENOSPC apart, and says that the
     previous version of the file is intact, which is what a user needs to know.
@@ -163,7 +165,8 @@ def _os_error_in(exc: BaseException) -> OSError | None:
 
 
 def atomic_write_stream(path: PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` atomically by streaming into the file ``write`` is given (large files: nothing held in memory)."""
+    """Write ``path`` atomically by streaming into the file ``write`` is given (large files: nothing held in
+    memory)."""
     _atomic_write(path, write)
 
 
@@ -228,7 +231,8 @@ class RunLock:
 
     def __init__(self, run_dir: PathLike, shared: bool = False) -> None:
         self.run_dir = Path(run_dir)
-        self.shared = shared  # several holders at once (search workers on one shared study); excludes an exclusive holder
+        # several holders at once (search workers on one shared study); excludes an exclusive holder
+        self.shared = shared
         self.path = self.run_dir / LOCK_NAME
         self._fd: int | None = None
 
@@ -299,7 +303,8 @@ def _read_pid(fd: int) -> int | None:
 
 
 def cache_home() -> Path:
-    """``$XDG_CACHE_HOME/nas-engine``; an unset or relative ``XDG_CACHE_HOME`` means ``~/.cache`` (the XDG rule).
+    """``$XDG_CACHE_HOME/nas-engine``; an unset or relative ``XDG_CACHE_HOME`` means ``~/.cache`` (the XDG
+    rule).
 
     Device profiles and staged data sets live below it; not created here.
     """

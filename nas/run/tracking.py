@@ -51,7 +51,8 @@ class TrackingWarning(RuntimeWarning):
 
 
 class Tracker:
-    """Base of every tracking backend, built as ``cls(run_dir, project=..., config=..., mode=...)`` by :func:`make_trackers`.
+    """Base of every tracking backend, built as ``cls(run_dir, project=..., config=..., mode=...)`` by
+    :func:`make_trackers`.
 
     Required: :meth:`log`, :meth:`log_table`, :meth:`log_figure`, :meth:`summary`,
     :meth:`close`. Hooks with no-op defaults, for backends that have a place for
@@ -81,7 +82,8 @@ class Tracker:
     def log_hparams(
         self, name: str, hparams: Mapping[str, Value | bool], metrics: Mapping[str, float]
     ) -> None:
-        """One hyper-parameter session (e.g. an architecture's choices with its accuracy and latency); default: ignored."""
+        """One hyper-parameter session (e.g. an architecture's choices with its accuracy and latency);
+        default: ignored."""
 
     def log_artifact(
         self, name: str, path: str | Path, type: str, metadata: Mapping[str, Any] | None = None
@@ -387,7 +389,8 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
 def _load_or_create_run_id(run_dir: Path) -> str:
-    """The wandb run id stored in the run dir, created on first use, so a resumed run continues the same wandb run."""
+    """The wandb run id stored in the run dir, created on first use, so a resumed run continues the same wandb
+    run."""
     path = run_dir / WANDB_ID_FILE
     if path.exists():
         run_id = path.read_text(encoding="utf-8").strip()
@@ -652,7 +655,8 @@ def make_trackers(
 
 
 def tracker_classes(names: Sequence[str] | str) -> dict[str, type[Tracker]]:
-    """The backend class of each named tracker (a sequence or a comma-separated string), in order, once each."""
+    """The backend class of each named tracker (a sequence or a comma-separated string), in order, once
+    each."""
     if isinstance(names, str):
         names = names.split(",")
     return {

@@ -1,4 +1,5 @@
-"""What every search controller promises: valid asks, reproducibility, exact resume, failed and infeasible results accepted.
+"""What every search controller promises: valid asks, reproducibility, exact resume, failed and infeasible
+results accepted.
 
 Subclass :class:`ControllerContract` and provide a ``controller_name`` fixture
 (a name registered with :func:`nas.controllers.register_controller`); the checks
@@ -33,7 +34,8 @@ def batches(space: SearchSpace, seed: int, n: int = 3) -> list[tuple[torch.Tenso
 
 
 def ready_controller(name: str, space: SearchSpace, run_dir: Path, **kwargs: Any) -> Controller:
-    """A controller ready to ask: one that learns on a supernet first does so on a (random) supernet of ``space``."""
+    """A controller ready to ask: one that learns on a supernet first does so on a (random) supernet of
+    ``space``."""
     ctl = create_controller(name, space=space, run_dir=run_dir, **kwargs)
     if ctl.needs_supernet:
         cost = CostModel(space, spec_profile("mobile-big-core", space))
@@ -53,7 +55,8 @@ def stand_in_objectives(arch: Arch) -> Objectives:
 def run_controller(
     name: str, space: SearchSpace, run_dir: Path, trials: int = 12, budget: float | None = None
 ) -> list[str]:
-    """A fresh controller (as after a restart: it sees the run directory's finished trials) run to ``trials`` results."""
+    """A fresh controller (as after a restart: it sees the run directory's finished trials) run to ``trials``
+    results."""
     run_dir.mkdir(parents=True, exist_ok=True)
     ctl = ready_controller(name, space, run_dir, seed=3, latency_budget_ms=budget, population=4)
     asked = []
@@ -70,7 +73,8 @@ def run_controller(
 
 
 class ControllerContract:
-    """Checks for the ``controller_name`` fixture a subclass provides (on the ``space`` fixture, ``tiny`` by default)."""
+    """Checks for the ``controller_name`` fixture a subclass provides (on the ``space`` fixture, ``tiny`` by
+    default)."""
 
     @pytest.fixture
     def controller_name(self) -> str:  # pragma: no cover - provided by the subclass
@@ -89,7 +93,8 @@ class ControllerContract:
     def test_resumed_controller_continues_like_an_uninterrupted_one(
         self, controller_name: str, space: SearchSpace, tmp_path: Path
     ) -> None:
-        """Killed after 5 results and restarted (a new controller on the same storage), it asks what it would have asked."""
+        """Killed after 5 results and restarted (a new controller on the same storage), it asks what it would
+        have asked."""
         uninterrupted = run_controller(
             controller_name, space, tmp_path / "a", trials=10
         )  # population 4: past NSGA's first generation

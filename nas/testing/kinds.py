@@ -1,4 +1,5 @@
-"""What every supernet kind promises: extraction equals the supernet, gradients reach the active path, state dicts round-trip.
+"""What every supernet kind promises: extraction equals the supernet, gradients reach the active path, state
+dicts round-trip.
 
 Subclass :class:`SupernetKindContract` and provide a ``kind_case`` fixture
 returning ``(space, supernet, kind, options)``: a small space and a fresh

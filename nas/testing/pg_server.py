@@ -27,7 +27,8 @@ class PostgresUnavailable(RuntimeError):
 
 
 def find_bin_dir() -> Path | None:
-    """The newest ``/usr/lib/postgresql/*/bin`` holding ``initdb``, else the directory of an ``initdb`` on PATH."""
+    """The newest ``/usr/lib/postgresql/*/bin`` holding ``initdb``, else the directory of an ``initdb`` on
+    PATH."""
     dirs = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
         key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
@@ -39,7 +40,8 @@ def find_bin_dir() -> Path | None:
 
 
 def ensure_installed(install: bool = True) -> Path:
-    """The server's bin directory; with ``install``, ``apt-get install postgresql`` first when it is missing."""
+    """The server's bin directory; with ``install``, ``apt-get install postgresql`` first when it is
+    missing."""
     bin_dir = find_bin_dir()
     if bin_dir is None and install and shutil.which("apt-get") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -67,7 +69,8 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    """A private PostgreSQL cluster in a temporary directory; ``start``/``stop`` or use as a context manager."""
+    """A private PostgreSQL cluster in a temporary directory; ``start``/``stop`` or use as a context
+    manager."""
 
     def __init__(self, install: bool = True, port: int | None = None):
         self.install, self.port = install, port
@@ -90,7 +93,8 @@ class PostgresServer:
             log = self.root / "server.log" if self.root else None
             tail = log.read_text(errors="replace")[-1500:] if log and log.exists() else ""
             raise PostgresUnavailable(
-                f"{args[0]} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-1500:]}\n{tail}".strip()
+                f"{args[0]} failed ({proc.returncode}):"
+                f" {(proc.stderr or proc.stdout).strip()[-1500:]}\n{tail}".strip()
             )
         return proc
 
@@ -112,7 +116,10 @@ class PostgresServer:
         self._run(
             "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
         )
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c"
+            " synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
         self._run(
             "pg_ctl",
             "-D",

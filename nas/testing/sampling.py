@@ -1,4 +1,5 @@
-"""What every sampling rule promises: canonical architectures of the space, seeded, pure, and strict about its options.
+"""What every sampling rule promises: canonical architectures of the space, seeded, pure, and strict about its
+options.
 
 Subclass :class:`SamplingRuleContract` and provide a ``rule_name`` fixture (a
 name registered with :func:`nas.training.sampling.register_rule`); ``space``

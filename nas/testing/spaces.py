@@ -1,4 +1,5 @@
-"""What every search space promises: architectures as data, clear validation, consistent cost lowering, faithful extraction.
+"""What every search space promises: architectures as data, clear validation, consistent cost lowering,
+faithful extraction.
 
 Subclass :class:`SearchSpaceContract` and provide a ``space`` fixture (small
 enough for a CPU test: a few channels, 16 px input) to run every check on it.
@@ -119,7 +120,8 @@ class SearchSpaceContract:
             space.arch_from_spec(space.to_spec(space.largest()))
         except NotImplementedError:
             pytest.skip(
-                f"space {space.name!r} declares no arch_from_spec (its supernets never choose an architecture themselves)"
+                f"space {space.name!r} declares no arch_from_spec (its supernets never choose an architecture"
+                " themselves)"
             )
         for arch in sample_archs(space):
             assert space.arch_from_spec(space.to_spec(arch)) == arch

@@ -1,4 +1,5 @@
-"""Training: the trainer loop, checkpoints, step plans (one per supernet kind that needs its own), sampling rules,
+"""Training: the trainer loop, checkpoints, step plans (one per supernet kind that needs its own), sampling
+rules,
 augmentation and multi-process training.
 
 Importing the package registers every step plan (``single_path``).

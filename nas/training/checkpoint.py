@@ -34,7 +34,8 @@ def load_checkpoint(path: Path, expected_fingerprint: dict[str, Any]) -> dict[st
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); move it away to start over"
+            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {exc}); move it away to start"
+            " over"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -53,7 +54,8 @@ def load_supernet(ctx: RunContext) -> nn.Module:
     path = checkpoint_path(ctx.run_dir)
     if not path.exists():
         raise CheckpointError(
-            f"no trained supernet in {ctx.run_dir} (expected {path}); run `nas train --run-dir {ctx.run_dir}` first"
+            f"no trained supernet in {ctx.run_dir} (expected {path}); run `nas train --run-dir {ctx.run_dir}`"
+            " first"
         )
     state = load_checkpoint(path, ctx.fingerprint())
     if state["epoch"] < state["epochs"]:

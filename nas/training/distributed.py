@@ -95,8 +95,9 @@ def enable_sync_bn(model: nn.Module) -> int:
     ]
     if plain:
         raise TypeError(
-            f"cannot synchronise batch norm: {len(plain)} layer(s) are not ElasticBatchNorm2d and would keep "
-            f"per-rank statistics ({', '.join(plain[:5])}{', ...' if len(plain) > 5 else ''}); build them as ElasticBatchNorm2d"
+            f"cannot synchronise batch norm: {len(plain)} layer(s) are not ElasticBatchNorm2d and would keep"
+            f" per-rank statistics ({', '.join(plain[:5])}{', ...' if len(plain) > 5 else ''}); build them as"
+            " ElasticBatchNorm2d"
         )
     count = 0
     for m in model.modules():
@@ -152,7 +153,8 @@ def _collective_device() -> torch.device:
 
 
 def allreduce_gradients(params: Iterable[torch.Tensor], info: DistInfo, debug: bool = False) -> None:
-    """Average gradients over ranks with one coalesced all-reduce; parameters without a gradient stay ``None``.
+    """Average gradients over ranks with one coalesced all-reduce; parameters without a gradient stay
+    ``None``.
 
     Why not DistributedDataParallel: the active parameters of a weight-sharing
     supernet change with every forward (and one step runs several subnetworks),

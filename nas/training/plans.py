@@ -25,7 +25,8 @@ from search_spaces.registry import Registry
 
 
 class StepPlan:
-    """What a training step trains. Required: :meth:`archs`, :meth:`activate`, :meth:`evaluate`; the rest are hooks."""
+    """What a training step trains. Required: :meth:`archs`, :meth:`activate`, :meth:`evaluate`; the rest are
+    hooks."""
 
     needs_latency_budget = False
     """Whether training needs ``search.latency_budget_ms`` (checked before anything is written)."""
@@ -63,7 +64,8 @@ class StepPlan:
         loss_fn: Callable[..., torch.Tensor],
         step: int,
     ) -> None:
-        """Called after each architecture's backward pass on its batch ``(x, y)``; the default does nothing."""
+        """Called after each architecture's backward pass on its batch ``(x, y)``; the default does
+        nothing."""
 
 
 @dataclass

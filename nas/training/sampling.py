@@ -83,7 +83,8 @@ def register_rule(name: str) -> Callable[[Callable[..., list[Arch]]], SamplingRu
             unknown = sorted(set(options) - set(accepted))
             if unknown:
                 raise ValueError(
-                    f"sampling rule {name!r} got unknown option(s) {unknown}; accepted options: {accepted or 'none'}"
+                    f"sampling rule {name!r} got unknown option(s) {unknown}; accepted options:"
+                    f" {accepted or 'none'}"
                 )
             for arg, value, least in (
                 ("step", step, 0),
@@ -232,7 +233,8 @@ def _check_order(rule: str, groups: Mapping[str, Any], order: Sequence[str] | No
         return tuple(groups)
     if isinstance(order, str) or sorted(order) != sorted(groups):
         raise ValueError(
-            f"sampling rule {rule!r}: option 'order' must list each of the dimensions {list(groups)} once, got {order!r}"
+            f"sampling rule {rule!r}: option 'order' must list each of the dimensions {list(groups)} once,"
+            f" got {order!r}"
         )
     return tuple(order)
 
@@ -246,21 +248,25 @@ def _level_probs(n_levels: int, probs: str | Sequence[float]) -> np.ndarray:
             weights = np.arange(1, n_levels + 1, dtype=np.float64)
             return weights / weights.sum()
         raise ValueError(
-            f"sampling rule 'sorted': option 'probs' must be 'uniform', 'linear' or a list of {n_levels} weights, got {probs!r}"
+            f"sampling rule 'sorted': option 'probs' must be 'uniform', 'linear' or a list of {n_levels}"
+            f" weights, got {probs!r}"
         )
     try:
         weights = np.asarray(probs, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(
-            f"sampling rule 'sorted': option 'probs' must be 'uniform', 'linear' or a list of {n_levels} weights, got {probs!r}"
+            f"sampling rule 'sorted': option 'probs' must be 'uniform', 'linear' or a list of {n_levels}"
+            f" weights, got {probs!r}"
         ) from None
     if weights.shape != (n_levels,):
         raise ValueError(
-            f"sampling rule 'sorted': option 'probs' needs one weight per ladder level ({n_levels}), got {weights.size}"
+            f"sampling rule 'sorted': option 'probs' needs one weight per ladder level ({n_levels}), got"
+            f" {weights.size}"
         )
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
         raise ValueError(
-            f"sampling rule 'sorted': option 'probs' weights must be finite, >= 0 and not all 0, got {list(probs)}"
+            "sampling rule 'sorted': option 'probs' weights must be finite, >= 0 and not all 0, got"
+            f" {list(probs)}"
         )
     return weights / weights.sum()
 
@@ -298,7 +304,8 @@ def _check_schedule(
 ) -> list[tuple[str, float]]:
     def bad(why: str) -> ValueError:
         return ValueError(
-            f"sampling rule 'progressive': option 'schedule' {why}; got {schedule!r} (example: {DEFAULT_SCHEDULE})"
+            f"sampling rule 'progressive': option 'schedule' {why}; got {schedule!r} (example:"
+            f" {DEFAULT_SCHEDULE})"
         )
 
     try:
@@ -318,7 +325,8 @@ def _check_schedule(
     for name in names:
         if name != "full" and name not in groups:
             raise bad(
-                f"names dimension {name!r}, which space {space.name!r} does not have (dimensions: {list(groups)}, plus 'full')"
+                f"names dimension {name!r}, which space {space.name!r} does not have (dimensions:"
+                f" {list(groups)}, plus 'full')"
             )
     if len(set(names)) != len(names):
         raise bad("names a phase twice")

@@ -39,7 +39,8 @@ class SinglePathPlan(StepPlan):
 
     @classmethod
     def for_run(cls, ctx: RunContext) -> "SinglePathPlan":
-        """The budget's device model (calibrated once, pinned in the run directory) and the run's latency weight."""
+        """The budget's device model (calibrated once, pinned in the run directory) and the run's latency
+        weight."""
         budget = ctx.cfg.search.latency_budget_ms
         if budget is None:
             raise ValueError(

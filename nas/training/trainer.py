@@ -91,7 +91,8 @@ class Position:
 
 
 class Trainer:
-    """The loop: sample -> forward/backward per subnet -> (all-reduce) -> clip -> step -> EMA -> checkpoint."""
+    """The loop: sample -> forward/backward per subnet -> (all-reduce) -> clip -> step -> EMA ->
+    checkpoint."""
 
     def __init__(
         self,
@@ -187,7 +188,8 @@ class Trainer:
         self._saved_at = (self.pos.epoch, self.pos.step_in_epoch)
 
     def save(self) -> None:
-        """Checkpoint atomically; weights that are no longer finite are refused, so the last checkpoint stays a good one."""
+        """Checkpoint atomically; weights that are no longer finite are refused, so the last checkpoint stays
+        a good one."""
         if (
             self.ckpt is not None
         ):  # every rank checks (the weights are identical), so none is left waiting at the barrier
@@ -197,7 +199,8 @@ class Trainer:
             if not finite:
                 bad = next(n for n, p in self._named_params if not torch.isfinite(p).all())
                 raise FloatingPointError(
-                    f"weights became non-finite ({bad}) by {self._where(done=True)}; last good checkpoint: {self._last_good()} (lower --train.lr or set train.grad_clip)"
+                    f"weights became non-finite ({bad}) by {self._where(done=True)}; last good checkpoint:"
+                    f" {self._last_good()} (lower --train.lr or set train.grad_clip)"
                 )
         if self.ckpt is not None and self.dist.is_main:
             atomic_torch_save(self.state_dict(), self.ckpt)
@@ -266,7 +269,8 @@ class Trainer:
                 self.plan.after_backward(self.model, x, y, self.loss_fn, step)  # e.g. a mixture's routing
         if not math.isfinite(total):
             raise FloatingPointError(
-                f"loss became {total} at {self._where()}; last good checkpoint: {self._last_good()} (lower --train.lr or set train.grad_clip)"
+                f"loss became {total} at {self._where()}; last good checkpoint: {self._last_good()} (lower"
+                " --train.lr or set train.grad_clip)"
             )
         if self.dist.world_size > 1:
             allreduce_gradients(self.model.parameters(), self.dist)
@@ -291,7 +295,8 @@ class Trainer:
 
     # --- the loop ------------------------------------------------------------------------------
     def fit(self, resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train to ``train.epochs``; ``resume_state`` is the checkpoint already loaded (and checked) by the caller.
+        """Train to ``train.epochs``; ``resume_state`` is the checkpoint already loaded (and checked) by the
+        caller.
 
         Torch's global RNG (dropout and the like) runs seeded by the trainer's seed, or
         from the checkpoint's state, inside this call only: the caller's RNG is left as it was.
@@ -359,7 +364,8 @@ class Trainer:
             if self.dist.is_main:
                 accs = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith("val_acc"))
                 ctx.say(
-                    f"{self.desc} {epoch + 1}/{t.epochs}: loss {metrics['train_loss']:.3f}, {accs} ({metrics['epoch_seconds']:.1f}s)"
+                    f"{self.desc} {epoch + 1}/{t.epochs}: loss {metrics['train_loss']:.3f}, {accs}"
+                    f" ({metrics['epoch_seconds']:.1f}s)"
                 )
             self.save()
         return self.pos.history[-1]

@@ -497,7 +497,10 @@ def test_imagefolder_corrupt_image_named(tmp_path: Path) -> None:
 def test_unknown_dataset_lists_known_ones() -> None:
     with pytest.raises(
         UnknownNameError,
-        match=r"unknown data set 'mnist2' \(data.name\); available: cifar10, cifar100, digits, fashion_mnist, imagefolder",
+        match=(
+            r"unknown data set 'mnist2' \(data.name\); available: cifar10, cifar100, digits, fashion_mnist,"
+            r" imagefolder"
+        ),
     ):
         load_data("mnist2")
 

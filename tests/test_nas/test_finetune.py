@@ -1,4 +1,5 @@
-"""`nas finetune`: the exported network trained alone, from inherited weights or from scratch, resumable, tracked."""
+"""`nas finetune`: the exported network trained alone, from inherited weights or from scratch, resumable,
+tracked."""
 
 from __future__ import annotations
 
@@ -190,7 +191,8 @@ def test_scratch_differs_from_inherited_at_step_zero_and_both_coexist(finetuned)
 
 
 def test_resume_after_sigkill_is_bit_identical(exported, tmp_path):
-    """Kill a fine-tuning once its first epoch checkpoint exists, run the same command again: same weights as uninterrupted."""
+    """Kill a fine-tuning once its first epoch checkpoint exists, run the same command again: same weights as
+    uninterrupted."""
     ref, victim = tmp_path / "ref", tmp_path / "victim"
     for d in (ref, victim):
         shutil.copytree(exported, d, ignore=shutil.ignore_patterns("finetune", ".lock"))

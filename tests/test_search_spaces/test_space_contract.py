@@ -1,4 +1,5 @@
-"""The search-space contract (nas.testing.SearchSpaceContract) on every registered space and on one timm model."""
+"""The search-space contract (nas.testing.SearchSpaceContract) on every registered space and on one timm
+model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The supernet-kind contract (nas.testing.SupernetKindContract) on every registered kind, plus kind- and space-specific checks."""
+"""The supernet-kind contract (nas.testing.SupernetKindContract) on every registered kind, plus kind- and
+space-specific checks."""
 
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def test_routing_follows_measured_losses_within_balance():
     configs = [space.to_spec(a) for a in space.enumerate()]
     x = torch.randn(4, *space.input_shape)
     y = torch.tensor([0, 1, 2, 3])
-    # a stand-in loss that makes expert 1 better for the first half of the configurations, expert 0 for the rest
+    # a stand-in loss that makes expert 1 better for the first half of the configurations, expert 0 for the
+    # rest
     half = set(configs[:18])
 
     def loss_fn(logits, target):

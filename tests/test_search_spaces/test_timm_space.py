@@ -1,4 +1,5 @@
-"""`timm:<model>` spaces: the timm model is a member of the space and a timm checkpoint reproduces it exactly."""
+"""`timm:<model>` spaces: the timm model is a member of the space and a timm checkpoint reproduces it
+exactly."""
 
 from __future__ import annotations
 

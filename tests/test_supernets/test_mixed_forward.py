@@ -1,4 +1,5 @@
-"""TangleNAS mixed forward: one-hot probabilities give the sliced subnetwork; any mixture costs one op call per layer."""
+"""TangleNAS mixed forward: one-hot probabilities give the sliced subnetwork; any mixture costs one op call
+per layer."""
 
 from __future__ import annotations
 

@@ -64,7 +64,8 @@ def _refused(capsys: pytest.CaptureFixture[str], rc: int, *names: str) -> str:
 def _refuses_without_writing(
     capsys: pytest.CaptureFixture[str], run_dir: Path, argv: list[str], *names: str
 ) -> str:
-    """Run ``argv`` against ``run_dir``: refused (see :func:`_refused`) and nothing in ``run_dir`` created or changed."""
+    """Run ``argv`` against ``run_dir``: refused (see :func:`_refused`) and nothing in ``run_dir`` created or
+    changed."""
     existed, before = run_dir.exists(), snapshot(run_dir)
     line = _refused(capsys, main(argv), *names)
     assert run_dir.exists() == existed, f"{run_dir} was {'created' if not existed else 'removed'}"
@@ -140,7 +141,8 @@ _OVERRIDES = {
 def test_malformed_or_unknown_config(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, case: str
 ) -> None:
-    """A YAML file or a --key=value that cannot be used names the key (and the file); the trained run is untouched."""
+    """A YAML file or a --key=value that cannot be used names the key (and the file); the trained run is
+    untouched."""
     argv = ["search", "--run-dir", str(trained), "--quiet"]
     if source == "yaml" and case == "missing file":
         names = [f"config file {tmp_path / 'nope.yaml'} does not exist"]
@@ -157,7 +159,8 @@ def test_malformed_or_unknown_config(
 
 
 def test_yaml_numbers_without_a_dot_are_numbers(tmp_path: Path) -> None:
-    """YAML 1.1 reads `1e-3` as a string; a learning rate written that way must still be a float, not an error."""
+    """YAML 1.1 reads `1e-3` as a string; a learning rate written that way must still be a float, not an
+    error."""
     from nas.run.config import build_config, load_yaml
 
     (tmp_path / "cfg.yaml").write_text("train:\n  lr: 1e-3\n")
@@ -182,7 +185,8 @@ def test_yaml_numbers_without_a_dot_are_numbers(tmp_path: Path) -> None:
 def test_latency_predict_arch_not_of_the_space(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, names: list[str]
 ) -> None:
-    """`nas latency predict --arch FILE` with an architecture the space does not have names the file and the key."""
+    """`nas latency predict --arch FILE` with an architecture the space does not have names the file and the
+    key."""
     arch = json.loads((trained / "export" / "arch.json").read_text())
     path = tmp_path / "arch.json"
     if case == "value":
@@ -201,7 +205,8 @@ def test_latency_predict_arch_not_of_the_space(
 def test_export_of_a_trial_whose_arch_is_not_of_the_space(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A study trial holding an architecture of another space (e.g. a study shared by mistake) is refused before export writes."""
+    """A study trial holding an architecture of another space (e.g. a study shared by mistake) is refused
+    before export writes."""
     run_dir = _copy(trained, tmp_path / "run")
     bad = json.loads((run_dir / "export" / "arch.json").read_text()) | {"s1.b0.kernel": 7}
     with sqlite3.connect(run_dir / "study.db") as con:
@@ -306,7 +311,8 @@ def _data_dir(tmp_path: Path, case: str) -> Path:
 def test_missing_or_malformed_data_dir(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], data: str, case: str, names: list[str]
 ) -> None:
-    """The error names the data directory (or file) and what it should hold; no run directory is left behind."""
+    """The error names the data directory (or file) and what it should hold; no run directory is left
+    behind."""
     root = _data_dir(tmp_path, case)
     run_dir = tmp_path / "run"
     argv = ["train", "--run-dir", str(run_dir), f"--data={data}", f"--data-dir={root}", *TINY]
@@ -320,7 +326,8 @@ def test_missing_or_malformed_data_dir(
 def test_latency_budget_below_the_smallest_architecture(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
-    """No architecture can meet it: refused before a search (or, for `nas run`, before training), naming the smallest latency."""
+    """No architecture can meet it: refused before a search (or, for `nas run`, before training), naming the
+    smallest latency."""
     profile = trained / "cost_profile.json"
     cfg = resolve_config(trained, None, [])
     space = build_space(cfg)
@@ -345,14 +352,16 @@ def test_latency_budget_below_the_smallest_architecture(
 
 
 _NAN = re.compile(
-    r"loss became (nan|inf|-inf) at epoch 1 step (\d+)/(\d+); last good checkpoint: (\S+) \(epoch 1 step (\d+)/\3\)"
+    r"loss became (nan|inf|-inf) at epoch 1 step (\d+)/(\d+); last good checkpoint: (\S+) \(epoch 1 step"
+    r" (\d+)/\3\)"
 )
 
 
 def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A learning rate that blows up: training stops at the first non-finite loss and keeps the checkpoint before it."""
+    """A learning rate that blows up: training stops at the first non-finite loss and keeps the checkpoint
+    before it."""
     run_dir = tmp_path / "run"
     argv = [
         "train",
@@ -432,7 +441,8 @@ def test_disk_full_while_writing(
     monkeypatch: pytest.MonkeyPatch,
     target: str,
 ) -> None:
-    """ENOSPC mid-write: one line naming the file, its previous version intact and usable, no temp file left."""
+    """ENOSPC mid-write: one line naming the file, its previous version intact and usable, no temp file
+    left."""
     if (
         target == "supernet_last.pt"
     ):  # fresh training, checkpoint every step: the second checkpoint hits the full disk

@@ -156,7 +156,8 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_sigkill_at_any_stage_then_same_command_loses_nothing(
     killed_run: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Training, search and export each killed once: epochs and trials survive, the result matches an uninterrupted run's form."""
+    """Training, search and export each killed once: epochs and trials survive, the result matches an
+    uninterrupted run's form."""
     run_dir: Path = killed_run["run_dir"]
     ref_dir, ref_summary = finished_run(tmp_path_factory)
     # training: killed after an epoch's checkpoint; the next process trained only the epochs left
@@ -196,7 +197,8 @@ def test_sigkill_at_any_stage_then_same_command_loses_nothing(
 def test_two_processes_on_one_run_dir(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A second command on a busy run directory exits 2 naming the holder's pid; the first finishes untouched."""
+    """A second command on a busy run directory exits 2 naming the holder's pid; the first finishes
+    untouched."""
     ref_dir, _ = finished_run(tmp_path_factory)
     run_dir = tmp_path / "run"
     shutil.copytree(ref_dir, run_dir, ignore=shutil.ignore_patterns(".lock"))
@@ -228,7 +230,8 @@ def test_two_processes_on_one_run_dir(
 
 
 def test_writes_are_atomic_when_killed(killed_run: dict[str, Any]) -> None:
-    """After each SIGKILL every JSON parses, the checkpoint loads, the study opens; a re-run sweeps leftover temp files."""
+    """After each SIGKILL every JSON parses, the checkpoint loads, the study opens; a re-run sweeps leftover
+    temp files."""
     assert set(killed_run["integrity"]) == {"training", "search", "export"}
     for stage, problems in killed_run["integrity"].items():
         assert problems == [], f"after the kill during {stage}: {problems}"

@@ -88,7 +88,8 @@ def test_rerun_resumes_instead_of_starting_over(tiny_run, capsys):
 
 
 def test_torchscript_export_runs_without_this_project(tiny_run, tmp_path):
-    """The exported TorchScript file reproduces meta.json's test accuracy in a process that never imports us."""
+    """The exported TorchScript file reproduces meta.json's test accuracy in a process that never imports
+    us."""
     run_dir, _, _ = tiny_run
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
     from nas.data import load_data
@@ -97,8 +98,7 @@ def test_torchscript_export_runs_without_this_project(tiny_run, tmp_path):
     xs = torch.stack([data.test[i][0] for i in range(len(data.test))])
     ys = torch.stack([data.test[i][1] for i in range(len(data.test))])
     torch.save({"x": xs, "y": ys}, tmp_path / "test.pt")
-    script = textwrap.dedent(
-        f"""
+    script = textwrap.dedent(f"""
         import sys, torch
         model = torch.jit.load({str(run_dir / "export" / "model.torchscript.pt")!r})
         d = torch.load({str(tmp_path / "test.pt")!r})
@@ -106,8 +106,7 @@ def test_torchscript_export_runs_without_this_project(tiny_run, tmp_path):
             acc = (model(d["x"]).argmax(1) == d["y"]).sum().item() / len(d["y"])
         banned = [m for m in sys.modules if m.split(".")[0] in ("nas", "supernets", "search_spaces")]
         print(acc, banned)
-        """
-    )
+        """)
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True
     )

@@ -1,4 +1,5 @@
-"""The controller contract (nas.testing.ControllerContract) on every registered controller, plus each controller's own promise."""
+"""The controller contract (nas.testing.ControllerContract) on every registered controller, plus each
+controller's own promise."""
 
 from __future__ import annotations
 

@@ -51,7 +51,8 @@ def postgres():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny supernet trained once on digits, with its latency profile pinned (workers must not each calibrate)."""
+    """A tiny supernet trained once on digits, with its latency profile pinned (workers must not each
+    calibrate)."""
     run_dir = tmp_path_factory.mktemp("dist_run")
     cache = tmp_path_factory.getbasetemp() / "xdg-cache"
     with pytest.MonkeyPatch.context() as mp:
@@ -219,7 +220,8 @@ def test_a_killed_workers_trial_fails_and_is_retried(postgres, trained):
 
 
 def test_racing_asks_never_exceed_the_budget(postgres, trained):
-    """A worker that asked while the last trials were being taken gets a surplus trial: pruned, then it waits for the others."""
+    """A worker that asked while the last trials were being taken gets a surplus trial: pruned, then it waits
+    for the others."""
     from nas.controllers import create_controller
     from nas.controllers.base import Objectives
     from nas.controllers.optuna_controller import open_storage

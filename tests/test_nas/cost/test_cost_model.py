@@ -47,7 +47,9 @@ def _profile(space, coef=(1e-6, 2e-6, 1e-7, 0.01), intercept=0.25, **overrides) 
 # --- kernel ------------------------------------------------------------------------------------
 # The engine's kernel gathers from the [S, O] latency table a CostModel folds its profile into;
 # the reference computes the linear model one architecture, slot and feature at a time.
-@pytest.mark.parametrize("batch", [0, 1, 1000, PARALLEL_MIN_BATCH + 7])  # the last one takes the parallel kernel
+@pytest.mark.parametrize(
+    "batch", [0, 1, 1000, PARALLEL_MIN_BATCH + 7]
+)  # the last one takes the parallel kernel
 def test_kernel_matches_reference(batch):
     rng = np.random.default_rng(batch)
     n_slots, n_ops, n_feats = 21, 10, 4

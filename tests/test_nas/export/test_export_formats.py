@@ -1,4 +1,5 @@
-"""Export formats (torch + load_subnet, TorchScript, torch.export, ONNX, timm) from one fast `nas run` on tiny digits."""
+"""Export formats (torch + load_subnet, TorchScript, torch.export, ONNX, timm) from one fast `nas run` on tiny
+digits."""
 
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ def test_torch_export_program_and_onnx_match_pytorch_at_any_batch_size(run):
 
 
 def test_timm_export_reproduces_our_accuracy_without_this_project(run, tmp_path):
-    """timm_model.json + model.timm.pth, built with timm alone in a fresh interpreter, give our logits and accuracy."""
+    """timm_model.json + model.timm.pth, built with timm alone in a fresh interpreter, give our logits and
+    accuracy."""
     from nas import load_subnet
 
     run_dir, _, x, y = run
@@ -131,8 +133,7 @@ def test_timm_export_reproduces_our_accuracy_without_this_project(run, tmp_path)
     with torch.no_grad():
         ours = load_subnet(export)(x)
     torch.save({"x": x, "y": y}, tmp_path / "batch.pt")
-    script = textwrap.dedent(
-        f"""
+    script = textwrap.dedent(f"""
         import json, sys
         import torch
         sys.path.insert(0, {str(export)!r})
@@ -147,8 +148,7 @@ def test_timm_export_reproduces_our_accuracy_without_this_project(run, tmp_path)
         banned = [m for m in sys.modules if m.split(".")[0] in ("nas", "supernets", "search_spaces")]
         assert not banned, banned
         print(json.dumps({{"acc": (out.argmax(1) == d["y"]).float().mean().item(), "banned": banned}}))
-        """
-    )
+        """)
     res = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
@@ -162,7 +162,8 @@ def test_timm_export_reproduces_our_accuracy_without_this_project(run, tmp_path)
 
 
 def test_timm_space_exports_as_the_original_timm_model():
-    """For a timm:<model> space, the model's own architecture maps onto timm's own model: same names, same outputs."""
+    """For a timm:<model> space, the model's own architecture maps onto timm's own model: same names, same
+    outputs."""
     import timm
 
     from nas.export.timm_format import timm_model_spec, timm_state_dict
@@ -215,7 +216,10 @@ def test_default_formats_follow_the_space_and_inapplicable_ones_are_refused():
     [
         (
             ["--format=onnx,bogus"],
-            "unknown export format 'bogus' (export.formats / --format); available: onnx, timm, torch, torch_export, torchscript",
+            (
+                "unknown export format 'bogus' (export.formats / --format); available: onnx, timm, torch,"
+                " torch_export, torchscript"
+            ),
         ),
         (
             ["--space=resnet20_pool", "--format=timm"],

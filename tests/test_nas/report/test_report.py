@@ -1,4 +1,5 @@
-"""`nas report`: figures, self-contained HTML/Markdown, and what the trackers receive, on one small digits run.
+"""`nas report`: figures, self-contained HTML/Markdown, and what the trackers receive, on one small digits
+run.
 
 The run is read back the way its users would: the HTML in a real headless
 browser (Debian's chromium, installed with apt-get when missing; the browser
@@ -51,7 +52,8 @@ def _nas(*args: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def isolated(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Caches, wandb's home and staging directories in temp dirs (module fixtures run before conftest's autouse ones)."""
+    """Caches, wandb's home and staging directories in temp dirs (module fixtures run before conftest's
+    autouse ones)."""
     base = tmp_path_factory.mktemp("report_env")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
@@ -67,14 +69,16 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope="module")
 def run(isolated: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`nas run` on tiny digits with every tracker, a budget halfway between the smallest and largest network."""
+    """`nas run` on tiny digits with every tracker, a budget halfway between the smallest and largest
+    network."""
     from nas.cost import CostModel, spec_profile
     from nas.run.config import build_config
     from nas.run.context import build_space
 
     run_dir = tmp_path_factory.mktemp("report_run")
     space = build_space(build_config(None, ["space.name=tiny", "data.resolution=16"]))
-    # a datasheet profile pinned in the run directory: no calibration, and the run predicts with exactly this profile
+    # a datasheet profile pinned in the run directory: no calibration, and the run predicts with exactly this
+    # profile
     profile = spec_profile("laptop-cpu", space)
     profile.save(run_dir / "cost_profile.json")
     lo, hi = (float(v) for v in CostModel(space, profile).predict([space.smallest(), space.largest()]))
@@ -217,7 +221,8 @@ def test_report_refuses_a_locked_run_unless_it_only_writes_files(
 
 
 def _chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (root only); skip with the reason if that fails."""
+    """Debian's chromium, installed with apt-get when missing (root only); skip with the reason if that
+    fails."""
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None and shutil.which("apt-get") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -226,7 +231,8 @@ def _chromium() -> str:
         exe = shutil.which("chromium")
     if exe is None:
         pytest.skip(
-            "chromium is not installed and `apt-get install chromium` was not possible here (needs root and Debian's archive)"
+            "chromium is not installed and `apt-get install chromium` was not possible here (needs root and"
+            " Debian's archive)"
         )
     return exe
 
@@ -237,11 +243,13 @@ def test_html_report_renders_every_figure_offline_in_headless_chromium(
     exe = _chromium()
     report = run["dir"] / "report"
     page = (report / "report.html").read_text()
-    # The probe runs before the report's Content-Security-Policy <meta> (which forbids scripts and any fetch), then reads every
+    # The probe runs before the report's Content-Security-Policy <meta> (which forbids scripts and any fetch),
+    # then reads every
     # image once the page has loaded: decoded size and the width it is laid out at.
     probe = (
-        "<script>addEventListener('load', () => document.documentElement.setAttribute('data-probe', JSON.stringify("
-        "[...document.images].map(i => ({id: i.closest('figure') && i.closest('figure').id, w: i.naturalWidth, h: i.naturalHeight, shown: i.getBoundingClientRect().width})))));</script>"
+        "<script>addEventListener('load', () => document.documentElement.setAttribute('data-probe',"
+        " JSON.stringify([...document.images].map(i => ({id: i.closest('figure') && i.closest('figure').id,"
+        " w: i.naturalWidth, h: i.naturalHeight, shown: i.getBoundingClientRect().width})))));</script>"
     )
     probed = tmp_path / "probe.html"
     probed.write_text(page.replace("<head>", "<head>" + probe, 1))
@@ -353,7 +361,8 @@ def test_stock_optuna_study_matches_the_reports_pareto_table(run: dict[str, Any]
 
 
 def _wandb_records(run_dir: Path) -> list[Any]:
-    """Every record of the run's offline wandb runs, decoded with wandb's own protobuf (LevelDB-log framing, 32 KiB blocks)."""
+    """Every record of the run's offline wandb runs, decoded with wandb's own protobuf (LevelDB-log framing,
+    32 KiB blocks)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     records = []
@@ -503,7 +512,8 @@ def test_anytime_curves_and_hypervolume_by_hand() -> None:
     curves = anytime_curves(rows, budget_ms=10.0)
     assert curves["reference"] == pytest.approx([40.0, 10.0])
     assert curves["best_feasible_accuracy_pct"] == pytest.approx([50, 70, 70, 70])
-    # (10 - 2) x (50 - 40); then (5 - 2) x 10 + (10 - 5) x 30; an infeasible and a reference-level trial add nothing
+    # (10 - 2) x (50 - 40); then (5 - 2) x 10 + (10 - 5) x 30; an infeasible and a reference-level trial add
+    # nothing
     assert curves["hypervolume"] == pytest.approx([80, 180, 180, 180])
     assert hypervolume([(50.0, 2.0), (45.0, 3.0)], 40.0, 10.0) == pytest.approx(
         80

@@ -135,19 +135,16 @@ def test_read_json_errors_name_the_file(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- locking
 
-_HOLDER = textwrap.dedent(
-    """
+_HOLDER = textwrap.dedent("""
     import sys, time
     from nas.run.files import RunLock
     with RunLock(sys.argv[1]):
         print("locked", flush=True)
         if sys.argv[2] == "wait":
             time.sleep(60)
-    """
-)
+    """)
 
-_TRY = textwrap.dedent(
-    """
+_TRY = textwrap.dedent("""
     import sys
     from nas.run.files import RunDirError, RunLock
     try:
@@ -155,8 +152,7 @@ _TRY = textwrap.dedent(
             print("acquired", flush=True)
     except RunDirError as e:
         print("refused:", e, flush=True)
-    """
-)
+    """)
 
 
 def _python(code: str, *args: str, **kwargs: object) -> subprocess.Popen:

@@ -157,8 +157,7 @@ def test_read_events_warns_about_corrupt_middle_line(tmp_path: Path) -> None:
 
 def test_jsonl_survives_sigkill(tmp_path: Path) -> None:
     """Every line is flushed: a process killed without closing loses nothing already logged."""
-    code = textwrap.dedent(
-        """
+    code = textwrap.dedent("""
         import sys, time
         from nas.run.tracking import JsonlTracker
         t = JsonlTracker(sys.argv[1])
@@ -166,8 +165,7 @@ def test_jsonl_survives_sigkill(tmp_path: Path) -> None:
             t.log("train", i, {"loss": 1.0 / (i + 1)})
         print("logged", flush=True)
         time.sleep(60)
-        """
-    )
+        """)
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(tmp_path)],
         stdout=subprocess.PIPE,

@@ -1,4 +1,5 @@
-"""Data-parallel building blocks: 2 CPU processes (gloo, loopback) must equal one process on the global batch."""
+"""Data-parallel building blocks: 2 CPU processes (gloo, loopback) must equal one process on the global
+batch."""
 
 from __future__ import annotations
 
@@ -117,7 +118,8 @@ def _bn_setup():
 
 
 def _bn_steps(net: _BNNet, xs, ts, info: DistInfo) -> dict:
-    """Two steps, each running the full width (8) and a slice (5); per-rank loss = mean over the local shard."""
+    """Two steps, each running the full width (8) and a slice (5); per-rank loss = mean over the local
+    shard."""
     outs, x_grads, p_grads = [], [], []
     for x, t in zip(xs, ts):
         x, t = shard_batch(x, t, info)

@@ -43,7 +43,7 @@ def run(name, space, seed=0, steps=range(5), num_random=2, **options):
 def values_taken(archs, space, keys=None):
     """key -> set of values seen over ``archs``."""
     counts = choice_counts(archs, space)
-    return {k: {v for v, c in counts[k].items() if c} for k in (keys or space.keys)}
+    return {k: {v for v, c in counts[k].items() if c} for k in keys or space.keys}
 
 
 def key_index(space):

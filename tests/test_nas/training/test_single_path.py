@@ -1,4 +1,5 @@
-"""Single-path superkernels: hard-gate forward is the read-off subnetwork; the latency term moves the thresholds."""
+"""Single-path superkernels: hard-gate forward is the read-off subnetwork; the latency term moves the
+thresholds."""
 
 from __future__ import annotations
 
