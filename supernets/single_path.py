@@ -136,6 +136,37 @@ class SinglePathMBSupernet(MBSupernet):
             spec.append(tuple(blocks))
         return tuple(spec)
 
+    @torch.no_grad()
+    def switch_off_weakest(self) -> bool:
+        """Switch off the chosen network's outermost extension whose weights clear their threshold by the least.
+
+        The threshold is raised just above the weights' RMS, so the thresholds themselves now choose the
+        smaller network (read-off, search mode and extraction stay one network). Returns False when every
+        extension is already off (the smallest network).
+        """
+        candidates: list[tuple[float, torch.Tensor, tuple[int, ...], torch.Tensor]] = []
+        for i, stage in enumerate(self.stages):
+            for j in range(len(stage)):
+                rings, groups, base = self._block_groups(i, j)
+                if j >= self.d_min and not bool(base > self.skip_thresholds[i, j - self.d_min]):
+                    break  # this block and the later ones of the stage are skipped
+                for scores, thresholds in ((rings, self.kernel_thresholds), (groups, self.expand_thresholds)):
+                    on = _leading_ones([(r > thresholds[i, j, n]).float() for n, r in enumerate(scores)])
+                    if on:
+                        n = on - 1
+                        candidates.append((float(scores[n] - thresholds[i, j, n]), thresholds, (i, j, n), scores[n]))
+                last_run = j == len(stage) - 1 or not bool(
+                    self._block_groups(i, j + 1)[2] > self.skip_thresholds[i, j + 1 - self.d_min]
+                )
+                if j >= self.d_min and last_run:
+                    idx = (i, j - self.d_min)
+                    candidates.append((float(base - self.skip_thresholds[idx]), self.skip_thresholds, idx, base))
+        if not candidates:
+            return False
+        _, thresholds, idx, score = min(candidates, key=lambda c: c[0])
+        thresholds[idx] = score * (1 + 1e-4) + 1e-8
+        return True
+
     # --- search-mode forward ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.search_mode:

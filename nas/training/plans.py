@@ -56,6 +56,10 @@ class StepPlan:
         """A term added to every architecture's loss after its forward pass (None: nothing to add)."""
         return None
 
+    def no_weight_decay(self, model: nn.Module) -> set[str]:
+        """Names of parameters the optimizer must not decay (besides 1-D tensors, never decayed); default none."""
+        return set()
+
     def after_backward(
         self,
         model: nn.Module,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
@@ -44,10 +45,14 @@ from nas.training.distributed import (
 from nas.training.plans import StepPlan, plan_for
 
 
-def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
-    # No weight decay on BN parameters and biases (1-D tensors), as is standard for MobileNets.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+def build_optimizer(
+    model: nn.Module, cfg: Any, no_decay_names: Collection[str] = ()
+) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW; no weight decay on 1-D tensors (BN parameters, biases, as is standard for
+    MobileNets) nor on the parameters named in ``no_decay_names`` (e.g. single-path thresholds)."""
+    named = list(model.named_parameters())
+    decay = [p for n, p in named if p.ndim > 1 and n not in no_decay_names]
+    no_decay = [p for n, p in named if p.ndim <= 1 or n in no_decay_names]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
@@ -127,7 +132,7 @@ class Trainer:
         self.forward = torch.compile(self.model) if t.compile else self.model
         self.rng = np.random.default_rng(seed)
         self.aug_gen = torch.Generator().manual_seed(seed + 1)
-        self.opt = build_optimizer(self.model, t)
+        self.opt = build_optimizer(self.model, t, plan.no_weight_decay(self.model))
         micro_batches = len(ctx.loader("train", shuffle=True, epoch=0))
         if micro_batches < t.accumulate:
             raise ValueError(

@@ -106,7 +106,60 @@ def test_single_path_run_meets_a_tight_latency_target_end_to_end(tmp_path):
         if '"latency_pred_ms_chosen"' in line
     ]
     assert epochs[-1]["latency_pred_ms_chosen"] < large  # the latency term switched extensions off
+    assert epochs[-1]["latency_pred_ms_chosen"] <= budget  # ... until the chosen network fits the budget
     history = (run_dir / "search" / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 3
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
     assert meta["verification"]["supernet_vs_extracted_max_abs_diff"] <= 1e-4
+
+
+def _chosen_latency_after_training(tmp_path, budget: float, name: str) -> float:
+    run_dir = tmp_path / name
+    args = [
+        "train", "--run-dir", str(run_dir), "--space=tiny", "--supernet=single_path", "--data.resolution=16",
+        "--train-limit=512", "--epochs=3", f"--latency-budget-ms={budget}", "--search.devices=[laptop-cpu]",
+        "--trackers=jsonl", "--quiet",
+    ]  # fmt: skip
+    with redirect_stdout(io.StringIO()):
+        assert main(args) == 0
+    epochs = [
+        json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if '"epoch"' in line
+    ]
+    return [e["latency_pred_ms_chosen"] for e in epochs if "latency_pred_ms_chosen" in e][-1]
+
+
+def test_two_budgets_give_two_networks_each_within_its_budget_the_looser_one_larger(tmp_path):
+    """The budget decides where the latency term stops shrinking: not just "smaller than the largest"."""
+    space = create_space("tiny", in_channels=1, resolution=16)
+    cost = CostModel(space, spec_profile("laptop-cpu", space))
+    small, large = (float(v) for v in cost.predict([space.smallest(), space.largest()]))
+    tight, loose = small + 0.3 * (large - small), small + 0.8 * (large - small)
+    at_tight = _chosen_latency_after_training(tmp_path, tight, "tight")
+    at_loose = _chosen_latency_after_training(tmp_path, loose, "loose")
+    assert at_tight <= tight and at_loose <= loose
+    assert at_loose > at_tight
+
+
+def test_thresholds_get_no_weight_decay():
+    from nas.run.config import build_config
+    from nas.training.single_path import SinglePathPlan
+    from nas.training.trainer import build_optimizer
+
+    _, net = _net()
+    plan = SinglePathPlan.__new__(SinglePathPlan)  # only its parameter rule is used here
+    opt = build_optimizer(
+        net, build_config({"train": {"weight_decay": 0.01}}).train, plan.no_weight_decay(net)
+    )
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed and not decayed & {id(t) for t in net.thresholds()}
+    assert all(id(p) in decayed for n, p in net.named_parameters() if p.ndim > 1 and "thresholds" not in n)
+
+
+def test_switching_off_the_weakest_extension_shrinks_the_network_down_to_the_smallest():
+    space, net = _net()
+    cost = CostModel(space, spec_profile("laptop-cpu", space))
+    latencies = [float(cost.predict([space.arch_from_spec(net.read_spec())])[0])]
+    while net.switch_off_weakest():
+        latencies.append(float(cost.predict([space.arch_from_spec(net.read_spec())])[0]))
+    assert all(b < a for a, b in zip(latencies, latencies[1:]))  # every switch removes work
+    assert space.arch_from_spec(net.read_spec()) == space.smallest() and len(latencies) > 3
