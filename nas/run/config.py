@@ -126,8 +126,8 @@ class TrainConfig:
     )
     latency_weight: float = setting(
         0.1,
-        "single_path supernets: loss = CE + latency_weight * relu(log(E[latency] / target)), target just below"
-        " the budget",
+        "single_path supernets: loss = CE + latency_weight * relu(log(E[latency] / target)),"
+        " target just below the budget",
         RUN,
         SUPERNET,
     )

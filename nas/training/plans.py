@@ -57,7 +57,7 @@ class StepPlan:
         return None
 
     def no_weight_decay(self, model: nn.Module) -> set[str]:
-        """Names of parameters the optimizer must not decay (besides 1-D tensors, never decayed); default none."""
+        """Names of parameters the optimizer must not decay (1-D tensors never are); default none."""
         return set()
 
     def after_backward(
