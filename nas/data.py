@@ -38,10 +38,11 @@ from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms.functional import pil_to_tensor
 
 from nas.run.files import atomic_write_stream, cache_home
+from search_spaces.errors import UserError
 from search_spaces.registry import Registry
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A data set is missing, malformed or asked for with bad arguments; the message says how to fix it."""
 
 
@@ -102,6 +103,7 @@ FASHION_FILES: dict[str, int] = {
 """Uncompressed idx file name -> magic number (0x08 = uint8, low byte = number of dims)."""
 
 _DIGITS_HELD_OUT = 0.15  # digits has no official test split: 70/15/15 train/val/test
+_DIGITS_TEST_SEED = 0  # the held-out test images are the same for every --seed (comparable test accuracies)
 _MIN_LIMITED_VAL = 1000  # with train_limit, val keeps at least this many images (if it has them)
 _CONVERT_CHUNK = 4096  # images converted per step, bounding the float32 peak on top of the result
 
@@ -150,7 +152,8 @@ def load_data(
     - ``val_fraction``: share of the training images held out for validation when
       the data set has no validation split of its own (fashion_mnist, cifar,
       imagefolder without ``val/``; also its ``test/`` share when that is absent).
-      digits always uses a fixed stratified 70/15/15 split.
+      digits always uses a stratified 70/15/15 split whose test part is the same
+      for every seed (only train/val follow ``seed``).
     - ``val_limit``: keep this many validation images (overrides the rule below;
       larger validation sets make ranking studies less noisy).
     - ``train_limit``: keep only this many training images (class-stratified when
@@ -378,12 +381,17 @@ def _check_labels(labels: np.ndarray, num_classes: int, source: str, fix: str) -
 
 
 def _load_digits(resolution: int, seed: int, limits: Limits) -> DataBundle:
-    """scikit-learn's 1797 8x8 digits (shipped with it, so always available), stratified 70/15/15."""
+    """scikit-learn's 1797 8x8 digits (shipped with it, so always available), stratified 70/15/15.
+
+    digits has no official test split, so one is held out here, always the same one (drawn with
+    ``_DIGITS_TEST_SEED``, not ``seed``): test accuracies of runs with different seeds are measured on the
+    same images. The train/val split of the remaining images follows ``seed``.
+    """
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.float32)).unsqueeze(1)  # [N, 1, 8, 8], values 0..16
     labels = digits.target.astype(np.int64)
     held = _held_count(len(labels), _DIGITS_HELD_OUT)
-    rest, test_idx = _choose(labels, np.arange(len(labels)), held, seed)
+    rest, test_idx = _choose(labels, np.arange(len(labels)), held, _DIGITS_TEST_SEED)
     train_idx, val_idx = _train_val_indices(labels, rest, held, seed, limits)
     convert = partial(
         _tensor_dataset, images, labels, max_value=16.0, resolution=resolution, stats=_DIGITS_STATS

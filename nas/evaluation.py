@@ -25,10 +25,16 @@ def recalibrate_bn(
     num_batches: int,
     device: torch.device,
 ) -> None:
-    """Reset every BN layer's running statistics and recompute them as an exact average over
-    ``num_batches``."""
+    """Reset the running statistics of the BN layers the forward reaches and recompute them as an exact
+    average over ``num_batches``.
+
+    BN layers the forward never reaches (blocks beyond the active depth, the weight sets of a mixture that
+    the active configuration is not routed to, ...) keep their statistics exactly as they were: every BN
+    layer is snapshotted first, and those whose ``num_batches_tracked`` did not move are restored.
+    """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [(m, m.momentum) for m in bns]
+    snapshots = [(m, {n: b.clone() for n, b in m.named_buffers(recurse=False) if b is not None}) for m in bns]
     was_training = model.training
     for m in bns:
         m.reset_running_stats()
@@ -40,6 +46,14 @@ def recalibrate_bn(
     finally:
         for m, mom in saved:
             m.momentum = mom
+        tracked = [(m, b) for m, b in snapshots if m.num_batches_tracked is not None]
+        if tracked:  # one host sync for all layers
+            where = tracked[0][0].num_batches_tracked.device
+            moved = torch.stack([m.num_batches_tracked.reshape(()).to(where) for m, _ in tracked]).tolist()
+            for (m, buffers), n_seen in zip(tracked, moved):
+                if n_seen == 0:  # not reached by the forward: as it was
+                    for n, b in buffers.items():
+                        getattr(m, n).copy_(b)
         model.train(was_training)
 
 

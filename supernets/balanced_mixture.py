@@ -7,8 +7,9 @@ share the configurations between them:
 
 - **Learned routing.** Every ``probe_every`` training steps (default 4K) the active
   configuration's loss is measured on the current batch under every expert (no
-  gradients) and folded into an exponential moving average ``affinity[c, k]``
-  (negated loss: higher is better).
+  gradients; BN normalising with the batch's statistics, running statistics left
+  untouched: see ``_probe_mode``) and folded into an exponential moving average
+  ``affinity[c, k]`` (negated loss: higher is better).
 - **Balance.** Every ``reassign_every`` steps the assignment is recomputed as the
   one that maximises total affinity subject to each expert taking at most
   ceil(C / K) configurations (a linear assignment problem), so no expert can
@@ -21,7 +22,8 @@ loading carry it. ``K = 1`` is exactly the plain supernet.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,38 @@ def balanced_assignment(affinity: np.ndarray) -> np.ndarray:
     out = np.empty(n, dtype=np.int64)
     out[rows] = slots[cols]
     return out
+
+
+@contextmanager
+def _probe_mode(model: nn.Module) -> Iterator[None]:
+    """Routing probes: BN normalises with the probe batch's own statistics, running statistics untouched.
+
+    Eval-mode BN would normalise with running statistics, and those of an expert the configuration is not
+    routed to were never accumulated for it (they are another configuration's, or the initial ones): the
+    comparison would favour the current expert for its statistics, not for its weights. Batch statistics
+    are what the training loss itself uses, so every expert is measured as it would train. Everything else
+    is in eval mode (no dropout noise in a comparison). BN momentum is 0 during the probe, and every BN
+    buffer (``num_batches_tracked`` included) is put back exactly afterwards.
+    """
+    was_training = {m: m.training for m in model.modules()}
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        (m, m.momentum, {n: b.clone() for n, b in m.named_buffers(recurse=False) if b is not None})
+        for m in bns
+    ]
+    model.eval()
+    for m in bns:
+        m.train()
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, buffers in saved:
+            m.momentum = momentum
+            for n, b in buffers.items():
+                getattr(m, n).copy_(b)
+        for m, mode in was_training.items():
+            m.training = mode
 
 
 class BalancedMixture(Supernet, nn.Module):
@@ -122,14 +156,12 @@ class BalancedMixture(Supernet, nn.Module):
             return
         if step % self.probe_every == 0:
             c = self._index[self.active_spec]
-            was_training = self.training
-            self.eval()  # BN running statistics stay untouched by the probe
             losses = torch.empty(self.k, dtype=torch.float64, device=self.affinity.device)
-            for e, expert in enumerate(self.experts):
-                self._probing = e  # which weight set is being measured (visible to custom loss functions)
-                with expert.active(self.active_spec):
-                    losses[e] = float(loss_fn(expert(x).float(), y))
-            self.train(was_training)
+            with _probe_mode(self):
+                for e, expert in enumerate(self.experts):
+                    self._probing = e  # which weight set is being measured (visible to custom loss functions)
+                    with expert.active(self.active_spec):
+                        losses[e] = float(loss_fn(expert(x).float(), y))
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(losses)  # every rank keeps the same routing
                 losses /= torch.distributed.get_world_size()

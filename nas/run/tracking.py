@@ -636,11 +636,13 @@ def make_trackers(
     names: Sequence[str] = ("jsonl", "tensorboard", "wandb"),
     config: dict | None = None,
     wandb_mode: str | None = None,
+    project: str = "nas-engine",
 ) -> Trackers:
     """Build the trackers named in ``names`` (a sequence or a comma-separated string).
 
     "jsonl" is always included, first. An optional tracker that cannot be
-    constructed is skipped with a warning.
+    constructed is skipped with a warning. ``project`` is the wandb project
+    (the ``wandb_project`` setting); backends without projects ignore it.
     """
     wanted = tracker_classes(names)
     trackers: list[Tracker] = [JsonlTracker(run_dir)]
@@ -648,7 +650,7 @@ def make_trackers(
         if cls is JsonlTracker:
             continue
         try:
-            trackers.append(cls(run_dir, config=config, mode=wandb_mode))
+            trackers.append(cls(run_dir, project=project, config=config, mode=wandb_mode))
         except Exception as e:  # noqa: BLE001 - e.g. tensorboard not installed
             warnings.warn(f"{name} tracker disabled: {type(e).__name__}: {e}", TrackingWarning, stacklevel=2)
     return Trackers(trackers)

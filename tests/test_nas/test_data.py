@@ -166,6 +166,25 @@ def test_digits_deterministic_per_seed() -> None:
     assert not torch.equal(a.train.tensors[0], c.train.tensors[0])
 
 
+def test_digits_test_split_is_the_same_for_every_seed() -> None:
+    """Test accuracies of runs with different seeds are comparable: same test images, same labels; only
+    train/val follow the seed."""
+    a, c = load_data(seed=3, resolution=8), load_data(seed=4, resolution=8)
+    assert torch.equal(a.test.tensors[0], c.test.tensors[0])
+    assert torch.equal(a.test.tensors[1], c.test.tensors[1])
+    for split in ("train", "val"):  # the same images overall, divided differently
+        x_a, x_c = getattr(a, split).tensors[0], getattr(c, split).tensors[0]
+        assert x_a.shape == x_c.shape and not torch.equal(x_a, x_c)
+    rest_a = torch.cat([a.train.tensors[0], a.val.tensors[0]])
+    rest_c = torch.cat([c.train.tensors[0], c.val.tensors[0]])
+
+    def as_set(x: torch.Tensor) -> set[bytes]:
+        return {row.numpy().tobytes() for row in x.reshape(len(x), -1)}
+
+    assert as_set(rest_a) == as_set(rest_c)  # train + val hold the same images: the test part never moves
+    assert not as_set(a.val.tensors[0]) >= as_set(c.val.tensors[0])
+
+
 def test_digits_resolution_and_normalisation() -> None:
     bundle = load_data("digits", resolution=16)
     assert bundle.resolution == 16

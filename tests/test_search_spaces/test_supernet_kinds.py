@@ -195,7 +195,7 @@ def test_new_kinds_and_spaces_run_end_to_end_from_the_command_line(tmp_path, spa
         "--train-limit=256",
         "--epochs=2",
         "--trials=4",
-        "--search.calibration_archs=6",
+        "--search.calibration_archs=8",
         "--export.latency_repeats=3",
         "--trackers=jsonl",
         "--quiet",

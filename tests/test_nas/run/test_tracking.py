@@ -392,3 +392,89 @@ def test_make_trackers_skips_a_tracker_that_cannot_start(
         trackers = make_trackers(tmp_path, ["tensorboard"])
     assert [type(t) for t in trackers] == [JsonlTracker]
     trackers.close()
+
+
+# --------------------------------------------------------------------------- the wandb project setting
+
+
+def _wandb_projects(trackers: Trackers) -> list[str]:
+    """The project of every live wandb run among ``trackers``."""
+    return [t.run.project for t in trackers if isinstance(t, WandbTracker) and t.active]
+
+
+def test_make_trackers_sends_the_project_to_wandb(tmp_path: Path) -> None:
+    with make_trackers(tmp_path / "run", ["wandb"], project="nas-project-under-test") as ts:
+        assert _wandb_projects(ts) == ["nas-project-under-test"]
+
+
+def _recording_make_trackers(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Patch ``make_trackers`` (where every caller looks it up) to record the wandb projects it opened."""
+    seen: list[list[str]] = []
+    real = tracking.make_trackers
+
+    def recording(*args: Any, **kwargs: Any) -> Trackers:
+        trackers = real(*args, **kwargs)
+        seen.append(_wandb_projects(trackers))
+        return trackers
+
+    monkeypatch.setattr(tracking, "make_trackers", recording)
+    import nas.finetune
+    import nas.run.context
+
+    monkeypatch.setattr(nas.run.context, "make_trackers", recording)
+    monkeypatch.setattr(nas.finetune, "make_trackers", recording)
+    return seen
+
+
+def test_the_configured_wandb_project_reaches_wandb_from_a_run_and_a_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nas.cli import main
+    from nas.run.context import open_run
+
+    run_dir = tmp_path / "run"
+    settings = ["space.name=tiny", "data.resolution=16", "data.train_limit=64", "wandb_mode=offline"]
+    with open_run(
+        run_dir,
+        overrides=[*settings, "trackers=jsonl,wandb", "wandb_project=configured-project"],
+        progress=False,
+        quiet=True,
+    ) as ctx:
+        assert _wandb_projects(ctx.trackers) == ["configured-project"]
+        ctx.trackers.summary({"done": 1})
+    seen = _recording_make_trackers(monkeypatch)
+    assert (
+        main(["report", str(run_dir), "--trackers=jsonl,wandb", "--wandb_project=report-project", "--quiet"])
+        == 0
+    )
+    assert seen == [["report-project"]]
+
+
+def test_the_configured_wandb_project_reaches_wandb_from_a_finetune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nas.cli import main
+
+    run_dir = tmp_path / "run"
+    quick = [
+        "--space=tiny",
+        "--data.resolution=16",
+        "--data.train_limit=128",
+        "--data.val_limit=64",
+        "--trackers=jsonl",
+        "--train.bn_recal_batches=1",
+        "--epochs=1",
+        "--trials=2",
+        "--search.controller=random",
+        "--search.devices=mobile-big-core",
+        "--format=torch",
+        "--export.latency_repeats=1",
+        "--quiet",
+    ]
+    assert main(["run", "--run-dir", str(run_dir), *quick]) == 0
+    seen = _recording_make_trackers(monkeypatch)
+    finetune = ["finetune", "--run-dir", str(run_dir), "--epochs", "1", "--quiet"]
+    assert (
+        main([*finetune, "--trackers=jsonl,wandb", "--wandb_mode=offline", "--wandb_project=ft-project"]) == 0
+    )
+    assert seen == [["ft-project"]]

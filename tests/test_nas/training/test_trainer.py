@@ -71,15 +71,63 @@ def test_distillation_loss_is_zero_for_the_teacher_and_trains_the_student():
     loss = distillation_loss(student, teacher, 2.0)
     loss.backward()
     assert loss.item() > 0 and student.grad.abs().sum() > 0
+    # "trains": a gradient step on the student brings it closer to the teacher
+    with torch.no_grad():
+        stepped = student - 0.5 * student.grad
+    assert distillation_loss(stepped, teacher, 2.0).item() < loss.item()
+
+
+def _train_recording_distillation(run_dir, monkeypatch, *settings):
+    """Train one epoch; returns the metrics, the trained weights and, for every distillation term the
+    trainer computed, (its value, whether the subnet it was computed for was the teacher)."""
+    import nas.training.trainer as trainer_module
+
+    calls: list[tuple[float, bool]] = []
+    real = trainer_module.distillation_loss
+    with _ctx(
+        run_dir, "train.epochs=1", "train.deterministic=true", "data.train_limit=128", *settings
+    ) as ctx:
+        teacher_spec = ctx.space.to_spec(ctx.space.largest())
+        model_box: list = []
+        build = ctx.build_supernet
+
+        def build_and_keep():
+            net = build()
+            model_box.append(net)
+            return net
+
+        def spy(student, teacher, temperature):
+            value = real(student, teacher, temperature)
+            calls.append((float(value.detach()), model_box[0].active_spec == teacher_spec))
+            return value
+
+        monkeypatch.setattr(ctx, "build_supernet", build_and_keep)
+        monkeypatch.setattr(trainer_module, "distillation_loss", spy)
+        metrics = train_supernet(ctx)
+        weights = torch.load(checkpoint_path(ctx.run_dir), weights_only=False)["model"]
+    monkeypatch.setattr(trainer_module, "distillation_loss", real)
+    return metrics, weights, calls
 
 
 @pytest.mark.parametrize("sampler", ["uniform", "sandwich", "fair", "sorted", "progressive"])
-def test_every_sampler_trains_with_distillation(tmp_path, sampler):
-    with _ctx(
-        tmp_path, "train.epochs=1", f"train.sampler={sampler}", "train.distill=true", "data.train_limit=128"
-    ) as ctx:
-        metrics = train_supernet(ctx)
+def test_every_sampler_trains_with_distillation(tmp_path, monkeypatch, sampler):
+    """With distillation every sampler's non-teacher subnets get a non-zero distillation term, and it changes
+    the loss and the trained weights (against the same run without distillation)."""
+    metrics, weights, calls = _train_recording_distillation(
+        tmp_path / "distill", monkeypatch, f"train.sampler={sampler}", "train.distill=true"
+    )
     assert metrics["epoch"] == 1 and metrics["train_loss"] > 0
+    assert calls, "no distillation term was computed"
+    assert all(not for_teacher for _, for_teacher in calls)  # only students are distilled
+    assert all(value > 0 for value, _ in calls)  # ... and the term is non-zero for each of them
+    plain_metrics, plain_weights, plain_calls = _train_recording_distillation(
+        tmp_path / "plain", monkeypatch, f"train.sampler={sampler}", "train.distill=false"
+    )
+    assert plain_calls == []
+    assert metrics["train_loss"] != plain_metrics["train_loss"]
+    assert plain_weights.keys() == weights.keys()
+    changed = [n for n in weights if not torch.equal(weights[n], plain_weights[n])]
+    assert any(n.endswith("weight") and weights[n].dim() > 1 for n in changed), changed
 
 
 def test_ema_weights_are_what_search_uses(tmp_path):
@@ -154,8 +202,11 @@ def test_unknown_sampler_option_fails_before_training(tmp_path):
 
 
 def test_two_process_gloo_training_equals_one_process(tmp_path):
-    """torchrun with 2 CPU processes (gloo) on the same global batch gives the single-process weights."""
+    """torchrun with 2 CPU processes (gloo) on the same global batch gives the single-process weights, with
+    augmentation on (each rank applies its part of the global batch's random crops and flips)."""
     import socket
+
+    from nas.run.files import LOCK_NAME, RunLock
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -167,6 +218,7 @@ def test_two_process_gloo_training_equals_one_process(tmp_path):
         "--data.train_limit=256",
         "--epochs=1",
         "--train.sampler=sandwich",
+        "--train.augment=crop_flip",
         "--quiet",
         "--json",
     ]
@@ -206,9 +258,14 @@ def test_two_process_gloo_training_equals_one_process(tmp_path):
     b = torch.load(checkpoint_path(multi), weights_only=False)["model"]
     for name, tensor in a.items():
         assert torch.allclose(tensor.float(), b[name].float(), atol=1e-5, rtol=1e-4), name
-    assert (
-        not (multi / ".lock").exists() or True
-    )  # rank 0 held the lock; the run directory is usable afterwards
+    # rank 0 held the lock (the lock file is kept by design, with the holder's pid), and released it: the
+    # directory can be locked exclusively again right away
+    lock_file = multi / LOCK_NAME
+    assert lock_file.is_file()
+    holder = lock_file.read_text().split()
+    assert len(holder) == 1 and holder[0].isdigit()  # the pid of the one process that locked it
+    with RunLock(multi) as lock:
+        assert lock.locked
     assert (
         subprocess.run(
             [sys.executable, "-m", "nas.cli", "train", "--run-dir", str(multi), "--quiet"],
