@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 
 from nas.trials import TrialRow
 from search_spaces import Arch, SearchSpace
+from search_spaces.errors import UserError
 from search_spaces.registry import Registry
 
 
@@ -31,6 +32,15 @@ class Objectives:
     accuracy: float | None
     latency_ms: float
     extra_latencies_ms: tuple[float, ...] = ()
+    network: Mapping[str, float] = field(default_factory=dict)  # params, macs, memory_mb_per_sample
+
+
+class SearchSpaceExhausted(UserError, RuntimeError):
+    """The controller proposes only networks the search already holds: it cannot find a new one.
+
+    The message (one line) says so, how many distinct networks were evaluated and
+    what to do; the search loop ends with the trials it has and prints it.
+    """
 
 
 class Controller(ABC):
@@ -58,6 +68,7 @@ class Controller(ABC):
             latency_budget_ms,
             n_devices,
         )
+        self._constraints: Callable[[TrialRow], Mapping[str, float]] = lambda row: {}
 
     @abstractmethod
     def ask(self, n: int = 1) -> list[Arch]:
@@ -95,8 +106,28 @@ class Controller(ABC):
         """The next architecture to evaluate, or None once the search holds ``trials`` finished results.
 
         Controllers on a shared study count every worker's trials; the default counts its own.
+        Raises :class:`SearchSpaceExhausted` when the controller finds no network the search
+        does not already hold.
         """
         return None if self.n_finished() >= trials else self.ask(1)[0]
+
+    def set_constraints(self, constraints: Callable[[TrialRow], Mapping[str, float]]) -> None:
+        """Judge trials by ``constraints(row)`` from now on: constraint name -> violation (<= 0: met).
+
+        The search installs the run's constraints (:func:`nas.constraints.violations`) so that a controller's
+        choices, its ``history()`` rows and the samplers' constrained selection use the limits in force now,
+        not those of the command that told a trial. The default keeps only the latency budget it was made
+        with.
+        """
+        self._constraints = constraints
+
+    def recorded_constraints(self) -> dict[str, Any] | None:
+        """The constraints the study was last judged by (as :func:`nas.constraints.to_json` writes them), or
+        None when it records none; the default controller keeps no study."""
+        return None
+
+    def record_constraints(self, limits: Mapping[str, Any]) -> None:  # noqa: B027 - a no-op default hook
+        """Record the constraints the study's trials are now judged by."""
 
     def close(self) -> None:  # noqa: B027 - a hook with a no-op default, not an abstract method
         """Release what the controller holds (threads, connections); the default holds nothing."""

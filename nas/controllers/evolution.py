@@ -4,7 +4,11 @@ Real et al.'s aging evolution: the population is the last ``population``
 finished evaluations (the oldest die); each new architecture is a one-choice
 mutation of the fittest of ``sample_size`` random population members. Fitness
 is the accuracy of architectures within the latency budget; infeasible ones
-rank below every feasible one, by how far they exceed it.
+rank below every feasible one, by how far they exceed it. Only a choice the
+parent's network uses (:meth:`~search_spaces.SearchSpace.used_keys`: not the
+kernel of a block past its stage's depth) is mutated, so a child is never its
+parent again; a child that is another network the study holds is skipped by
+:class:`~nas.controllers.optuna_controller.OptunaController` (and drawn again).
 
 Every decision draws from a generator seeded by ``(seed, trial number)``, so a
 resumed or distributed search asks exactly what an uninterrupted one would,
@@ -26,7 +30,9 @@ from search_spaces import SearchSpace
 
 
 def _fitness(t: FrozenTrial) -> tuple[int, float]:
-    excess = float(t.user_attrs.get("constraint", 0.0))
+    """Feasible trials by accuracy, above every infeasible one, those by how far they exceed the constraints
+    (the constraints in force now: the study judges trials on read)."""
+    excess = sum(v for v in t.constraints.values() if v > 0)
     return (1, t.values[0]) if excess <= 0 else (0, -excess)
 
 
@@ -50,7 +56,9 @@ class AgingEvolutionSampler(SpaceSampler):
         contenders = [alive[int(i)] for i in rng.choice(len(alive), self.sample_size, replace=False)]
         parent = max(contenders, key=_fitness)
         child = dict(parent.params)
-        keys = [k for k, v in self.space.choices.items() if len(v) > 1]
+        keys = [k for k in self.space.used_keys(child) if len(self.space.choices[k]) > 1]
+        if not keys:  # a space of one network: nothing to mutate (the controller reports it exhausted)
+            return child
         key = keys[int(rng.integers(len(keys)))]
         others = [v for v in self.space.choices[key] if v != child[key]]
         child[key] = others[int(rng.integers(len(others)))]
@@ -78,4 +86,5 @@ def evolution(
         *_storage_and_name(run_dir, storage, study_name),
         sampler=sampler,
         n_devices=n_devices,
+        name="evolution",
     )

@@ -17,9 +17,11 @@ with the temperature annealed from ``tau_max`` to ``tau_min``.
 
 The weight steps run on a *copy* of the trained supernet, so every controller
 evaluates and exports with the same trained weights. Discretisation is the
-argmax of each key, evaluated first; the remaining trials sample the learned
-distribution (architectures not evaluated yet first), so the search also
-yields an accuracy-latency front. The learned distribution is stored in
+argmax of each key, evaluated first whenever the study does not hold it yet
+(also a study with trials: a resumed search, or one whose distribution was
+learned again); the remaining trials sample the learned distribution
+(architectures not evaluated yet first), so the search also yields an
+accuracy-latency front. The learned distribution is stored in
 ``search/<controller>_distribution.json``: a resumed search does not repeat the
 gradient phase.
 """
@@ -44,7 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nas.controllers.base import register_controller
-from nas.controllers.optuna_controller import OptunaController, _storage_and_name
+from nas.controllers.optuna_controller import OptunaController, _storage_and_name, study_arch_id
 from nas.controllers.space_sampler import SpaceSampler
 from nas.cost.expected import expected_latency
 from nas.cost.model import CostModel
@@ -79,8 +81,8 @@ class ArchitectureLogits(nn.Module):
 
 
 class DistributionSampler(SpaceSampler):
-    """Asks the argmax architecture first, then samples the learned distribution (unseen architectures
-    first)."""
+    """Asks the argmax architecture while the study does not hold it, then samples the learned
+    distribution (unseen architectures first)."""
 
     def __init__(self, space: SearchSpace, seed: int, name: str):
         super().__init__(space, seed)
@@ -101,10 +103,13 @@ class DistributionSampler(SpaceSampler):
                 f"controller {self.name!r} has no architecture distribution yet: call prepare() with the"
                 " supernet before ask()"
             )
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-        if not any(t.number != trial.number for t in done):
-            return dict(self.argmax())
-        seen = {t.user_attrs.get("arch_id") for t in done}
+        held = study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+        )
+        seen = {study_arch_id(self.space, t) for t in held if t.number != trial.number}
+        argmax = self.argmax()
+        if argmax.id not in seen:  # not evaluated (nor being evaluated) yet: it comes first
+            return dict(argmax)
         rng = self.rng(trial)
         for _ in range(32):  # duplicates are free (cached) but waste a trial: prefer a new architecture
             arch = self.space.arch(
@@ -141,6 +146,7 @@ class GradientController(OptunaController):
             *_storage_and_name(run_dir, storage, study_name),
             sampler=self.sampler,
             n_devices=n_devices,
+            name=method,
         )
         self.state_path = Path(run_dir) / "search" / f"{method}_distribution.json"
         self.log: list[dict[str, float]] = []

@@ -10,29 +10,47 @@ trial whose worker stopped beating for 3 heartbeats is failed by whichever worke
 looks next and re-queued once or twice with the same architecture
 (:data:`RETRIES`). :meth:`OptunaController.ask_within` keeps the number of
 completed trials, summed over all workers, at exactly the search's budget.
+
+Every trial that counts is a network the study does not hold yet: a proposal
+whose canonical architecture (its :attr:`~search_spaces.Arch.id`) is already
+complete, running or queued is told PRUNED, marked ``duplicate_of`` that trial,
+and the sampler is asked again (a new trial number: a new seed).
+:data:`MAX_DUPLICATES` such proposals in a row end the search with
+:class:`~nas.controllers.base.SearchSpaceExhausted`.
+
+A study belongs to the controller that made it (study attribute ``controller``):
+another controller on the same study is refused (a study made before the
+attribute existed is adopted by the first controller that opens it).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled
-from optuna.trial import TrialState
+from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+from optuna.trial import FrozenTrial, TrialState
 
-from nas.controllers.base import Controller, Objectives, register_controller
+from nas.controllers.base import Controller, Objectives, SearchSpaceExhausted, register_controller
 from nas.controllers.seeding import seed_per_trial
 from nas.trials import TrialRow, row_from_study_trial
-from search_spaces import Arch, SearchSpace
+from search_spaces import Arch, InvalidArchitectureError, SearchSpace
+from search_spaces.errors import UserError
 
 RETRIES = 2  # times a trial whose worker died is re-queued with the same architecture
+MAX_DUPLICATES = 100  # proposals in a row of networks the study holds before the space counts as exhausted
+CONSTRAINTS_ATTR = "constraints"  # study user attribute: the limits its trials were last judged by
+CONTROLLER_ATTR = "controller"  # study user attribute: the name of the controller whose study it is
 GRACE_HEARTBEATS = 3  # a running trial is stale after this many heartbeat intervals without one
 _COUNTED = (
     TrialState.COMPLETE,
@@ -41,8 +59,27 @@ _COUNTED = (
 )  # will be (or are) complete unless a worker dies
 
 
-class StorageError(ValueError):
+class StorageError(UserError, ValueError):
     """The search storage cannot be opened (the message names the URL, without its password)."""
+
+
+class ForeignStudyError(UserError, ValueError):
+    """The study holds another controller's search (the message names both and how to start a new study)."""
+
+
+def study_arch_id(space: SearchSpace, trial: optuna.trial.FrozenTrial) -> str | None:
+    """The canonical architecture id a trial holds or will evaluate (a queued trial: its fixed
+    parameters), or None when it has none yet."""
+    arch_id = trial.user_attrs.get("arch_id")
+    if arch_id is not None:
+        return arch_id
+    fixed = trial.system_attrs.get("fixed_params")
+    if not fixed:
+        return None
+    try:
+        return space.arch(fixed).id
+    except InvalidArchitectureError:  # partly fixed, or not of this space: no network yet
+        return None
 
 
 def _safe_url(url: str) -> str:
@@ -180,6 +217,37 @@ class _Heartbeat:
             self._thread.join(timeout=5)
 
 
+class ConstrainedStudy(optuna.Study):
+    """A study whose finished trials show the constraints in force *now* to whoever reads them.
+
+    Optuna's constrained samplers (NSGA-II/III, TPE, GP) read each trial's constraint values from its system
+    attributes, which Optuna only lets a trial write while it runs. A budget given after the trials were told
+    would never reach them, so this study replaces those values on read with ``constraints_of(trial)``
+    (name -> violation, <= 0 met), the same function the search front and the export use.
+    """
+
+    constraints_of: Callable[[FrozenTrial], Mapping[str, float]] | None = None
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: Any = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        trials = super()._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        if self.constraints_of is None:
+            return trials
+        return [self._judged(t) if t.state == TrialState.COMPLETE else t for t in trials]
+
+    def _judged(self, t: FrozenTrial) -> FrozenTrial:
+        judged = copy.copy(t)
+        attrs = {
+            k: v
+            for k, v in t.system_attrs.items()
+            if k != _CONSTRAINTS_KEY and not k.startswith(f"{_CONSTRAINTS_KEY}:")
+        }
+        attrs.update({f"{_CONSTRAINTS_KEY}:{name}": float(v) for name, v in self.constraints_of(t).items()})
+        judged._system_attrs = attrs
+        return judged
+
+
 class OptunaController(Controller):
     """Multi-objective search: maximise accuracy, minimise predicted latency, latency budget as a
     constraint."""
@@ -193,22 +261,38 @@ class OptunaController(Controller):
         study_name: str,
         sampler: optuna.samplers.BaseSampler,
         n_devices: int = 1,
+        name: str | None = None,
     ):
+        """``name`` is the controller's registered name, recorded in the study it makes (default: the
+        sampler's class name)."""
         super().__init__(space, seed, latency_budget_ms, n_devices)
+        self.name = name or type(sampler).__name__
         directions = ["maximize"] + ["minimize"] * n_devices  # accuracy, then latency on each device
-        self.study = optuna.create_study(
+        created = optuna.create_study(
             storage=storage,
             study_name=study_name,
             directions=directions,
             sampler=sampler,
             load_if_exists=True,
         )
+        self.study = ConstrainedStudy(
+            study_name=created.study_name, storage=created._storage, sampler=sampler
+        )
+        self.set_constraints(self._budget_only)
+        owner = self.study.user_attrs.get(CONTROLLER_ATTR)
+        if owner is not None and owner != self.name:
+            raise ForeignStudyError(foreign_study_message(owner, self.name, study_name, storage))
         if len(self.study.directions) != len(directions):
-            raise ValueError(
+            raise ForeignStudyError(
                 f"study {study_name!r} in {describe_storage(storage)} optimises"
                 f" {len(self.study.directions) - 1} latency objective(s), this search {n_devices}:"
                 " search.devices changed; use a new --run-dir (or the old devices)"
             )
+        if owner is None:  # a new study, or one made before studies recorded their controller: ours now
+            self.study.set_user_attr(CONTROLLER_ATTR, self.name)
+            owner = self.study.user_attrs.get(CONTROLLER_ATTR)  # another worker may have claimed it at once
+            if owner != self.name:
+                raise ForeignStudyError(foreign_study_message(owner, self.name, study_name, storage))
         # A storage with heartbeats is shared by several workers: a RUNNING trial may be another worker's.
         self.shared = is_heartbeat_enabled(self.study._storage)
         self._heartbeat: _Heartbeat | None = None
@@ -244,10 +328,18 @@ class OptunaController(Controller):
             self._heartbeat.add(trial._trial_id)
         return trial
 
-    def _suggest(self, trial: optuna.trial.Trial) -> Arch:
+    def _suggest(self, trial: optuna.trial.Trial) -> Arch | None:
+        """The trial's architecture, or None (the trial told PRUNED) when the study already holds that
+        network."""
         arch = self.space.arch(
             {k: trial.suggest_categorical(k, list(v)) for k, v in self.space.choices.items()}
         )
+        twin = self._holder_of(arch, trial.number)
+        if twin is not None:  # not a new network: this trial does not count, the caller asks again
+            trial.set_user_attr("duplicate_of", twin)
+            trial.set_user_attr("arch_id", arch.id)
+            self._finish(trial, state=TrialState.PRUNED)
+            return None
         trial.set_user_attr("arch_id", arch.id)
         trial.set_user_attr("arch", arch.to_json())
         if self.shared:
@@ -255,9 +347,59 @@ class OptunaController(Controller):
         self._pending.setdefault(arch.id, []).append(trial)
         return arch
 
+    def _holder_of(self, arch: Arch, number: int) -> int | None:
+        """The trial that already holds ``arch``'s network: complete, or running or queued before trial
+        ``number`` (a later one of a racing worker yields to this one)."""
+        holders = [
+            t.number
+            for t in self.study.get_trials(deepcopy=False, states=_COUNTED)
+            if t.number != number
+            and (t.state == TrialState.COMPLETE or t.number < number)
+            and study_arch_id(self.space, t) == arch.id
+        ]
+        return min(holders, default=None)
+
+    def _check_not_exhausted(self, duplicates: int) -> None:
+        """After ``duplicates`` proposals in a row of networks the study holds: raise
+        :class:`SearchSpaceExhausted` when every network of the space is in the study, or after
+        :data:`MAX_DUPLICATES`."""
+        if not duplicates:
+            return
+        trials = self.study.get_trials(deepcopy=False, states=_COUNTED)
+        held = {study_arch_id(self.space, t) for t in trials} - {None}
+        total = self.space.num_architectures()
+        if len(held) < total and duplicates < MAX_DUPLICATES:
+            return
+        evaluated = len(
+            {t.user_attrs.get("arch_id") for t in trials if t.state == TrialState.COMPLETE} - {None}
+        )
+        why = (
+            f"all {total} networks of the space are evaluated or being evaluated"
+            if len(held) >= total
+            else f"its last {duplicates} proposals were networks already evaluated or being evaluated"
+        )
+        raise SearchSpaceExhausted(
+            f"search space {self.space.name!r} looks exhausted for controller {self.name!r}: {why}"
+            f" ({evaluated} distinct networks evaluated, of {total} in the space); the search ends with the"
+            " trials it has:"
+            " ask for fewer --trials, or search a larger space (--space, --space.*) in a new --run-dir"
+        )
+
     def ask(self, n: int = 1) -> list[Arch]:
+        """``n`` networks the study does not hold yet (see :meth:`ask_within` for duplicates and
+        exhaustion)."""
         self.fail_stale_trials()
-        return [self._suggest(self._new_trial()) for _ in range(n)]
+        out: list[Arch] = []
+        duplicates = 0
+        while len(out) < n:
+            self._check_not_exhausted(duplicates)
+            arch = self._suggest(self._new_trial())
+            if arch is None:
+                duplicates += 1
+            else:
+                out.append(arch)
+                duplicates = 0
+        return out
 
     def counts(self) -> dict[TrialState, int]:
         out = dict.fromkeys(TrialState, 0)
@@ -274,7 +416,14 @@ class OptunaController(Controller):
         are allotted one at a time by the storage, so racing workers never complete
         more than ``trials``. While the rest of the budget is running elsewhere this
         waits: one of those trials may still fail (its worker killed) and be re-queued.
+
+        A proposal of a network the study already holds (complete, running or queued:
+        same canonical architecture id) does not count either: it is told PRUNED with
+        user attribute ``duplicate_of`` (that trial's number) and the sampler asked
+        again. After :data:`MAX_DUPLICATES` of them in a row, or once every network
+        of the space is held, this raises :class:`SearchSpaceExhausted`.
         """
+        duplicates = 0
         while True:
             self.fail_stale_trials()
             n = self.counts()
@@ -283,6 +432,7 @@ class OptunaController(Controller):
             if self.shared and n[TrialState.COMPLETE] + n[TrialState.RUNNING] >= trials:
                 time.sleep(poll_s)
                 continue
+            self._check_not_exhausted(duplicates)
             trial = self._new_trial()
             ahead = sum(
                 1 for t in self.study.get_trials(deepcopy=False, states=_COUNTED) if t.number < trial.number
@@ -290,7 +440,10 @@ class OptunaController(Controller):
             if ahead >= trials:
                 self._finish(trial, state=TrialState.PRUNED)
                 continue
-            return self._suggest(trial)
+            arch = self._suggest(trial)
+            if arch is not None:
+                return arch
+            duplicates += 1
 
     def _finish(
         self,
@@ -316,11 +469,8 @@ class OptunaController(Controller):
                 )
             trial = queue.pop(0)
             trial.set_user_attr("latency_ms", res.latency_ms)
-            budget = self.latency_budget_ms
-            # <= 0 means feasible (Optuna's convention); constrained samplers (NSGA-II, TPE, GP) read it.
-            excess = 0.0 if budget is None else res.latency_ms - budget
-            trial.set_user_attr("constraint", excess)
-            trial.set_constraint("latency_budget", excess)
+            for key, value in res.network.items():  # what the network is, for constraints judged on read
+                trial.set_user_attr(key, float(value))
             if res.accuracy is None:
                 self._finish(trial, state=TrialState.FAIL)
             else:
@@ -342,10 +492,73 @@ class OptunaController(Controller):
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     def history(self) -> list[TrialRow]:
-        return [
+        """Finished trials, ``feasible`` judged by the constraints in force (:meth:`set_constraints`)."""
+        rows = [
             row_from_study_trial(t)
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         ]
+        for r in rows:
+            r["feasible"] = all(v <= 0 for v in self._constraints(r).values())
+        return rows
+
+    def _budget_only(self, row: TrialRow) -> dict[str, float]:
+        """The constraints a controller knows by itself: its latency budget (relative excess)."""
+        budget = self.latency_budget_ms
+        return {} if budget is None else {"latency_ms": (row["latency_ms"] - budget) / budget}
+
+    def set_constraints(self, constraints: Callable[[TrialRow], Mapping[str, float]]) -> None:
+        super().set_constraints(constraints)
+        self.study.constraints_of = lambda t: constraints(row_from_study_trial(t))
+
+    def recorded_constraints(self) -> dict[str, Any] | None:
+        return self.study.user_attrs.get(CONSTRAINTS_ATTR)
+
+    def record_constraints(self, limits: Mapping[str, Any]) -> None:
+        if self.study.user_attrs.get(CONSTRAINTS_ATTR) != dict(limits):
+            self.study.set_user_attr(CONSTRAINTS_ATTR, dict(limits))
+
+
+def foreign_study_message(owner: Any, name: str, study_name: str, storage: str | BaseStorage) -> str:
+    """Why controller ``name`` may not continue a study that controller ``owner`` made (one line)."""
+    return (
+        f"study {study_name!r} in {describe_storage(storage)} holds a search by controller {owner!r}, not"
+        f" {name!r}: continue it with --controller={owner}, or start a new study for {name!r} with a new"
+        " --run-dir (or --search.study=NAME for another study in the same storage)"
+    )
+
+
+def refuse_foreign_study(
+    name: str,
+    run_dir: Any,
+    storage: str | BaseStorage | None = None,
+    study_name: str | None = None,
+    n_devices: int | None = None,
+) -> None:
+    """Raise the :class:`ForeignStudyError` controller ``name`` would raise on this study, creating and
+    changing nothing.
+
+    For checks made before a command writes anything: a study that does not exist
+    yet (no private ``study.db``, or no study of that name) or that records no
+    controller is anyone's.
+    """
+    if storage is None and not (Path(run_dir) / "study.db").exists():
+        return
+    where, study_name = _storage_and_name(run_dir, storage, study_name)
+    opened = optuna.storages.get_storage(where) if isinstance(where, str) else where
+    try:
+        study_id = opened.get_study_id_from_name(study_name)
+    except KeyError:  # no such study in this storage
+        return
+    owner = opened.get_study_user_attrs(study_id).get(CONTROLLER_ATTR)
+    if owner is not None and owner != name:
+        raise ForeignStudyError(foreign_study_message(owner, name, study_name, where))
+    objectives = len(opened.get_study_directions(study_id))
+    if n_devices is not None and objectives != 1 + n_devices:
+        raise ForeignStudyError(
+            f"study {study_name!r} in {describe_storage(where)} optimises {objectives - 1} latency"
+            f" objective(s), this search {n_devices}: search.devices changed; use a new --run-dir (or the old"
+            " devices)"
+        )
 
 
 def _storage_and_name(
@@ -378,6 +591,7 @@ def nsga2(
         *_storage_and_name(run_dir, storage, study_name),
         sampler=sampler,
         n_devices=n_devices,
+        name="nsga2",
     )
 
 
@@ -400,6 +614,7 @@ def random_search(
         *_storage_and_name(run_dir, storage, study_name),
         sampler=seed_per_trial(optuna.samplers.RandomSampler(seed=seed), seed),
         n_devices=n_devices,
+        name="random",
     )
 
 
@@ -426,6 +641,7 @@ def tpe(
         *_storage_and_name(run_dir, storage, study_name),
         sampler=sampler,
         n_devices=n_devices,
+        name="tpe",
     )
 
 
@@ -452,6 +668,7 @@ def nsga3(
         *_storage_and_name(run_dir, storage, study_name),
         sampler=sampler,
         n_devices=n_devices,
+        name="nsga3",
     )
 
 
@@ -479,4 +696,5 @@ def gp(
         *_storage_and_name(run_dir, storage, study_name),
         sampler=sampler,
         n_devices=n_devices,
+        name="gp",
     )

@@ -6,7 +6,11 @@ Here each choice key is one Sobol' dimension and the point's coordinate picks
 the value (``floor(u * n_values)``), so the first trials cover every value of
 every key evenly: a better-spread baseline than uniform random at small budgets.
 Trial ``n`` takes point ``n`` of the sequence, so resume and several workers ask
-exactly what one uninterrupted search would.
+exactly what one uninterrupted search would. A point whose network the study
+already holds (choices the network does not use differ, or a coincidence) costs
+no trial: :class:`~nas.controllers.optuna_controller.OptunaController` prunes it
+as a duplicate and the next trial number takes the next point, so the points the
+search evaluates are the sequence with its repeats left out.
 """
 
 from __future__ import annotations
@@ -67,4 +71,5 @@ def qmc_search(
         *_storage_and_name(run_dir, storage, study_name),
         sampler=SobolSampler(space, seed),
         n_devices=n_devices,
+        name="qmc",
     )

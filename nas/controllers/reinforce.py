@@ -4,7 +4,10 @@ The policy is one independent categorical per choice (logits, softmax). After
 each finished evaluation it takes a policy-gradient step on the reward
 ``accuracy * (latency / target) ** w`` (MnasNet's soft latency target; plain
 accuracy without a budget), against an exponential moving-average baseline,
-plus an entropy bonus that keeps it exploring.
+plus an entropy bonus that keeps it exploring. A finished network credits only the
+choices it uses (:meth:`~search_spaces.SearchSpace.used_keys`): the kernel of a
+block past its stage's depth had no part in the reward, so its logits get no
+update (neither gradient nor entropy bonus) from that network.
 
 The policy is *replayed* from the study's finished trials in trial order at every
 ask, and every draw is seeded by ``(seed, trial number)``: no controller state
@@ -59,7 +62,10 @@ class ReinforceSampler(SpaceSampler):
             r = self.reward(t.values[0], t.values[1])
             baseline = r if baseline is None else baseline
             advantage = r - baseline
+            used = set(self.space.used_keys(t.params))
             for k, z in logits.items():
+                if k not in used:  # a choice this network does not use earned none of its reward
+                    continue
                 p = _softmax(z)
                 grad = -p
                 grad[self.space.choices[k].index(t.params[k])] += 1.0  # d log p(choice) / d logits
@@ -96,4 +102,5 @@ def reinforce(
         *_storage_and_name(run_dir, storage, study_name),
         sampler=sampler,
         n_devices=n_devices,
+        name="reinforce",
     )

@@ -1,5 +1,5 @@
-"""What every search controller promises: valid asks, reproducibility, exact resume, failed and infeasible
-results accepted.
+"""What every search controller promises: valid asks of networks not evaluated before, reproducibility,
+exact resume, failed and infeasible results accepted.
 
 Subclass :class:`ControllerContract` and provide a ``controller_name`` fixture
 (a name registered with :func:`nas.controllers.register_controller`); the checks
@@ -88,6 +88,7 @@ class ControllerContract:
         self, controller_name: str, space: SearchSpace, tmp_path: Path
     ) -> None:
         first = run_controller(controller_name, space, tmp_path / "a")
+        assert len(set(first)) == len(first)  # every ask is a network not evaluated before
         assert run_controller(controller_name, space, tmp_path / "b") == first  # same seed, same asks
 
     def test_resumed_controller_continues_like_an_uninterrupted_one(

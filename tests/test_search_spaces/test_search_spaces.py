@@ -47,6 +47,33 @@ def test_canonicalisation_merges_equivalent_archs():
     assert SPACE.arch(d) == SPACE.smallest()
 
 
+def test_used_keys_are_the_depths_and_the_blocks_within_them():
+    values = {**SPACE.largest().to_dict(), "s0.depth": 2, "s3.depth": 3}
+    used = SPACE.used_keys(values)
+    assert used == SPACE.used_keys(SPACE.arch(values))
+    assert [k for k in used if k.startswith("s0.")] == [
+        "s0.depth",
+        *(f"s0.b{j}.{c}" for j in (0, 1) for c in ("kernel", "expand")),
+    ]
+    assert {k for k in used if k.startswith("s3.")} == {"s3.depth"} | {
+        f"s3.b{j}.{c}" for j in range(3) for c in ("kernel", "expand")
+    }
+    assert len(used) == 5 + 2 * (2 + 4 + 4 + 3 + 4)
+    assert (
+        len(SPACE.used_keys(SPACE.smallest())) == 5 * (1 + 2 * 2)
+        and SPACE.used_keys(SPACE.largest()) == SPACE.keys
+    )
+    vit = create_space("vit")
+    assert vit.used_keys({**vit.largest().to_dict(), "depth": 4}) == (
+        "embed_dim",
+        "depth",
+        *(f"l{i}.{c}" for i in range(4) for c in ("heads", "mlp_ratio")),
+    )
+    for name in ("resnet", "resnet20_pool"):  # every choice of these spaces changes the network
+        space = create_space(name)
+        assert space.used_keys(space.smallest()) == space.keys
+
+
 def test_num_architectures_matches_enumeration_on_tiny():
     tiny = create_space("tiny")
     import itertools

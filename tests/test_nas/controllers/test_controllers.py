@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from nas.controllers import create_controller, list_controllers
 from nas.controllers.base import Objectives
@@ -40,6 +41,8 @@ def test_the_issue_controllers_are_registered():
 
 
 def test_evolution_children_are_one_mutation_from_the_living_population(tmp_path):
+    """Each child (a kept trial, or one pruned as another network's duplicate) changes exactly one choice of
+    a living parent, one the parent's network uses: never the parent's network again."""
     pop = 8
     ctl = create_controller(
         "evolution", space=SPACE, seed=1, latency_budget_ms=3.0, run_dir=tmp_path, population=pop
@@ -48,11 +51,22 @@ def test_evolution_children_are_one_mutation_from_the_living_population(tmp_path
         (arch,) = ctl.ask(1)
         ctl.tell([arch], [_evaluate(arch)])
     trials = sorted(ctl.study.trials, key=lambda t: t.number)
-    for n in range(pop, len(trials)):
-        child = trials[n].params
-        alive = [t.params for t in trials[n - pop : n]]  # aging: the last `pop` finished trials
-        distances = [sum(child[k] != parent[k] for k in child) for parent in alive]
-        assert min(distances) == 1, n
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    children = [t for t in trials if len([p for p in done if p.number < t.number]) >= pop]
+    assert len(children) >= 30 - pop
+    for child in children:
+        alive = [p for p in done if p.number < child.number][-pop:]  # aging: the last `pop` finished trials
+        distances = [sum(child.params[k] != p.params[k] for k in SPACE.keys) for p in alive]
+        # a kept child is no living network again; a pruned one repeats another network the study holds
+        assert (min(distances) if child.state == TrialState.COMPLETE else min(set(distances) - {0})) == 1
+        parents = [p for p, d in zip(alive, distances) if d == 1]
+        changed = [
+            next(k for k in SPACE.keys if child.params[k] != p.params[k]) for p in parents
+        ]  # the mutated choice, for each parent it may come from
+        assert any(k in SPACE.used_keys(p.params) for k, p in zip(changed, parents)), child.number
+        assert SPACE.arch(child.params).id not in {
+            p.user_attrs["arch_id"] for p, k in zip(parents, changed) if k in SPACE.used_keys(p.params)
+        }
 
 
 def test_reinforce_policy_moves_towards_the_rewarded_choice(tmp_path):
