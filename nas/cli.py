@@ -11,35 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from nas.commands import COMMANDS
 from nas.commands.args import load_base, split_overrides
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from nas.cost import ProfileError
-    from nas.data import DataError
-    from nas.export.exporter import ExportError
-    from nas.run.config import ConfigError
-    from nas.run.files import RunDirError
-    from nas.training.checkpoint import CheckpointError
-    from search_spaces import InvalidArchitectureError, UnknownNameError
-
-    return (
-        ConfigError,
-        DataError,
-        RunDirError,
-        CheckpointError,
-        ExportError,
-        ProfileError,
-        InvalidArchitectureError,
-        UnknownNameError,
-        KeyError,
-        ValueError,
-        FloatingPointError,
-        OSError,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,29 +38,61 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    try:
-        errors = _user_errors()
-    except ImportError as exc:  # a broken install should say so plainly
-        print(f"nas: error: installation is incomplete ({exc})", file=sys.stderr)
-        return 2
-    import optuna
+    from search_spaces.errors import UserError  # after parsing: `nas --help` answers without loading torch
 
-    optuna.logging.set_verbosity(
-        optuna.logging.WARNING
-    )  # the program's choice, not the library's: trials are reported by us
     try:
+        import optuna
+
+        optuna.logging.set_verbosity(
+            optuna.logging.WARNING
+        )  # the program's choice: trials are reported by us
         return args.handler(args, load_base(args), split_overrides(extra))
     except KeyboardInterrupt:
         print("nas: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
-    except errors as exc:
+    except UserError as exc:
         if os.environ.get("NAS_DEBUG"):
             raise
-        msg = " ".join(
-            str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).split()
-        )  # one line
-        print(f"nas: error: {msg}  (NAS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(f"nas: error: {one_line(exc)}  (NAS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
+    except ImportError as exc:  # a broken install says so plainly
+        print(
+            f"nas: error: installation is incomplete ({exc}); reinstall with pip install -e .",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as exc:  # noqa: BLE001 - not the user's fault: say it is a bug and keep the traceback
+        if os.environ.get("NAS_DEBUG"):
+            raise
+        where = _save_traceback()
+        print(
+            f"nas: internal error (a bug in nas-engine, not in your settings): {type(exc).__name__}:"
+            f" {one_line(exc)}; traceback saved to {where}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a KeyError's message without the quotes ``str`` adds)."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return " ".join(str(text).split())
+
+
+def _save_traceback() -> str:
+    """Write the current exception's traceback to a file of its own; returns where (or why it could not)."""
+    import tempfile
+    import traceback
+
+    try:
+        fd, path = tempfile.mkstemp(
+            prefix=f"nas-internal-error-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt"
+        )
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(traceback.format_exc())
+        return path
+    except OSError as exc:
+        return f"nowhere ({exc}); run again with NAS_DEBUG=1 to see it"
 
 
 if __name__ == "__main__":

@@ -353,7 +353,11 @@ def run_finetune(
         )
         trackers = stack.enter_context(
             make_trackers(
-                run_dir, cfg.trackers, config={f"finetune_{init}": recipe(cfg)}, wandb_mode=cfg.wandb_mode
+                run_dir,
+                cfg.trackers,
+                config={f"finetune_{init}": recipe(cfg)},
+                wandb_mode=cfg.wandb_mode,
+                project=cfg.wandb_project,
             )
         )
         prefix = f"{FINETUNE_DIR}/{init}"

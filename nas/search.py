@@ -10,14 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import time
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from nas.controllers import Controller, Objectives, create_controller
+from nas.constraints import Limit, annotate, describe, from_json, limits_for, to_json, violations
+from nas.controllers import Controller, Objectives, SearchSpaceExhausted, create_controller
 from nas.controllers.optuna_controller import describe_storage, open_storage
 from nas.cost import CostModel, predict_many
+from nas.cost.metrics import network_metrics, row_metrics
 from nas.evaluation import evaluate_arch
 from nas.pareto import pareto_front
 from nas.run.context import RunContext
@@ -26,49 +27,75 @@ from nas.trials import TrialRow
 from supernets.base import Supernet
 
 
-def run_search(ctx: RunContext, supernet: Supernet, costs: list[CostModel]) -> dict[str, Any]:
-    """``costs[0]`` is the device the budget applies to; further models add latency objectives."""
+def open_controller(
+    ctx: RunContext, costs: list[CostModel], announce: bool = True
+) -> tuple[Controller, dict[str, Limit]]:
+    """The run's controller on its study, judging trials by the constraints in force now, and those limits.
+
+    When the study was last searched (or exported) under other constraints, says so in one line: the new ones
+    apply to every trial, old and new, from here on (the study records the latest).
+    """
     scfg = ctx.cfg.search
-    budget = scfg.latency_budget_ms
-    cost = costs[0]
-    if budget is not None:
-        floor = float(cost.predict([ctx.space.smallest()])[0])
-        if budget < floor:
-            raise ValueError(
-                f"latency budget {budget} ms is below the smallest architecture's predicted latency"
-                f" ({floor:.3f} ms) on this device profile: no architecture can meet it"
-            )
+    limits = limits_for(ctx.cfg, ctx.space, costs)
     controller = create_controller(
         scfg.controller,
         options=scfg.controller_options,
         space=ctx.space,
         seed=ctx.cfg.seed,
-        latency_budget_ms=budget,
+        latency_budget_ms=scfg.latency_budget_ms,
         run_dir=ctx.run_dir,
         population=scfg.population,
         n_devices=len(costs),
         storage=open_storage(scfg.storage, heartbeat_s=scfg.heartbeat_s) if scfg.storage else None,
         study_name=scfg.study,
     )
-    learn_s = 0.0
-    if controller.needs_supernet:  # gradient controllers (darts, gdas) learn on the supernet first
-        t_learn = time.perf_counter()
-        state = controller.prepare(
-            supernet,
-            lambda epoch: ctx.loader("train", shuffle=True, epoch=10_000 + epoch),
-            lambda rnd: ctx.loader("val", shuffle=True, epoch=20_000 + rnd),
-            cost,
-            ctx.device,
-            channels_last=ctx.cfg.train.channels_last,
-            progress=ctx.progress,
-        )
-        learn_s = time.perf_counter() - t_learn
+    names = list(limits)
+    devices, batch = list(scfg.devices), ctx.cfg.export.batch_size
+    controller.set_constraints(
+        lambda row: dict(zip(names, violations(row_metrics(row, devices, batch), limits)))
+    )
+    recorded = controller.recorded_constraints()
+    if announce and recorded is not None and recorded != to_json(limits):
         ctx.say(
-            f"{scfg.controller}: argmax architecture {ctx.space.arch(state['argmax_arch']).id}, predicted"
-            f" {state['argmax_latency_ms']:.3f} ms; evaluated first"
+            f"constraints changed from {describe(from_json(recorded))} to {describe(limits)}: applied to"
+            " every trial"
         )
+    return controller, limits
+
+
+def history(ctx: RunContext, controller: Controller, limits: dict[str, Limit]) -> list[TrialRow]:
+    """The study's finished trials with their network size and ``feasible`` for ``limits``."""
+    return annotate(
+        controller.history(), ctx.space, limits, ctx.cfg.search.devices, ctx.cfg.export.batch_size
+    )
+
+
+def run_search(ctx: RunContext, supernet: Supernet, costs: list[CostModel]) -> dict[str, Any]:
+    """``costs[0]`` is the first device's model; one latency objective per device of ``search.devices``."""
+    scfg = ctx.cfg.search
+    controller, limits = open_controller(ctx, costs)
+    learn_s = 0.0
     try:
-        result = _search_loop(ctx, supernet, costs, controller)
+        if controller.needs_supernet:  # gradient controllers (darts, gdas) learn on the supernet first
+            t_learn = time.perf_counter()
+            state = controller.prepare(
+                supernet,
+                lambda epoch: ctx.loader("train", shuffle=True, epoch=10_000 + epoch),
+                lambda rnd: ctx.loader("val", shuffle=True, epoch=20_000 + rnd),
+                costs[0],
+                ctx.device,
+                channels_last=ctx.cfg.train.channels_last,
+                progress=ctx.progress,
+            )
+            learn_s = time.perf_counter() - t_learn
+            argmax = ctx.space.arch(state["argmax_arch"])
+            done = {r["arch_id"] for r in controller.history()}
+            ctx.say(
+                f"{scfg.controller}: argmax architecture {argmax.id}, predicted"
+                f" {state['argmax_latency_ms']:.3f} ms; "
+                + ("already evaluated" if argmax.id in done else "evaluated first")
+            )
+        result = _search_loop(ctx, supernet, costs, controller, limits)
         result["search_seconds"] += learn_s  # a gradient controller's learning phase is part of its search
         return result
     finally:
@@ -76,10 +103,13 @@ def run_search(ctx: RunContext, supernet: Supernet, costs: list[CostModel]) -> d
 
 
 def _search_loop(
-    ctx: RunContext, supernet: Supernet, costs: list[CostModel], controller: Controller
+    ctx: RunContext,
+    supernet: Supernet,
+    costs: list[CostModel],
+    controller: Controller,
+    limits: dict[str, Limit],
 ) -> dict[str, Any]:
     scfg = ctx.cfg.search
-    budget = scfg.latency_budget_ms
     shared = controller.shared  # other workers add trials to the same study
     cache = {r["arch_id"]: r["accuracy"] for r in controller.history()}
     done = controller.n_finished()
@@ -99,14 +129,22 @@ def _search_loop(
     bar = tqdm(
         total=scfg.trials, initial=done, desc="search", leave=False, disable=None if ctx.progress else True
     )
-    while (arch := controller.ask_within(scfg.trials)) is not None:
+    while True:
+        try:
+            arch = controller.ask_within(scfg.trials)
+        except SearchSpaceExhausted as exc:  # every network it can find is evaluated: end with those
+            ctx.say(str(exc))
+            break
+        if arch is None:
+            break
         latency, *extra = (float(v) for v in predict_many(costs, [arch])[0])  # one encoding for every device
+        network = {k: float(v[0]) for k, v in network_metrics(ctx.space, [arch]).items()}
         if arch.id not in cache and shared:  # another worker may have evaluated it meanwhile
             cache.update((r["arch_id"], r["accuracy"]) for r in controller.history())
         if arch.id not in cache:
             cache[arch.id] = evaluate_arch(ctx, supernet, arch)
         acc = cache[arch.id]
-        controller.tell([arch], [Objectives(acc, latency, tuple(extra))])
+        controller.tell([arch], [Objectives(acc, latency, tuple(extra), network)])
         n = controller.n_finished()
         ctx.trackers.log(
             "search_trial", n, {"val_accuracy": acc, "latency_pred_ms": latency, "arch_id": arch.id}
@@ -114,9 +152,9 @@ def _search_loop(
         bar.update(min(n, scfg.trials) - bar.n)
         bar.set_postfix(acc=f"{acc:.3f}", lat=f"{latency:.2f}ms")
     bar.close()
-    rows = controller.history()
+    rows = history(ctx, controller, limits)
     front = pareto_front(rows)
-    _write_outputs(ctx.run_dir, rows, front, budget, scfg.devices)
+    write_outputs(ctx, controller, rows, front, limits)
     ctx.trackers.log_table(
         "pareto_front",
         ["trial", "arch_id", "val_accuracy", "latency_pred_ms"],
@@ -124,52 +162,83 @@ def _search_loop(
     )
     return {
         "trials": len(rows),
+        "rows": rows,
         "pareto": front,
         "search_seconds": time.perf_counter() - t0,
-        "latency_budget_ms": budget,
+        "latency_budget_ms": scfg.latency_budget_ms,
+        "limits": limits,
         "devices": list(scfg.devices),
     }
 
 
-def _write_outputs(
-    run_dir: Path, rows: list[TrialRow], front: list[TrialRow], budget: float | None, devices: list[str]
+HISTORY_COLUMNS = ("trial", "arch_id", "val_accuracy")
+
+
+def write_outputs(
+    ctx: RunContext,
+    controller: Controller,
+    rows: list[TrialRow],
+    front: list[TrialRow],
+    limits: dict[str, Limit],
 ) -> None:
+    """``search/history.csv`` (every trial, its metrics and feasibility now) and ``search/pareto.json`` (the
+    feasible front and the limits it was judged by); the study records those limits as its latest."""
+    devices, batch = list(ctx.cfg.search.devices), ctx.cfg.export.batch_size
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["trial", "arch_id", "val_accuracy", *(f"latency_pred_ms_{d}" for d in devices), "feasible"])
+    w.writerow(
+        [
+            *HISTORY_COLUMNS,
+            *(f"latency_pred_ms_{d}" for d in devices),
+            "params",
+            "macs",
+            f"memory_mb_batch{batch}",
+            "feasible",
+        ]
+    )
     for r in rows:
         lats = [r["latency_ms"], *r.get("extra_latencies_ms", ())]
-        w.writerow(
-            [
-                r["trial"],
-                r["arch_id"],
-                f"{r['accuracy']:.6f}",
-                *(f"{v:.6f}" for v in lats),
-                int(r["feasible"]),
-            ]
-        )
-    atomic_write_text(run_dir / "search" / "history.csv", buf.getvalue())
+        metrics = row_metrics(r, devices, batch)
+        w.writerow([
+            r["trial"], r["arch_id"], f"{r['accuracy']:.6f}", *(f"{v:.6f}" for v in lats),
+            _cell(metrics["params"], "{:.0f}"), _cell(metrics["macs"], "{:.0f}"),
+            _cell(metrics["memory_mb"], "{:.6f}"),
+            int(r["feasible"]),
+        ])  # fmt: skip
+    atomic_write_text(ctx.run_dir / "search" / "history.csv", buf.getvalue())
     atomic_write_json(
-        run_dir / "search" / "pareto.json", {"latency_budget_ms": budget, "devices": devices, "front": front}
+        ctx.run_dir / "search" / "pareto.json",
+        {
+            "latency_budget_ms": ctx.cfg.search.latency_budget_ms,
+            "constraints": to_json(limits),
+            "memory_batch": batch,
+            "devices": devices,
+            "front": front,
+        },
     )
+    controller.record_constraints(to_json(limits))
 
 
-def format_front(front: list[dict[str, Any]], budget: float | None, devices: list[str] | None = None) -> str:
+def _cell(v: float | None, fmt: str) -> str:
+    return "" if v is None else fmt.format(v)
+
+
+def format_front(front: list[TrialRow], limits: dict[str, Limit], devices: list[str] | None = None) -> str:
     """The Pareto front as a fixed-width text table (what the CLI prints)."""
     devices = devices or ["cpu"]
-    lines = [
-        f"Pareto front ({len(front)} architectures"
-        + (f", budget {budget:g} ms on {devices[0]}" if budget is not None else "")
-        + ")"
-    ]
+    lines = [f"Pareto front ({len(front)} architectures" + (f"; {describe(limits)}" if limits else "") + ")"]
     lines.append(
         f"{'trial':>5}  {'arch id':<12}  {'val acc':>7}"
         + "".join(f"  {('ms ' + d)[:16]:>16}" for d in devices)
+        + f"  {'params':>10}  {'MMACs':>9}"
     )
     for r in front:
         lats = [r["latency_ms"], *r.get("extra_latencies_ms", ())]
+        params = "" if r.get("params") is None else f"{r['params']:,.0f}"
+        macs = "" if r.get("macs") is None else f"{r['macs'] / 1e6:.2f}"
         lines.append(
             f"{r['trial']:>5}  {r['arch_id']:<12}  {r['accuracy']:>7.4f}"
             + "".join(f"  {v:>16.3f}" for v in lats)
+            + f"  {params:>10}  {macs:>9}"
         )
     return "\n".join(lines)

@@ -2,7 +2,9 @@
 
 Rows are plain mappings so they serialise to ``search/pareto.json`` and the
 report unchanged; :class:`TrialRow` gives them one type and :func:`trial_row` /
-:func:`row_from_study_trial` are the only places they are built.
+:func:`row_from_study_trial` are the only places they are built. A row's
+``feasible`` is never read from the study: it is computed for the constraints in
+force when the row is read (:func:`nas.constraints.annotate`).
 """
 
 from __future__ import annotations
@@ -11,19 +13,25 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
+NETWORK_METRICS = ("params", "macs", "memory_mb_per_sample")
+"""What a study records of every trial's network besides accuracy and latency (user attributes)."""
+
 
 class TrialRow(TypedDict):
-    """A finished trial: its number, architecture, validation accuracy and predicted latency per device."""
+    """A finished trial: its number, architecture, accuracy, predicted latency per device and network size."""
 
     trial: int
     arch: dict[
         str, Any
-    ]  # the architecture's choices ({} when only its id is known, e.g. read back from history.csv)
+    ]  # the architecture's choices ({} when only its id is known, e.g. read from history.csv)
     arch_id: str
     accuracy: float
-    latency_ms: float  # on the first device of search.devices (the one the budget applies to)
+    latency_ms: float  # on the first device of search.devices
     extra_latencies_ms: list[float]  # on each further device
-    feasible: bool  # within the latency budget
+    params: float | None  # None: a study from before networks were measured, not annotated yet
+    macs: float | None
+    memory_mb_per_sample: float | None  # peak activation memory of one sample (MB); memory_mb = this * batch
+    feasible: bool  # within the constraints in force when the row was read
 
 
 def trial_row(
@@ -34,6 +42,9 @@ def trial_row(
     latency_ms: float,
     extra_latencies_ms: Sequence[float] = (),
     feasible: bool = True,
+    params: float | None = None,
+    macs: float | None = None,
+    memory_mb_per_sample: float | None = None,
 ) -> TrialRow:
     """A :class:`TrialRow` with plain Python numbers (JSON-ready)."""
     return TrialRow(
@@ -43,6 +54,9 @@ def trial_row(
         accuracy=float(accuracy),
         latency_ms=float(latency_ms),
         extra_latencies_ms=[float(v) for v in extra_latencies_ms],
+        params=_number(params),
+        macs=_number(macs),
+        memory_mb_per_sample=_number(memory_mb_per_sample),
         feasible=bool(feasible),
     )
 
@@ -51,8 +65,8 @@ def row_from_study_trial(t: Any) -> TrialRow:
     """The row of a COMPLETE Optuna trial written by
     :class:`nas.controllers.optuna_controller.OptunaController`.
 
-    Values are (accuracy, latency on each device); the architecture, its id and the
-    constraint (<= 0: within the budget, Optuna's convention) are user attributes.
+    Values are (accuracy, latency on each device); the architecture, its id and its network's size are user
+    attributes. ``feasible`` is left True: whoever reads rows applies the constraints in force.
     """
     return trial_row(
         t.number,
@@ -61,5 +75,10 @@ def row_from_study_trial(t: Any) -> TrialRow:
         t.values[0],
         t.values[1],
         t.values[2:],
-        t.user_attrs.get("constraint", 0.0) <= 0,
+        True,
+        **{k: t.user_attrs.get(k) for k in NETWORK_METRICS},
     )
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None else float(v)

@@ -7,8 +7,10 @@ import json
 from collections.abc import Mapping
 from typing import Any, Iterator
 
+from search_spaces.errors import UserError
 
-class InvalidArchitectureError(ValueError):
+
+class InvalidArchitectureError(UserError, ValueError):
     """An architecture that does not belong to a search space (names the key and the allowed values)."""
 
 

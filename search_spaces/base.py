@@ -28,6 +28,19 @@ class CostTable:
     slot_names: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class MetricTable:
+    """What each op of :meth:`SearchSpace.cost_table` contributes to its network's size, ``[S, O]`` each.
+
+    A network's parameters and MACs are the sums over its slots' ops; its peak activations (elements of the
+    largest input plus output of any one layer, batch 1) the maximum over them.
+    """
+
+    params: np.ndarray
+    macs: np.ndarray
+    activations: np.ndarray
+
+
 class SearchSpace(ABC):
     """A set of architectures defined by named, ordered choices.
 
@@ -83,6 +96,18 @@ class SearchSpace(ABC):
         """Normalise choices that do not change the network (e.g. blocks beyond a stage's depth)."""
         return values
 
+    def used_keys(self, arch: Mapping[str, Any]) -> tuple[str, ...]:
+        """The choice keys whose value changes ``arch``'s network, in ``self.keys`` order.
+
+        Changing a used key's value gives another network (another canonical
+        :class:`Arch`); changing any other key's value gives the same one (it is
+        what :meth:`canonicalize` normalises). ``arch`` is an architecture of the
+        space, canonical or not. The default, for spaces whose :meth:`canonicalize`
+        is the identity, is every key; a space that normalises choices returns the
+        others (controllers mutate and credit only these).
+        """
+        return self.keys
+
     def sample(self, rng: np.random.Generator) -> Arch:
         return self.arch({k: v[rng.integers(len(v))] for k, v in self.choices.items()})
 
@@ -98,6 +123,11 @@ class SearchSpace(ABC):
 
     def smallest(self) -> Arch:
         return self.arch({k: min(v) for k, v in self.choices.items()})
+
+    def reference_arch(self) -> Arch:
+        """What a relative budget ("60%") is a share of: the largest architecture, or (for a space converted
+        from a user's model) that model's own architecture."""
+        return self.largest()
 
     def largest(self) -> Arch:
         return self.arch({k: max(v) for k, v in self.choices.items()})
@@ -186,6 +216,46 @@ class SearchSpace(ABC):
         model only; those that list their ops get a measured lookup table.
         """
         return []
+
+    def fixed_modules(self) -> list[tuple[int, int, list[tuple[nn.Module, tuple[int, ...]]]]]:
+        """``(slot, op, [(module, input_shape), ...])`` for the ops :meth:`op_modules` does not list (the
+        parts
+        every network of the op runs: stem, head), each as the plain modules that compute it.
+
+        With :meth:`op_modules` they cover every layer of every network, which is what
+        :meth:`metric_table` counts.
+        """
+        raise NotImplementedError(
+            f"search space {self.name!r} ({type(self).__name__}) does not list its fixed parts"
+        )
+
+    def metric_table(self) -> MetricTable:
+        """Parameters, MACs and peak activations of every op, counted on the plain modules that compute it."""
+        cached = self.__dict__.get("_metric_table")
+        if cached is not None:
+            return cached
+        from supernets.profiling import forward_metrics
+
+        n_slots, n_ops = self.cost_table().features.shape[:2]
+        params, macs, acts = (
+            np.zeros((n_slots, n_ops)),
+            np.zeros((n_slots, n_ops)),
+            np.zeros((n_slots, n_ops)),
+        )
+        parts = [(s, o, [(m, shape)]) for s, o, m, shape in self.op_modules()] + self.fixed_modules()
+        measured: dict[tuple[int, tuple[int, ...]], tuple[float, float, float]] = {}
+        for slot, op, modules in parts:
+            for module, shape in modules:
+                key = (id(module), tuple(shape))
+                if key not in measured:  # one module object may stand for several slots (a ViT layer)
+                    measured[key] = forward_metrics(module, shape)
+                p, m, a = measured[key]
+                params[slot, op] += p
+                macs[slot, op] += m
+                acts[slot, op] = max(acts[slot, op], a)
+        table = MetricTable(params, macs, acts)
+        self.__dict__["_metric_table"] = table
+        return table
 
     def op_descriptions(self) -> list[list[str]]:
         """Human-readable name of each op of each slot (for latency-table files users fill in)."""

@@ -90,6 +90,15 @@ class MBV3Space(SearchSpace):
                 values[f"s{i}.b{j}.expand"] = self.cfg.expands[0]
         return values
 
+    def used_keys(self, arch: Mapping[str, Any]) -> tuple[str, ...]:
+        """Every stage's depth, and kernel and expand of the blocks within it (the others never run)."""
+        used = []
+        for i in range(self.n_stages):
+            used.append(f"s{i}.depth")
+            for j in range(arch[f"s{i}.depth"]):
+                used += [f"s{i}.b{j}.kernel", f"s{i}.b{j}.expand"]
+        return tuple(used)
+
     def num_architectures(self) -> int:
         per_block = len(self.cfg.kernels) * len(self.cfg.expands)
         return sum(per_block**d for d in self.cfg.depths) ** self.n_stages
@@ -153,6 +162,13 @@ class MBV3Space(SearchSpace):
         feats[0, 0] = f_stem + f_head
         names = ["fixed"] + [f"s{i}.b{j}" for i in range(self.n_stages) for j in range(self.max_depth)]
         return CostTable(feats, FEATURES, tuple(names))
+
+    def fixed_modules(self) -> list[tuple[int, int, list[tuple[nn.Module, tuple[int, ...]]]]]:
+        """Slot 0: the stem with the first block, and the head (the modules the cost table measures)."""
+        ref = self.build_supernet().eval()
+        h = self._output_side()
+        head_in = (self.cfg.stages[-1].out_channels, h, h)
+        return [(0, 0, [(nn.Sequential(ref.stem, ref.first), self.input_shape), (_Head(ref), head_in)])]
 
     def _output_side(self) -> int:
         h = -(-self.resolution // self.cfg.stem_stride)

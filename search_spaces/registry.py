@@ -19,10 +19,12 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from search_spaces.errors import UserError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError, ValueError):
+class UnknownNameError(UserError, KeyError, ValueError):
     """A name that no member of a registry has; the message lists the valid names.
 
     A ``KeyError`` (a failed lookup) and a ``ValueError`` (a bad setting value), so

@@ -129,6 +129,17 @@ class ResNetSpace(SearchSpace):
                         out.append((slot, 1 + wi * n_w + wi, _Block(w, w, 1, False), (w, side, side)))
         return out
 
+    def fixed_modules(self) -> list[tuple[int, int, list[tuple[nn.Module, tuple[int, ...]]]]]:
+        """Slot 0, one op per last-stage width: the stem and the head (the modules the cost table
+        measures)."""
+        cfg = self.cfg
+        stem = ResNet(cfg, self.to_spec(self.smallest())).stem
+        side = -(-self._shapes()[-1] // cfg.stage_strides[-1])
+        return [
+            (0, wi, [(stem, self.input_shape), (_Head(w, cfg.num_classes), (w, side, side))])
+            for wi, w in enumerate(cfg.widths(self.n_stages - 1))
+        ]
+
     @cached_property
     def _cost_table(self) -> CostTable:
         cfg, n_w = self.cfg, self._n_widths

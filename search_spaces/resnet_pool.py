@@ -114,6 +114,11 @@ class ResNetPoolSpace(SearchSpace):
                     out.append((slot, op, block, shape))
         return out
 
+    def fixed_modules(self) -> list[tuple[int, int, list[tuple[nn.Module, tuple[int, ...]]]]]:
+        """Slot 0: the stem and the classifier (the modules the cost table measures)."""
+        ref = self.build_supernet().extract(self.configurations[0])
+        return [(0, 0, [(ref.stem, self.input_shape), (ref.classifier, (self.cfg.max_channels,))])]
+
     @cached_property
     def _cost_table(self) -> CostTable:
         n_ops = 2 * self.cfg.num_downsamples + 1

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from search_spaces.arch import Arch
+from search_spaces.errors import UserError
 from search_spaces.mbv3 import MBV3Space
 from search_spaces.registry import SPACES
 from supernets.extract import slice_like
@@ -34,7 +35,7 @@ from supernets.mbnet import MBSupernet
 _ACTS = {"ReLU": "relu", "Hardswish": "hswish"}
 
 
-class TimmModelError(ValueError):
+class TimmModelError(UserError, ValueError):
     """A timm model that cannot be turned into an MBConv space (the message says why)."""
 
 

@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from search_spaces.base import CostTable, SearchSpace
@@ -24,6 +25,9 @@ class _Fixed(nn.Module):
         self.patch_embed = nn.Conv2d(cfg.in_channels, embed, cfg.patch_size, cfg.patch_size)
         self.norm = nn.LayerNorm(embed)
         self.head = nn.Linear(embed, cfg.num_classes)
+        # counted as parameters of the fixed part (no op of their own: the cost features ignore them)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, embed))
 
     def forward(self, x):
         t = self.patch_embed(x).flatten(2).transpose(1, 2)
@@ -80,6 +84,11 @@ class ViTSpace(SearchSpace):
             values[f"l{i}.heads"], values[f"l{i}.mlp_ratio"] = self.cfg.heads[0], self.cfg.mlp_ratios[0]
         return values
 
+    def used_keys(self, arch: Mapping[str, Any]) -> tuple[str, ...]:
+        """Embedding width, depth, and heads and MLP ratio of the layers within the depth."""
+        layers = [(f"l{i}.heads", f"l{i}.mlp_ratio") for i in range(arch["depth"])]
+        return ("embed_dim", "depth", *(k for pair in layers for k in pair))
+
     def num_architectures(self) -> int:
         per_layer = len(self.cfg.heads) * len(self.cfg.mlp_ratios)
         return len(self.cfg.embed_dims) * sum(per_layer**d for d in self.cfg.depths)
@@ -130,6 +139,12 @@ class ViTSpace(SearchSpace):
                     for i in range(self.max_depth):
                         out.append((1 + i, self._layer_op(ei, hi, ri), blk, (n, e)))
         return out
+
+    def fixed_modules(self) -> list[tuple[int, int, list[tuple[nn.Module, tuple[int, ...]]]]]:
+        """Slot 0, one op per embedding width: patch embedding, tokens, final norm and classifier."""
+        return [
+            (0, ei, [(_Fixed(self.cfg, e), self.input_shape)]) for ei, e in enumerate(self.cfg.embed_dims)
+        ]
 
     @cached_property
     def _cost_table(self) -> CostTable:

@@ -54,3 +54,33 @@ def forward_features(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[n
         for h in handles:
             h.remove()
     return feats, tuple(out.shape[1:])
+
+
+@torch.no_grad()
+def forward_metrics(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, float, float]:
+    """``(parameters, MACs, peak activations)`` of one batch-1 forward pass of ``module``.
+
+    Peak activations is the largest number of input plus output elements of any single leaf op: what must be
+    live at once while that op runs (the activation memory a deployed network needs, up to its runtime's
+    reuse).
+    """
+    macs = peak = 0.0
+
+    def hook(mod: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal macs, peak
+        if isinstance(mod, nn.Conv2d):
+            macs += output.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, nn.Linear):
+            macs += output.numel() * mod.in_features
+        peak = max(peak, float(inputs[0].numel() + output.numel()))
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if _leaf(m)]
+    was_training = module.training
+    try:
+        module.eval()
+        module(torch.zeros(1, *input_shape))
+    finally:
+        module.train(was_training)
+        for h in handles:
+            h.remove()
+    return float(sum(p.numel() for p in module.parameters())), float(macs), peak

@@ -138,7 +138,8 @@ class SinglePathMBSupernet(MBSupernet):
 
     @torch.no_grad()
     def switch_off_weakest(self) -> bool:
-        """Switch off the chosen network's outermost extension whose weights clear their threshold by the least.
+        """Switch off the chosen network's outermost extension whose weights clear their threshold by the
+        least.
 
         The threshold is raised just above the weights' RMS, so the thresholds themselves now choose the
         smaller network (read-off, search mode and extraction stay one network). Returns False when every
@@ -154,13 +155,17 @@ class SinglePathMBSupernet(MBSupernet):
                     on = _leading_ones([(r > thresholds[i, j, n]).float() for n, r in enumerate(scores)])
                     if on:
                         n = on - 1
-                        candidates.append((float(scores[n] - thresholds[i, j, n]), thresholds, (i, j, n), scores[n]))
+                        candidates.append(
+                            (float(scores[n] - thresholds[i, j, n]), thresholds, (i, j, n), scores[n])
+                        )
                 last_run = j == len(stage) - 1 or not bool(
                     self._block_groups(i, j + 1)[2] > self.skip_thresholds[i, j + 1 - self.d_min]
                 )
                 if j >= self.d_min and last_run:
                     idx = (i, j - self.d_min)
-                    candidates.append((float(base - self.skip_thresholds[idx]), self.skip_thresholds, idx, base))
+                    candidates.append(
+                        (float(base - self.skip_thresholds[idx]), self.skip_thresholds, idx, base)
+                    )
         if not candidates:
             return False
         _, thresholds, idx, score = min(candidates, key=lambda c: c[0])

@@ -7,7 +7,7 @@ command module. :mod:`nas.commands.checks` holds every check a command makes
 before it writes anything.
 """
 
-from nas.commands import finetune, latency, rank, report, run, spaces
+from nas.commands import finetune, latency, profile, rank, report, run, spaces
 
-COMMANDS = (run, finetune, report, rank, latency, spaces)
+COMMANDS = (run, profile, finetune, report, rank, latency, spaces)
 """Command modules, in the order ``nas --help`` lists them."""

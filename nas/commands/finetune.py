@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.run.config import ConfigError
+
 
 def add_parsers(sub: Any) -> None:
     from nas.commands.args import add_common
@@ -59,7 +61,7 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
     from nas.finetune import run_finetune
 
     if not args.run_dir:
-        raise ValueError("nas finetune needs --run-dir of a run with an export (`nas export --run-dir DIR`)")
+        raise ConfigError("nas finetune needs --run-dir of a run with an export (`nas export --run-dir DIR`)")
     extra = [f"train.epochs={args.epochs}"] if args.epochs is not None else []
     t0 = time.perf_counter()
     result = run_finetune(

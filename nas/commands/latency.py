@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from nas.run.config import ConfigError
+
 
 def add_parsers(sub: Any) -> None:
     from nas.commands.args import add_common
@@ -139,12 +141,12 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
         import torch
 
         if args.device not in ("cpu", "cuda"):
-            raise ValueError(
+            raise ConfigError(
                 f"calibration measures this machine: --device cpu or cuda, not {args.device!r} (other"
                 " devices: run it there, or use `nas latency import`)"
             )
         if args.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA GPU is visible on this machine")
+            raise ConfigError("--device cuda: no CUDA GPU is visible on this machine")
         t0 = time.perf_counter()
         model = load_or_calibrate(
             space,
@@ -192,7 +194,7 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
     from nas.cost.validate import measure_archs, plot_validation, refit, validate
 
     if args.device != "cpu":
-        raise ValueError(
+        raise ConfigError(
             f"measurements run on this machine's CPU; device {args.device!r} cannot be measured here"
         )
     model = profile_for(space, "cpu", args.profile, run_dir, progress)
@@ -208,7 +210,7 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
         return 0
     # measure: the search's Pareto front and the exported network of a run directory
     if run_dir is None:
-        raise ValueError("nas latency measure needs --run-dir of a finished search")
+        raise ConfigError("nas latency measure needs --run-dir of a finished search")
     front = (
         json.loads((run_dir / "search" / "pareto.json").read_text())["front"]
         if (run_dir / "search" / "pareto.json").exists()
@@ -220,7 +222,7 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
         if exported.id not in {a.id for a in archs}:
             archs.append(exported)
     if not archs:
-        raise ValueError(f"{run_dir} has no Pareto front or export to measure; run `nas search` first")
+        raise ConfigError(f"{run_dir} has no Pareto front or export to measure; run `nas search` first")
     measured = measure_archs(model, archs, args.threads, args.batch, progress=progress)
     predicted = model.predict(archs)
     rows = [

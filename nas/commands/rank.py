@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.run.config import ConfigError
+
 
 def add_parsers(sub: Any) -> None:
     from nas.commands.args import add_common
@@ -46,7 +48,7 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
     from nas.run.context import open_run
 
     if not args.run_dir:
-        raise ValueError("nas rank needs --run-dir of a run with a trained supernet")
+        raise ConfigError("nas rank needs --run-dir of a run with a trained supernet")
     with open_run(
         Path(args.run_dir),
         base,

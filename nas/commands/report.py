@@ -11,6 +11,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from nas.run.config import ConfigError
+
 
 def add_parsers(sub: Any) -> None:
     from nas.commands.args import add_common
@@ -58,9 +60,9 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
 
     given = [p for p in (args.dir, args.run_dir) if p]
     if not given:
-        raise ValueError("nas report needs a run directory: nas report DIR")
+        raise ConfigError("nas report needs a run directory: nas report DIR")
     if len(given) == 2 and Path(given[0]).resolve() != Path(given[1]).resolve():
-        raise ValueError(f"two run directories given ({given[0]} and --run-dir {given[1]}); give one")
+        raise ConfigError(f"two run directories given ({given[0]} and --run-dir {given[1]}); give one")
     run_dir = Path(given[0]).expanduser().resolve()
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunDirError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
@@ -75,7 +77,11 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
             result = write_report(run_dir, args.out, cfg)
             if track and (args.resend or not already_tracked(result, configured_tracker_names(cfg.trackers))):
                 with make_trackers(
-                    run_dir, cfg.trackers, config=cfg.to_dict(), wandb_mode=cfg.wandb_mode
+                    run_dir,
+                    cfg.trackers,
+                    config=cfg.to_dict(),
+                    wandb_mode=cfg.wandb_mode,
+                    project=cfg.wandb_project,
                 ) as trackers:  # wandb starts only when needed
                     sent = track_report(result, trackers, tracker_names(trackers), resend=True)
     except RunDirError as e:

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nas.run.config import ConfigError
+
 VERBS = {
     "train": "train the supernet (resumes from the run directory's last checkpoint)",
     "search": "search the trained supernet (resumes the run directory's study)",
@@ -55,25 +57,26 @@ def run_command(
     table_stream: Any = None,
 ) -> dict[str, Any]:
     """Run ``train``, ``search``, ``export`` or ``run`` (all three) and return the summary."""
-    from nas.commands.checks import preflight, search_history, validate_config
+    from nas.commands.checks import preflight, validate_config
     from nas.cost.store import pin_profiles
     from nas.export.exporter import ExportError, choose_trial, export_arch, failed_formats
+    from nas.pareto import pareto_front
     from nas.report.builder import report_after_run
     from nas.run.context import open_run
     from nas.run.files import default_run_dir
-    from nas.search import format_front, run_search
+    from nas.search import format_front, open_controller, run_search, write_outputs
     from nas.training.checkpoint import load_supernet
     from nas.training.distributed import cleanup, init_distributed
     from nas.training.trainer import train_supernet
 
     dist = init_distributed()
     if dist.world_size > 1 and command != "train":
-        raise ValueError(
+        raise ConfigError(
             f"`nas {command}` runs in one process; only `nas train` is launched with torchrun (then"
             " search/export the run directory)"
         )
     if dist.world_size > 1 and run_dir is None:
-        raise ValueError("under torchrun give --run-dir: every rank must use the same run directory")
+        raise ConfigError("under torchrun give --run-dir: every rank must use the same run directory")
     run_dir = run_dir or default_run_dir(command)
     checked: dict[str, Any] = {}
     with open_run(
@@ -85,28 +88,28 @@ def run_command(
         dist=dist,
         search_only=command == "search",
         validate=validate_config,
-        preflight=lambda c: checked.update(preflight(command, c)),
+        preflight=lambda c: checked.update(preflight(command, c, dist)),
     ) as ctx:
         ctx.say(f"run directory: {ctx.run_dir}")
         formats = checked.get("formats", [])
         summary: dict[str, Any] = {"command": command, "run_dir": str(ctx.run_dir)}
+        if "costs" in checked:
+            pin_profiles(
+                ctx, checked["costs"]
+            )  # the command is accepted: a resumed run predicts the same numbers
         if command in ("train", "run"):
-            if dist.world_size > 1 and ctx.cfg.data.batch_size % dist.world_size:
-                raise ValueError(
-                    f"data.batch_size={ctx.cfg.data.batch_size} is the global batch; it must be divisible by"
-                    f" the {dist.world_size} processes"
-                )
-            summary["train"] = train_supernet(ctx, dist, resume_state=checked.pop("resume_state", None))
+            summary["train"] = train_supernet(
+                ctx, dist, checked.pop("resume_state", None), checked.pop("trainer")
+            )
             summary["world_size"] = dist.world_size
         if command in ("search", "export", "run"):
             supernet = checked.pop("supernet", None)
             supernet = supernet if supernet is not None else load_supernet(ctx)
             devices = ctx.cfg.search.devices
             costs = checked["costs"]
-            pin_profiles(ctx, costs)
             if command in ("search", "run"):
                 result = run_search(ctx, supernet, costs)
-                table = format_front(result["pareto"], result["latency_budget_ms"], devices)
+                table = format_front(result["pareto"], result["limits"], devices)
                 if not quiet:
                     print(table, file=table_stream or sys.stdout, flush=True)
                 summary["search"] = {
@@ -115,13 +118,11 @@ def run_command(
                     "search_seconds": round(result["search_seconds"], 2),
                 }
             if command in ("export", "run"):
-                row = (
-                    checked["row"]
-                    if command == "export"
-                    else choose_trial(
-                        search_history(ctx), ctx.cfg.export.trial, ctx.cfg.search.latency_budget_ms
-                    )
-                )
+                if command == "export":
+                    row, rows, limits = checked["row"], checked["rows"], checked["limits"]
+                else:
+                    rows, limits = result["rows"], result["limits"]
+                    row = choose_trial(rows, ctx.cfg.export.trial, limits)
                 meta = export_arch(ctx, supernet, costs, row, formats=formats)
                 ctx.trackers.summary(
                     {
@@ -164,6 +165,12 @@ def run_command(
                         for f, r in meta["formats"].items()
                     )
                 )
+                if (
+                    command == "export"
+                ):  # the search's outputs now judge every trial by the constraints just used
+                    controller, _ = open_controller(ctx, costs, announce=False)  # the checks said it
+                    write_outputs(ctx, controller, rows, pareto_front(rows), limits)
+                    controller.close()
                 report_after_run(
                     ctx
                 )  # figures + report.html in <run>/report/ and to the trackers (a failure only warns)

@@ -20,6 +20,7 @@ import numpy as np
 
 from nas.run.files import atomic_write_text
 from search_spaces.base import SearchSpace
+from search_spaces.errors import UserError
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: analytical coefficients only (no lookup table)
@@ -27,7 +28,7 @@ _FIELDS = ("name", "feature_names", "coef", "intercept", "space_signature", "met
 RECALIBRATE_HINT = "re-run `nas latency calibrate` for this space"
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """A device profile that cannot be used: missing, malformed, or made for another space."""
 
 

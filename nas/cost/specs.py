@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 from nas.cost.profile import DeviceProfile, space_signature
 from search_spaces.base import SearchSpace
+from search_spaces.errors import UserError
 
 SPECS_FORMAT_VERSION = 1
 SPECS_PATH = Path(__file__).resolve().parent.parent / "profiles" / "specs.json"
@@ -50,7 +51,7 @@ SPEC_WARNING = (
 )
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A device spec or spec table that cannot be used (the message names the file and field)."""
 
 

@@ -106,7 +106,7 @@ def run_cost_model(ctx: RunContext, pin: bool = True) -> CostModel:
     """
     pinned = ctx.run_dir / PROFILE_IN_RUN
     if ctx.cfg.search.profile:
-        model = CostModel(ctx.space, DeviceProfile.load(ctx.cfg.search.profile))
+        model = _explicit(ctx.space, ctx.cfg.search.profile)
     elif pinned.exists():
         model = CostModel(ctx.space, DeviceProfile.load(pinned))
     else:
@@ -128,12 +128,31 @@ def device_model(ctx: RunContext, device: str, primary: bool, pin: bool = True) 
     applies to the first."""
     if device == "cpu":
         return run_cost_model(ctx, pin=pin)
-    return profile_for(ctx.space, device, ctx.cfg.search.profile if primary else None, None, ctx.progress)
+    if primary and ctx.cfg.search.profile:
+        return _explicit(ctx.space, ctx.cfg.search.profile)
+    return profile_for(ctx.space, device, None, None, ctx.progress)
 
 
 def run_device_models(ctx: RunContext, pin: bool = True) -> list[CostModel]:
-    """One model per ``search.devices`` entry, in order (the budget applies to the first)."""
-    return [device_model(ctx, d, primary=i == 0, pin=pin) for i, d in enumerate(ctx.cfg.search.devices)]
+    """One model per ``search.devices`` entry, in order (the budget applies to the first); a device without a
+    usable profile is a :class:`ProfileError` naming ``search.devices``."""
+    models = []
+    for i, device in enumerate(ctx.cfg.search.devices):
+        try:
+            models.append(device_model(ctx, device, primary=i == 0, pin=pin))
+        except ProfileError as exc:
+            if ctx.cfg.search.profile and i == 0:
+                raise
+            raise ProfileError(f"search.devices entry {device!r}: {exc}") from None
+    return models
+
+
+def _explicit(space: SearchSpace, path: str) -> CostModel:
+    """The profile ``search.profile`` names, for ``space``; its problems name the setting."""
+    try:
+        return CostModel(space, DeviceProfile.load(path))
+    except ProfileError as exc:
+        raise ProfileError(f"search.profile={path!r}: {exc}") from None
 
 
 def pin_profiles(ctx: RunContext, costs: list[CostModel]) -> None:

@@ -13,29 +13,36 @@ one entry per format under ``formats``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from nas.constraints import Limit, describe
 from nas.cost import CostModel, measure_latency_ms, predict_many
 from nas.cost.calibrate import processor_name
 from nas.evaluation import accuracy, recalibrate_bn
 from nas.export.formats import ExportJob, format_files, resolve_formats, space_settings, write_formats
 from nas.run.context import RunContext
 from nas.run.files import atomic_write_json, atomic_write_text
+from nas.trials import TrialRow
 from search_spaces import Arch
+from search_spaces.errors import UserError
 from supernets.profiling import forward_features
 
 PARITY_TOLERANCE = 1e-5
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """Nothing suitable to export (no trials, unknown trial, nothing under the budget)."""
 
 
-def choose_trial(history: list[dict[str, Any]], trial: int | None, budget: float | None) -> dict[str, Any]:
-    """The named trial, else the most accurate feasible one (ties: lower latency)."""
+def choose_trial(history: list[TrialRow], trial: int | None, limits: Mapping[str, Limit]) -> TrialRow:
+    """The named trial, else the most accurate one within ``limits`` (ties: lower latency, then earlier).
+
+    ``history``'s ``feasible`` must have been judged for ``limits`` (:func:`nas.constraints.annotate`).
+    """
     if not history:
         raise ExportError("the search has no finished trials; run `nas search` first")
     if trial is not None:
@@ -49,8 +56,8 @@ def choose_trial(history: list[dict[str, Any]], trial: int | None, budget: float
     feasible = [r for r in history if r["feasible"]]
     if not feasible:
         raise ExportError(
-            f"no searched architecture meets the latency budget of {budget} ms; raise the budget or search"
-            " longer"
+            f"none of the {len(history)} searched architectures meets {describe(limits)}; relax the"
+            " constraints or search longer (`nas search --trials=N`)"
         )
     return max(feasible, key=lambda r: (r["accuracy"], -r["latency_ms"], -r["trial"]))
 

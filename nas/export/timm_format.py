@@ -41,6 +41,7 @@ from torch import nn
 
 from nas.export.formats import FORMAT_TOLERANCE, ExportFormat, ExportJob, register_format
 from nas.run.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from search_spaces.errors import UserError
 from supernets.blocks import mid_channels, se_channels
 from supernets.mbnet import MBNet, MBNetConfig, MBSpec
 
@@ -119,7 +120,7 @@ if __name__ == "__main__":
 '''
 
 
-class TimmExportError(ValueError):
+class TimmExportError(UserError, ValueError):
     """A network that timm's MobileNetV3 cannot reproduce exactly (the message says why)."""
 
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from nas.constraints import Limit, from_json, is_feasible
+from nas.cost.metrics import row_metrics
 from nas.run.config import NASConfig
 from nas.run.files import (
     RunDirError,
@@ -105,7 +107,9 @@ class RunRecord:
     states: dict[str, int] = field(default_factory=dict)  # trials per Optuna state
     trials_source: str = ""  # where the trials came from, or why there are none
     study_name: str = "search"
-    budget_ms: float | None = None
+    budget_ms: float | None = None  # the latency limit on the first device, when there is one
+    limits: dict[str, Limit] = field(default_factory=dict)  # what trials are judged by (search/pareto.json)
+    memory_batch: int = 1
     devices: list[str] = field(default_factory=lambda: ["cpu"])
     front: list[dict[str, Any]] = field(default_factory=list)
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -215,13 +219,29 @@ def load_run(run_dir: str | Path, cfg: NASConfig | None = None) -> RunRecord:
     for f in sorted(run_dir.glob("finetune/*/result.json")):
         rec.finetune_results[f.parent.name] = read_json(f)
     pareto_file = run_dir / "search" / "pareto.json"
-    if (
-        pareto_file.exists()
-    ):  # the budget and devices the search itself used (config.yaml holds the latest command's)
+    if pareto_file.exists():  # the constraints and devices the last search or export judged trials by
         saved = read_json(pareto_file)
-        rec.budget_ms = saved.get("latency_budget_ms", rec.budget_ms)
         rec.devices = list(saved.get("devices") or rec.devices)
+        if "constraints" in saved:
+            rec.limits = from_json(saved["constraints"])
+            rec.memory_batch = int(saved.get("memory_batch", 1))
+        elif saved.get("latency_budget_ms") is not None:  # written before constraints were recorded
+            rec.limits = {
+                "latency_ms": Limit(
+                    "latency_ms", float(saved["latency_budget_ms"]), float(saved["latency_budget_ms"])
+                )
+            }
+    elif cfg.search.latency_budget_ms is not None:
+        rec.limits = {
+            "latency_ms": Limit(
+                "latency_ms", float(cfg.search.latency_budget_ms), float(cfg.search.latency_budget_ms)
+            )
+        }
+    rec.budget_ms = rec.limits["latency_ms"].value if "latency_ms" in rec.limits else None
     rec.rows, rec.states, rec.trials_source = _trials_from_study(run_dir, cfg)
+    for r in rec.rows:  # judged by the same function as the search's front and the export's choice
+        if r["arch"]:  # a study's trial (a history.csv row keeps the feasibility the search wrote)
+            r["feasible"] = is_feasible(row_metrics(r, rec.devices, rec.memory_batch), rec.limits)
     rec.front = pareto_front(rec.rows)
     if (run_dir / "export" / "meta.json").exists():
         rec.export_meta = read_json(run_dir / "export" / "meta.json")
@@ -406,16 +426,11 @@ def summary_rows(rec: RunRecord) -> list[tuple[str, str]]:
     )
     states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(rec.states.items())) or "none"
     rows.append(("controller", f"{c.search.controller}: {states} trials (from {rec.trials_source})"))
-    rows.append(
-        (
-            "latency budget",
-            (
-                f"{rec.budget_ms:g} ms on {rec.devices[0]}"
-                if rec.budget_ms is not None
-                else "none (unconstrained)"
-            ),
-        )
-    )
+    shown = [
+        f"latency {lim.value:g} ms on {rec.devices[0]}" if m == "latency_ms" else lim.describe()
+        for m, lim in rec.limits.items()
+    ]
+    rows.append(("constraints", ", ".join(shown) if shown else "none (unconstrained)"))
     if len(rec.devices) > 1:
         rows.append(("latency objectives", ", ".join(rec.devices)))
     summ = numeric_summary(rec)

@@ -7,6 +7,7 @@ Every key is checked: an unknown key or a value of the wrong type is a
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -16,10 +17,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
+from search_spaces.errors import UserError
+
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration key or value that cannot be used (the message names it)."""
 
 
@@ -33,44 +36,167 @@ RUNTIME = "runtime"  # where and how a command runs, not what it computes: free 
 ROLES = (RUN, RECIPE, SUPERNET, RUNTIME)
 
 
-def setting(default: Any, doc: str, *roles: str, factory: Callable[[], Any] | None = None) -> Any:
-    """A config field: its default, its one-line description and the roles it plays (written once, here)."""
+# --------------------------------------------------------------------------- domains
+
+
+@dataclass(frozen=True)
+class Domain:
+    """What values a setting allows (``None`` is allowed exactly when the setting's type allows it)."""
+
+    why: str = ""  # what a value outside the domain would do, said in the error
+
+    def check(self, key: str, value: Any) -> None:
+        """Raise :class:`ConfigError` naming ``key``, ``value`` and what is allowed."""
+
+    def describe(self) -> str:
+        return "any value of its type"
+
+    def refuse(self, key: str, value: Any) -> ConfigError:
+        reason = f" ({self.why})" if self.why else ""
+        short = short_form(key)
+        alias = f" (--{short})" if short else ""
+        return ConfigError(f"{key}={value!r}{alias} is not allowed: {key} takes {self.describe()}{reason}")
+
+
+@dataclass(frozen=True)
+class Range(Domain):
+    """A finite number in ``[lo, hi]`` (either end open, either end absent)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def check(self, key: str, value: Any) -> None:
+        if not math.isfinite(value):
+            raise self.refuse(key, value)
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            raise self.refuse(key, value)
+        if self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
+            raise self.refuse(key, value)
+
+    def describe(self) -> str:
+        lo = None if self.lo is None else f"{'>' if self.lo_open else '>='} {_number(self.lo)}"
+        hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {_number(self.hi)}"
+        return "a finite number " + " and ".join(p for p in (lo, hi) if p) if lo or hi else "a finite number"
+
+
+def _number(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+@dataclass(frozen=True)
+class OneOf(Domain):
+    """One of a fixed set of values."""
+
+    values: tuple[Any, ...] = ()
+
+    def check(self, key: str, value: Any) -> None:
+        if value not in self.values:
+            raise self.refuse(key, value)
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(str(v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Pattern(Domain):
+    """A string matching ``regex`` (whole string), described as ``shown``."""
+
+    regex: str = ".*"
+    shown: str = ""
+
+    def check(self, key: str, value: Any) -> None:
+        if not re.fullmatch(self.regex, str(value)):
+            raise self.refuse(key, value)
+
+    def describe(self) -> str:
+        return self.shown or f"a string matching {self.regex}"
+
+
+@dataclass(frozen=True)
+class Named(Domain):
+    """The name of a member of one of the engine's registries (checked by the commands, which hold them)."""
+
+    family: str = ""
+
+    def describe(self) -> str:
+        return f"the name of a registered {self.family}"
+
+
+ANY = Domain()
+COUNT = Range(lo=1)  # a whole number of things, at least one
+NON_NEGATIVE = Range(lo=0)
+POSITIVE = Range(lo=0, lo_open=True)
+FRACTION = Range(lo=0, hi=1)
+OPTIMIZERS = ("sgd", "adamw")
+AMP_MODES = ("none", "bf16", "fp16")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def setting(
+    default: Any, doc: str, *roles: str, domain: Domain = ANY, factory: Callable[[], Any] | None = None
+) -> Any:
+    """A config field: its default, its one-line description, the roles it plays and its domain (written
+    once, here)."""
     unknown = sorted(set(roles) - set(ROLES))
     if unknown:
         raise ValueError(f"unknown config role(s) {unknown}; roles: {ROLES}")
-    meta = {"doc": doc, "roles": frozenset(roles)}
+    meta = {"doc": doc, "roles": frozenset(roles), "domain": domain}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
+# --------------------------------------------------------------------------- settings
+
+
 @dataclass
 class DataConfig:
-    name: str = setting("digits", "data set: digits | fashion_mnist | cifar10 | cifar100 | imagefolder", RUN)
+    name: str = setting("digits", "data set", RUN, domain=Named(family="data set"))
     data_dir: str | None = setting(
         None, "where the files are; Fashion-MNIST is also found in /usr/share/datasets", RUNTIME
     )
     resolution: int | None = setting(
-        None, "image side; None: the data set's natural size (digits are upsampled to 32)", RUN
+        None,
+        "image side; None: the data set's natural size (digits are upsampled to 32)",
+        RUN,
+        domain=Range(lo=4, hi=4096),
     )
-    train_limit: int | None = setting(None, "keep this many training images (quick CPU benchmarks)", RUN)
+    train_limit: int | None = setting(
+        None, "keep this many training images (quick CPU benchmarks)", RUN, domain=COUNT
+    )
     val_limit: int | None = setting(
-        None, "validation images kept (default: all; max(1000, train_limit/5) with train_limit)", RUN
+        None,
+        "validation images kept (default: all; max(1000, train_limit/5) with train_limit)",
+        RUN,
+        domain=Range(lo=1, why="every accuracy is measured on the validation split"),
     )
     download: bool = setting(False, "torchvision download for CIFAR, only when asked", RUNTIME)
-    batch_size: int = setting(64, "global batch size", RUN, RECIPE)
-    workers: int = setting(0, "DataLoader workers; in-memory data sets need none", RUNTIME)
+    batch_size: int = setting(64, "global batch size", RUN, RECIPE, domain=COUNT)
+    workers: int = setting(
+        0, "DataLoader workers; in-memory data sets need none", RUNTIME, domain=Range(lo=0, hi=256)
+    )
 
 
 @dataclass
 class SpaceConfig:
-    name: str = setting("mbv3", "search space (see `nas spaces`), or timm:<model>", RUN)
+    name: str = setting(
+        "mbv3", "search space (see `nas spaces`), or timm:<model>", RUN, domain=Named(family="search space")
+    )
     width_mult: float = setting(
-        0.5, "channel multiplier; 0.5 keeps the digits quick start under 5 minutes on 2 CPU cores", RUN
+        0.5,
+        "channel multiplier; 0.5 keeps the digits quick start under 5 minutes on 2 CPU cores",
+        RUN,
+        domain=Range(lo=0, hi=16, lo_open=True),
     )
     options: dict[str, Any] = setting(None, "any other keyword of the space's factory", RUN, factory=dict)
     supernet: str = setting(
-        "entangled", "supernet kind (see `nas spaces`): how architectures share weights", RUN, SUPERNET
+        "entangled",
+        "supernet kind (see `nas spaces`): how architectures share weights",
+        RUN,
+        SUPERNET,
+        domain=Named(family="supernet kind"),
     )
     supernet_options: dict[str, Any] = setting(
         None, "the supernet kind's options, e.g. balanced_mixture: {k: 4}", RUN, SUPERNET, factory=dict
@@ -79,41 +205,95 @@ class SpaceConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = setting(8, "training epochs", RUN, RECIPE)
-    optimizer: str = setting("sgd", "sgd | adamw", RUN, RECIPE)
-    lr: float = setting(0.1, "peak learning rate after warm-up (scaled for batch 64)", RUN, RECIPE)
-    momentum: float = setting(0.9, "SGD momentum (Nesterov when > 0)", RUN, RECIPE)
-    weight_decay: float = setting(3e-5, "weight decay of weights with more than one dimension", RUN, RECIPE)
-    warmup_epochs: float = setting(0.5, "linear warm-up before the cosine schedule", RUN, RECIPE)
-    label_smoothing: float = setting(0.1, "cross-entropy label smoothing", RUN, RECIPE)
+    epochs: int = setting(8, "training epochs", RUN, RECIPE, domain=COUNT)
+    optimizer: str = setting("sgd", "optimizer", RUN, RECIPE, domain=OneOf(values=OPTIMIZERS))
+    lr: float = setting(
+        0.1,
+        "peak learning rate after warm-up (scaled for batch 64)",
+        RUN,
+        RECIPE,
+        domain=POSITIVE,
+    )
+    momentum: float = setting(
+        0.9, "SGD momentum (Nesterov when > 0)", RUN, RECIPE, domain=Range(lo=0, hi=1, hi_open=True)
+    )
+    weight_decay: float = setting(
+        3e-5, "weight decay of weights with more than one dimension", RUN, RECIPE, domain=FRACTION
+    )
+    warmup_epochs: float = setting(
+        0.5, "linear warm-up before the cosine schedule", RUN, RECIPE, domain=NON_NEGATIVE
+    )
+    label_smoothing: float = setting(
+        0.1, "cross-entropy label smoothing", RUN, RECIPE, domain=Range(lo=0, hi=1, hi_open=True)
+    )
     sampler: str = setting(
         "sandwich",
-        "which subnets each step trains: uniform | sandwich | fair | sorted | progressive",
+        "which subnets each step trains (see README: uniform, sandwich, fair, sorted, progressive)",
         RUN,
         SUPERNET,
+        domain=Named(family="sampling rule"),
     )
-    num_random: int = setting(2, "random subnets per step, for the rules that take them", RUN, SUPERNET)
+    num_random: int = setting(
+        2, "random subnets per step, for the rules that take them", RUN, SUPERNET, domain=Range(lo=0, hi=1024)
+    )
     sampler_options: dict[str, Any] = setting(
         None, "the sampling rule's own options (e.g. progressive: schedule)", RUN, SUPERNET, factory=dict
     )
     distill: bool = setting(
         False, "in-place distillation: the largest subnet's soft targets teach the others", RUN, SUPERNET
     )
-    distill_temperature: float = setting(1.0, "softmax temperature of in-place distillation", RUN, SUPERNET)
+    distill_temperature: float = setting(
+        1.0,
+        "softmax temperature of in-place distillation",
+        RUN,
+        SUPERNET,
+        domain=Range(lo=0, hi=1000, lo_open=True),
+    )
     distill_alpha: float = setting(
-        1.0, "weight of the distillation term vs. cross-entropy for non-largest subnets", RUN, SUPERNET
+        1.0,
+        "weight of the distillation term vs. cross-entropy for non-largest subnets",
+        RUN,
+        SUPERNET,
+        domain=FRACTION,
     )
     ema_decay: float | None = setting(
-        None, "keep an exponential moving average of the weights (search/export use it)", RUN, RECIPE
+        None,
+        "keep an exponential moving average of the weights (search/export use it)",
+        RUN,
+        RECIPE,
+        domain=Range(lo=0, hi=1, lo_open=True, hi_open=True),
     )
-    grad_clip: float | None = setting(5.0, "clip the gradient norm to this; None: no clipping", RUN, RECIPE)
-    accumulate: int = setting(1, "micro-batches per optimizer step (gradient accumulation)", RUN, RECIPE)
+    grad_clip: float | None = setting(
+        5.0, "clip the gradient norm to this; None: no clipping", RUN, RECIPE, domain=POSITIVE
+    )
+    accumulate: int = setting(
+        1,
+        "micro-batches per optimizer step (gradient accumulation)",
+        RUN,
+        RECIPE,
+        domain=Range(lo=1, hi=4096),
+    )
     bn_momentum: float | None = setting(
-        0.1, "running-stat momentum during training; 0 = never track, None = cumulative", RUN, RECIPE
+        0.1,
+        "running-stat momentum during training; 0 = never track, None = cumulative",
+        RUN,
+        RECIPE,
+        domain=FRACTION,
     )
-    bn_recal_batches: int = setting(10, "batches used to recompute BN statistics before evaluating a subnet")
+    bn_recal_batches: int = setting(
+        10,
+        "batches used to recompute BN statistics before evaluating a subnet",
+        domain=Range(
+            lo=1,
+            why="with 0 every subnetwork is evaluated with reset statistics: every accuracy would be chance",
+        ),
+    )
     amp: str = setting(
-        "none", "mixed precision: none | bf16 | fp16 (fp16 uses a gradient scaler; CUDA only)", RUN, RECIPE
+        "none",
+        "mixed precision (fp16 uses a gradient scaler; CUDA only)",
+        RUN,
+        RECIPE,
+        domain=OneOf(values=AMP_MODES),
     )
     channels_last: bool = setting(
         False, "NHWC memory format (faster convolutions on recent GPUs)", RUN, RECIPE
@@ -122,17 +302,22 @@ class TrainConfig:
         False, "torch.compile the model (recompiles per new active shape: long runs only)", RUN, RECIPE
     )
     augment: str = setting(
-        "none", "none | crop | crop_flip: batch-wise augmentation on the training device", RUN, RECIPE
+        "none",
+        "batch-wise augmentation on the training device",
+        RUN,
+        RECIPE,
+        domain=Named(family="augmentation"),
     )
     latency_weight: float = setting(
         0.1,
-        "single_path supernets: loss = CE + latency_weight * relu(log(E[latency] / target)),"
-        " target just below the budget",
+        "single_path supernets: loss = CE + latency_weight * relu(log(E[latency] / target)), target just"
+        " below the budget",
         RUN,
         SUPERNET,
+        domain=NON_NEGATIVE,
     )
     checkpoint_every_steps: int = setting(
-        0, "also checkpoint inside an epoch every N steps (0: end of epoch only)", RUN
+        0, "also checkpoint inside an epoch every N steps (0: end of epoch only)", RUN, domain=NON_NEGATIVE
     )
     deterministic: bool = setting(
         False, "torch.use_deterministic_algorithms (bit-exact resume; slower on GPU)", RUN, RECIPE
@@ -141,16 +326,36 @@ class TrainConfig:
 
 @dataclass
 class SearchConfig:
-    controller: str = setting("nsga2", "search strategy (see README: nsga2, tpe, evolution, darts, ...)")
+    controller: str = setting(
+        "nsga2",
+        "search strategy (see README: nsga2, tpe, evolution, darts, ...)",
+        domain=Named(family="controller"),
+    )
     controller_options: dict[str, Any] = setting(
         None, "the controller's own settings, e.g. darts: {epochs: 3}", factory=dict
     )
-    trials: int = setting(40, "finished trials the search ends with (over every worker of a shared study)")
-    latency_budget_ms: float | None = setting(
-        None, "constraint on predicted latency on the first device; None = unconstrained"
+    trials: int = setting(
+        40, "finished trials the search ends with (over every worker of a shared study)", domain=COUNT
     )
-    population: int = setting(10, "NSGA-II population size (random start-up trials for TPE and GP)")
-    calibration_archs: int = setting(40, "architectures timed to fit the cpu cost profile (first run only)")
+    latency_budget_ms: float | None = setting(
+        None, "constraint on predicted latency on the first device, ms; None = unconstrained", domain=POSITIVE
+    )
+    constraints: dict[str, Any] = setting(
+        None,
+        "limits on latency_ms (first device), latency_ms:<device>, params, macs, memory_mb: a number, or"
+        ' "60%" of the largest architecture\'s',
+        factory=dict,
+    )
+    population: int = setting(
+        10,
+        "NSGA-II population size (random start-up trials for TPE and GP)",
+        domain=Range(lo=2, why="NSGA-II breeds from pairs"),
+    )
+    calibration_archs: int = setting(
+        40,
+        "architectures timed to fit the cpu cost profile (first run only)",
+        domain=Range(lo=8, why="the profile's fit and its held-out check need at least 8 timed networks"),
+    )
     profile: str | None = setting(
         None, "device profile JSON for the first device; None = calibrate this machine (cached)"
     )
@@ -170,31 +375,58 @@ class SearchConfig:
     heartbeat_s: float = setting(
         10.0,
         "shared storage: a worker's running trial is failed (and retried) after 3 heartbeats without news",
+        domain=POSITIVE,
     )
 
 
 @dataclass
 class ExportConfig:
-    trial: int | None = setting(None, "Optuna trial number to export; None = best under the budget")
-    latency_repeats: int = setting(50, "timed runs for the measured latency (median)")
+    trial: int | None = setting(
+        None,
+        "Optuna trial number to export; None = the most accurate within the constraints",
+        domain=NON_NEGATIVE,
+    )
+    latency_repeats: int = setting(50, "timed runs for the measured latency (median)", domain=COUNT)
     formats: list[str] | None = setting(
-        None, "torch | torchscript | torch_export (.pt2) | onnx | timm (MBConv spaces); None = all that apply"
+        None,
+        "formats to write (torch, torchscript, torch_export, onnx, timm); None or all = every one that"
+        " applies",
+        domain=Named(family="export format"),
+    )
+    batch_size: int = setting(
+        1, "batch size of the deployed network: the memory_mb constraint is for this batch", domain=COUNT
     )
 
 
 @dataclass
 class NASConfig:
-    seed: int = setting(0, "seeds data splits and order, weights, sampling and the controller", RUN)
-    device: str = setting("auto", "auto | cpu | cuda", RUNTIME)
+    seed: int = setting(
+        0,
+        "seeds data splits and order, weights, sampling and the controller",
+        RUN,
+        domain=Range(lo=0, hi=2**32 - 1, why="numpy and scikit-learn take 32-bit unsigned seeds"),
+    )
+    device: str = setting(
+        "auto",
+        "where to train and evaluate",
+        RUNTIME,
+        domain=Pattern(regex=r"auto|cpu|cuda(:\d+)?", shown="auto, cpu, cuda or cuda:N"),
+    )
     trackers: list[str] = setting(
         None,
-        "event sinks besides the always-on JSONL log: jsonl, tensorboard, wandb",
+        "event sinks besides the always-on JSONL log",
         RUNTIME,
+        domain=Named(family="tracker"),
         factory=lambda: ["jsonl", "tensorboard", "wandb"],
     )
-    wandb_project: str = setting("nas-engine", "wandb project name", RUNTIME)
+    wandb_project: str = setting(
+        "nas-engine", "wandb project name", RUNTIME, domain=Pattern(regex=r".+", shown="a non-empty name")
+    )
     wandb_mode: str | None = setting(
-        None, "online | offline | disabled; None: online only when wandb is configured, else offline", RUNTIME
+        None,
+        "None: online only when wandb is configured, else offline",
+        RUNTIME,
+        domain=OneOf(values=WANDB_MODES),
     )
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
@@ -237,6 +469,25 @@ def setting_fields() -> dict[str, dataclasses.Field]:
     return out
 
 
+def domain_of(key: str) -> Domain:
+    """The declared domain of setting ``key``."""
+    return setting_fields()[key].metadata["domain"]
+
+
+def check_domains(cfg: NASConfig) -> None:
+    """Every setting's value against its declared domain; registry names (:class:`Named`) are left to the
+    commands."""
+    flat = flatten(cfg)
+    for key, f in setting_fields().items():
+        domain, value = f.metadata["domain"], flat[key]
+        if value is None or isinstance(domain, Named):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            domain.check(key, item)
+    if not cfg.search.devices:
+        raise ConfigError("search.devices=[] is not allowed: give at least one device (e.g. cpu)")
+
+
 def keys_with(role: str) -> tuple[str, ...]:
     """Every setting that plays ``role`` (one of :data:`ROLES`), in declaration order."""
     if role not in ROLES:
@@ -256,6 +507,9 @@ ALIASES = {
     "study": "search.study",
     "controller": "search.controller",
     "latency-budget-ms": "search.latency_budget_ms",
+    "max-params": "search.constraints.params",
+    "max-macs": "search.constraints.macs",
+    "max-memory-mb": "search.constraints.memory_mb",
     "width-mult": "space.width_mult",
     "batch-size": "data.batch_size",
     "train-limit": "data.train_limit",
@@ -265,6 +519,18 @@ ALIASES = {
     "device": "device",
     "seed": "seed",
 }
+
+
+def short_form(key: str) -> str | None:
+    """The short flag of setting ``key`` (``trials`` for ``search.trials``), if it has one."""
+    return next((alias for alias, dotted in ALIASES.items() if dotted == key and alias != key), None)
+
+
+def shown_key(key: str) -> str:
+    """``search.trials`` as a user may have typed it: ``search.trials / --trials`` when it has a short
+    form."""
+    short = short_form(key)
+    return f"{key} / --{short}" if short else key
 
 
 def build_config(base: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()) -> NASConfig:

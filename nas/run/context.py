@@ -34,6 +34,7 @@ from nas.run.config import (
 from nas.run.files import LOCK_NAME, RunLock, atomic_write_text, prepare_run_dir, remove_stale_temp_files
 from nas.run.tracking import Trackers, make_trackers
 from search_spaces import SearchSpace, build_supernet, create_space
+from search_spaces.errors import UserError
 
 CONFIG_FILE = "config.yaml"
 
@@ -62,7 +63,7 @@ def resolve_device(name: str) -> torch.device:
             "device 'cuda' requested but no CUDA GPU is visible; use --device=cpu or --device=auto"
         )
     if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda[:N]")
+        raise ConfigError(f"device={name!r} is not allowed: device takes auto, cpu, cuda or cuda:N")
     return torch.device(name)
 
 
@@ -98,15 +99,22 @@ class RunContext:
 
     def build_supernet(self) -> nn.Module:
         """A fresh supernet of the configured kind (``space.supernet``), its weights seeded by the run's seed
-        alone.
+        alone; options the kind refuses are a :class:`ConfigError` naming them.
 
         The caller's global torch RNG is left as it was.
         """
+        sp = self.cfg.space
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            return build_supernet(
-                self.space, self.cfg.space.supernet, seed=self.cfg.seed, **self.cfg.space.supernet_options
-            )
+            try:
+                return build_supernet(self.space, sp.supernet, seed=self.cfg.seed, **sp.supernet_options)
+            except (TypeError, ValueError) as exc:  # a kind refuses options (or a space) it cannot build
+                if isinstance(exc, UserError):
+                    raise
+                raise ConfigError(
+                    f"space.supernet={sp.supernet!r} with space.supernet_options={dict(sp.supernet_options)}:"
+                    f" {exc}"
+                ) from None
 
     def loader(self, split: str, shuffle: bool = False, epoch: int = 0) -> DataLoader:
         """Deterministic loader: the order depends only on (seed, epoch), so resume replays it exactly."""
@@ -185,7 +193,17 @@ def build_space(cfg: NASConfig, data: DataBundle | None = None) -> SearchSpace:
         "width_mult": cfg.space.width_mult,
     }
     options.update(cfg.space.options)
-    return create_space(cfg.space.name, **options)
+    try:
+        return create_space(cfg.space.name, **options)
+    except (
+        TypeError,
+        ValueError,
+    ) as exc:  # the space's factory refuses an option (unknown keyword, bad value)
+        if isinstance(exc, UserError):
+            raise
+        raise ConfigError(
+            f"space.name={cfg.space.name!r} with space.options={dict(cfg.space.options)}: {exc}"
+        ) from None
 
 
 def open_run(
@@ -252,7 +270,13 @@ def open_run(
             ):  # unchanged settings: file untouched
                 atomic_write_text(saved, text)
             ctx.trackers = stack.enter_context(
-                make_trackers(run_dir, cfg.trackers, config=cfg.to_dict(), wandb_mode=cfg.wandb_mode)
+                make_trackers(
+                    run_dir,
+                    cfg.trackers,
+                    config=cfg.to_dict(),
+                    wandb_mode=cfg.wandb_mode,
+                    project=cfg.wandb_project,
+                )
             )
     except BaseException:
         stack.close()

@@ -25,12 +25,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from search_spaces.errors import UserError
+
 LOCK_NAME = ".lock"
 
 PathLike = str | os.PathLike[str]
 
 
-class RunDirError(Exception):
+class RunDirError(UserError):
     """A run directory (or a file in it) is missing, unreadable or in use."""
 
 

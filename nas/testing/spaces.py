@@ -49,6 +49,31 @@ class SearchSpaceContract:
         for arch in sample_archs(space, n=20):
             assert space.arch(arch) == arch  # canonicalising twice changes nothing
 
+    def test_used_keys_are_the_choices_that_change_the_network(self, space: SearchSpace) -> None:
+        """Another value of an unused key gives the same canonical architecture, of a used key another one."""
+        rng = np.random.default_rng(0)
+        raw = [{k: v[int(rng.integers(len(v)))] for k, v in space.choices.items()} for _ in range(8)]
+        for values in [space.smallest().to_dict(), space.largest().to_dict(), *raw]:
+            arch = space.arch(values)
+            used = space.used_keys(arch)
+            assert list(used) == [k for k in space.keys if k in used], (
+                "used_keys: keys of the space, in its order"
+            )
+            assert tuple(space.used_keys(values)) == tuple(used)  # raw values have the same used keys
+            for key in space.keys:
+                for value in space.choices[key]:
+                    if value == values[key]:
+                        continue
+                    other = space.arch({**values, key: value})
+                    if key in used:
+                        assert other.id != arch.id, (
+                            f"{key}={value!r} is a used choice but gives {arch.id} again"
+                        )
+                    else:
+                        assert other.id == arch.id, (
+                            f"{key}={value!r} is not a used choice but changes {arch.id}"
+                        )
+
     def test_a_bad_value_names_the_key_and_the_allowed_values(self, space: SearchSpace) -> None:
         key = next(k for k in space.keys if len(space.choices[k]) >= 1)
         bad: Any = "not-a-choice"
@@ -125,3 +150,19 @@ class SearchSpaceContract:
             )
         for arch in sample_archs(space):
             assert space.arch_from_spec(space.to_spec(arch)) == arch
+
+    def test_metric_table_counts_each_networks_own_size(self, space: SearchSpace) -> None:
+        """Parameters, MACs and peak activations read off the metric table equal the extracted networks'
+        own."""
+        from nas.cost.metrics import BYTES_PER_ELEMENT, MB, network_metrics
+        from supernets.profiling import forward_metrics
+
+        archs = sample_archs(space, n=3)
+        table = network_metrics(space, archs)
+        for i, arch in enumerate(archs):
+            params, macs, peak = forward_metrics(space.build_static(arch), space.input_shape)
+            assert table["params"][i] == params, arch.id
+            assert table["macs"][i] == macs, arch.id
+            assert table["memory_mb_per_sample"][i] == pytest.approx(
+                peak * BYTES_PER_ELEMENT / MB, rel=1e-12
+            ), arch.id

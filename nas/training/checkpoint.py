@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from nas.run.context import RunContext
+from search_spaces.errors import UserError
 
 CHECKPOINT_FORMAT = 2
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used for this run (corrupt, foreign or incompatible)."""
 
 

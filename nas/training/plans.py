@@ -10,13 +10,14 @@ kind's name; every other kind trains sampled subnetworks with :class:`SupernetPl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from nas.cost.model import CostModel
 from nas.evaluation import accuracy, evaluate_arch, recalibrate_bn
 from nas.run.context import RunContext
 from nas.training.sampling import get_rule
@@ -32,8 +33,12 @@ class StepPlan:
     """Whether training needs ``search.latency_budget_ms`` (checked before anything is written)."""
 
     @classmethod
-    def for_run(cls, ctx: RunContext) -> "StepPlan":
-        """The plan that trains the run's supernet (plans registered for a supernet kind implement it)."""
+    def for_run(cls, ctx: RunContext, costs: Sequence[CostModel] = ()) -> "StepPlan":
+        """The plan that trains the run's supernet (plans registered for a supernet kind implement it).
+
+        ``costs``: the run's device models (one per ``search.devices``), for plans that train under a
+        latency budget (:attr:`needs_latency_budget`); built, not yet pinned, by the command's checks.
+        """
         raise NotImplementedError(f"{cls.__name__} does not train a run's supernet")
 
     def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]:
@@ -80,7 +85,7 @@ class SupernetPlan(StepPlan):
     rule: Callable[..., list[Arch]] = field(init=False)
 
     @classmethod
-    def for_run(cls, ctx: RunContext) -> "SupernetPlan":
+    def for_run(cls, ctx: RunContext, costs: Sequence[CostModel] = ()) -> "SupernetPlan":
         return cls(ctx)
 
     def __post_init__(self) -> None:
@@ -143,6 +148,6 @@ def plan_class(kind: str) -> type[StepPlan]:
     return STEP_PLANS.get(kind) if kind in STEP_PLANS else SupernetPlan
 
 
-def plan_for(ctx: RunContext) -> StepPlan:
+def plan_for(ctx: RunContext, costs: Sequence[CostModel] = ()) -> StepPlan:
     """The step plan of the run's supernet kind (``space.supernet``)."""
-    return plan_class(ctx.cfg.space.supernet).for_run(ctx)
+    return plan_class(ctx.cfg.space.supernet).for_run(ctx, costs)

@@ -22,6 +22,7 @@ evaluates it first, next to whatever the controller asks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ from nas.cost.expected import expected_latency
 from nas.cost.model import CostModel
 from nas.cost.store import device_model
 from nas.evaluation import evaluate_arch
+from nas.run.config import ConfigError
 from nas.run.context import RunContext
 from nas.training.plans import STEP_PLANS, StepPlan
 from search_spaces import Arch
@@ -54,15 +56,15 @@ class SinglePathPlan(StepPlan):
     weight: float
 
     @classmethod
-    def for_run(cls, ctx: RunContext) -> "SinglePathPlan":
-        """The budget's device model (calibrated once, pinned in the run directory) and the run's latency
+    def for_run(cls, ctx: RunContext, costs: Sequence[CostModel] = ()) -> "SinglePathPlan":
+        """The budget's device model (the first of ``costs``, else built and pinned now) and the run's latency
         weight."""
         budget = ctx.cfg.search.latency_budget_ms
         if budget is None:
-            raise ValueError(
+            raise ConfigError(
                 "--supernet single_path trains towards a latency target: give --latency-budget-ms"
             )
-        cost = device_model(ctx, ctx.cfg.search.devices[0], primary=True)
+        cost = costs[0] if costs else device_model(ctx, ctx.cfg.search.devices[0], primary=True)
         return cls(ctx, cost, budget, ctx.cfg.train.latency_weight)
 
     def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]:
@@ -93,7 +95,6 @@ class SinglePathPlan(StepPlan):
         }
         model.use_thresholds()
         return out
-
 
     def project(self, model: nn.Module) -> int:
         """Switch off the weakest extensions until the chosen network is within the budget; returns how many.

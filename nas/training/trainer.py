@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from nas.cost.model import CostModel
+from nas.run.config import OPTIMIZERS, ConfigError
 from nas.run.context import SINGLE, DistInfo, RunContext
 from nas.run.files import atomic_torch_save
 from nas.training.augment import augment_batch
@@ -43,6 +45,11 @@ from nas.training.distributed import (
     shard_batch,
 )
 from nas.training.plans import StepPlan, plan_for
+from search_spaces.errors import UserError
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """The loss or the weights stopped being finite; the message names where and the last good checkpoint."""
 
 
 def build_optimizer(
@@ -58,7 +65,7 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd or adamw")
+    raise ConfigError(f"train.optimizer={cfg.optimizer!r} is not allowed: use one of {', '.join(OPTIMIZERS)}")
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -131,12 +138,14 @@ class Trainer:
             enable_sync_bn(self.model)
         self.forward = torch.compile(self.model) if t.compile else self.model
         self.rng = np.random.default_rng(seed)
+        # the same seed on every rank: each draws the global batch's augmentation and applies its shard's part
         self.aug_gen = torch.Generator().manual_seed(seed + 1)
         self.opt = build_optimizer(self.model, t, plan.no_weight_decay(self.model))
         micro_batches = len(ctx.loader("train", shuffle=True, epoch=0))
         if micro_batches < t.accumulate:
-            raise ValueError(
-                f"train.accumulate={t.accumulate} is larger than the {micro_batches} batches of an epoch"
+            raise ConfigError(
+                f"train.accumulate={t.accumulate} is not allowed: an epoch has only {micro_batches} batches"
+                f" of data.batch_size={ctx.cfg.data.batch_size}; use at most {micro_batches}"
             )
         self.steps_per_epoch = micro_batches // t.accumulate
         self.total_steps = t.epochs * self.steps_per_epoch
@@ -144,10 +153,8 @@ class Trainer:
             self.opt, cosine_with_warmup(self.total_steps, int(t.warmup_epochs * self.steps_per_epoch))
         )
         cuda = ctx.device.type == "cuda"
-        if t.amp not in ("none", "bf16", "fp16"):
-            raise ValueError(f"train.amp must be none, bf16 or fp16, got {t.amp!r}")
         if t.amp == "fp16" and not cuda:
-            raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+            raise ConfigError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.amp == "fp16")
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
         self._named_params = list(self.model.named_parameters())  # built once, not every step
@@ -203,7 +210,7 @@ class Trainer:
             )  # one device sync
             if not finite:
                 bad = next(n for n, p in self._named_params if not torch.isfinite(p).all())
-                raise FloatingPointError(
+                raise TrainingDiverged(
                     f"weights became non-finite ({bad}) by {self._where(done=True)}; last good checkpoint:"
                     f" {self._last_good()} (lower --train.lr or set train.grad_clip)"
                 )
@@ -238,10 +245,13 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         total = 0.0
         for x, y in batches:
+            n_global, first = x.shape[0], 0  # this rank holds images [first, first + shard) of the batch
             if self.dist.world_size > 1:
                 x, y = shard_batch(x, y, self.dist)
+                first = self.dist.rank * x.shape[0]
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            x = augment_batch(x, t.augment, self.aug_gen)
+            # the global batch's augmentation is drawn on every rank (same generator), each applies its part
+            x = augment_batch(x, t.augment, self.aug_gen, offset=first, total=n_global)
             if t.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             archs = self.plan.archs(step, self.total_steps, self.rng)
@@ -273,7 +283,7 @@ class Trainer:
                 total += loss.item() * scale
                 self.plan.after_backward(self.model, x, y, self.loss_fn, step)  # e.g. a mixture's routing
         if not math.isfinite(total):
-            raise FloatingPointError(
+            raise TrainingDiverged(
                 f"loss became {total} at {self._where()}; last good checkpoint: {self._last_good()} (lower"
                 " --train.lr or set train.grad_clip)"
             )
@@ -376,13 +386,26 @@ class Trainer:
         return self.pos.history[-1]
 
 
+def supernet_trainer(ctx: RunContext, dist: DistInfo = SINGLE, costs: Sequence[CostModel] = ()) -> Trainer:
+    """The run's supernet, step plan and trainer, built and checked; nothing trained, nothing written.
+
+    What a training command checks before it saves anything: bad supernet options, a plan that cannot train
+    (single-path without a budget), ``train.accumulate`` beyond an epoch's batches, fp16 on a CPU.
+    """
+    net = ctx.build_supernet()  # seeded by the run's seed: the initial weights are part of what it reproduces
+    return Trainer(ctx, net, plan_for(ctx, costs), checkpoint_path(ctx.run_dir), seed=ctx.cfg.seed, dist=dist)
+
+
 def train_supernet(
-    ctx: RunContext, dist: DistInfo = SINGLE, resume_state: dict[str, Any] | None = None
+    ctx: RunContext,
+    dist: DistInfo = SINGLE,
+    resume_state: dict[str, Any] | None = None,
+    trainer: Trainer | None = None,
 ) -> dict[str, Any]:
     """Train (or resume training) the run's supernet; returns the last epoch's metrics.
 
-    ``resume_state``: the run's checkpoint, when the caller has already loaded it to check it.
+    ``resume_state``: the run's checkpoint, when the caller has already loaded it to check it; ``trainer``:
+    the one the caller's checks built (:func:`supernet_trainer`).
     """
-    net = ctx.build_supernet()  # seeded by the run's seed: the initial weights are part of what it reproduces
-    trainer = Trainer(ctx, net, plan_for(ctx), checkpoint_path(ctx.run_dir), seed=ctx.cfg.seed, dist=dist)
+    trainer = trainer if trainer is not None else supernet_trainer(ctx, dist)
     return trainer.fit(resume_state)

@@ -84,7 +84,7 @@ def _refuses_without_writing(
         ("fresh", ["train", "--data=nope"], ["unknown data set 'nope'"]),
         ("fresh", ["run", "--controller=nope"], ["unknown controller 'nope'", "search.controller"]),
         ("trained", ["search", "--controller=nope"], ["unknown controller 'nope'"]),
-        ("trained", ["search", "--device=tpu"], ["unknown device 'tpu'"]),
+        ("trained", ["search", "--device=tpu"], ["device='tpu' is not allowed", "auto, cpu, cuda"]),
         ("trained", ["search", "--search.devices=cpu,nope-board"], ["no 'nope-board' profile"]),
         ("trained", ["export", "--format=gif"], ["unknown export format 'gif'", "--format"]),
         ("fresh", ["run", "--format=torch,gif"], ["unknown export format 'gif'"]),
@@ -130,7 +130,7 @@ _OVERRIDES = {
     ),
     "missing value": (["--search.trials"], ["--search.trials needs a value"]),
     "not a setting": (["stray"], ["unexpected argument 'stray'"]),
-    "out of range": (["--trials=0"], ["search.trials must be > 0"]),
+    "out of range": (["--trials=0"], ["search.trials=0 (--trials) is not allowed", ">= 1"]),
 }
 
 

@@ -191,7 +191,7 @@ def test_changing_trained_settings_on_a_run_dir_is_refused(tiny_run, capsys):
         (["train", "--space=nope"], "unknown search space 'nope'"),
         (["train", "--epochs=many"], "'train.epochs' expects int"),
         (["train", "--data=nope"], "unknown data set 'nope'"),
-        (["train", "--trials=0"], "search.trials must be > 0"),
+        (["train", "--trials=0"], "search.trials=0 (--trials) is not allowed"),
         (["search", "--search.controller=nope"], "unknown controller 'nope'"),
         (["train", "--supernet=nope"], "unknown supernet kind 'nope'"),
         (["train", "--supernet=single_path"], "give --latency-budget-ms"),
@@ -279,7 +279,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_is_kept(tmp_path, capsys):
     assert ckpt.read_bytes() == b"not a checkpoint"  # never overwritten silently
 
 
-def test_latency_measure_and_refit_close_the_loop(tiny_run, capsys):
+def test_latency_measure_and_refit_close_the_loop(tiny_run, tmp_path, capsys):
     run_dir, _, _ = tiny_run
     assert main(["latency", "measure", "--run-dir", str(run_dir), "--refit", "--json", "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -290,6 +290,68 @@ def test_latency_measure_and_refit_close_the_loop(tiny_run, capsys):
     assert check["arch_id"] == json.loads((run_dir / "export" / "meta.json").read_text())["arch_id"]
     assert (run_dir / "cost_profile_refit.json").exists()
     assert set(result["refit"]) == {"profile", "mape_before", "mape_after"}
+    _refit_lowers_the_error_on_held_out_networks(run_dir, tmp_path, capsys)
+
+
+def _run_space(run_dir: Path):
+    from nas.run.context import build_space, resolve_config
+
+    return build_space(resolve_config(run_dir, None, []))
+
+
+def _refit_lowers_the_error_on_held_out_networks(run_dir: Path, tmp_path: Path, capsys) -> None:
+    """Close the loop on networks the refit never saw.
+
+    The profile given to `latency measure` predicts 10x the run's calibrated latencies (a badly scaled
+    device profile); the refit, fitted on a front of 6 networks from the smallest to the largest, must bring
+    the prediction error down on 6 other networks, measured here afterwards. By construction the held-out
+    error before is about 900% (|10 p - m| / m with p ~ m), so the check holds unless this machine got
+    several times slower between the two measurements.
+    """
+    import shutil
+    from dataclasses import replace
+
+    import numpy as np
+
+    from nas.cost.calibrate import distinct_samples
+    from nas.cost.model import CostModel
+    from nas.cost.profile import DeviceProfile
+    from nas.cost.validate import measure_archs
+
+    work = tmp_path / "refit"
+    shutil.copytree(run_dir, work, ignore=shutil.ignore_patterns("study.db*", ".lock*"))
+    space = _run_space(work)
+    calibrated = DeviceProfile.load(work / "cost_profile.json")
+    wrong = (
+        replace(calibrated, lut_scale=10 * calibrated.lut_scale, intercept=10 * calibrated.intercept)
+        if calibrated.lut is not None
+        else replace(
+            calibrated, coef=tuple(10 * c for c in calibrated.coef), intercept=10 * calibrated.intercept
+        )
+    )
+    wrong.save(tmp_path / "wrong.json")
+    exported = space.arch(json.loads((work / "export" / "arch.json").read_text()))
+    pool = distinct_samples(space, 40, seed=77, first=[space.smallest(), space.largest()])
+    fitted = [a for a in pool if a.id != exported.id][:6]
+    pareto_file = work / "search" / "pareto.json"
+    pareto_file.write_text(
+        json.dumps({**json.loads(pareto_file.read_text()), "front": [{"arch": dict(a)} for a in fitted]})
+    )
+    args = ["latency", "measure", "--run-dir", str(work), "--profile", str(tmp_path / "wrong.json")]
+    assert main([*args, "--refit", "--json", "--quiet"]) == 0
+    capsys.readouterr()
+    result = json.loads((work / "search" / "latency_measured.json").read_text())
+    seen = {r["arch_id"] for r in result["rows"]}
+    assert seen == {a.id for a in fitted} | {exported.id}  # what the refit was fitted on
+    assert result["refit"]["mape_after"] < result["refit"]["mape_before"]
+    held_out = [a for a in pool if a.id not in seen][:6]
+    assert len(held_out) == 6
+    measured = np.asarray(measure_archs(CostModel(space, wrong), held_out))
+    before = CostModel(space, wrong).predict(held_out)
+    after = CostModel(space, DeviceProfile.load(work / "cost_profile_refit.json")).predict(held_out)
+    mape_before = float(np.mean(np.abs(before - measured) / measured))
+    mape_after = float(np.mean(np.abs(after - measured) / measured))
+    assert mape_after < 0.5 * mape_before, (mape_before, mape_after)
 
 
 def test_latency_validate_and_multi_device_predict(tiny_run, tmp_path, capsys):
@@ -356,9 +418,81 @@ def test_search_trades_accuracy_against_latency_on_two_devices(tiny_run, tmp_pat
     assert "latency_pred_ms_cpu" in header and "latency_pred_ms_mobile-big-core" in header
     meta = json.loads((work / "export" / "meta.json").read_text())
     assert set(meta["latency_pred_ms_by_device"]) == {"cpu", "mobile-big-core"}
+    _two_opposite_devices_are_traded_off(run_dir, tmp_path, capsys)
     # the study's objectives are fixed: asking for other devices on the same run is refused clearly
     assert main(["search", "--run-dir", str(work), "--quiet", "--search.devices=cpu"]) == 2
     assert "search.devices changed" in capsys.readouterr().err
+
+
+def _opposite_profiles(space, folder: Path) -> tuple[Path, Path]:
+    """Two device profiles on which every network's latencies add up to the same total: what is slow on one
+    is fast on the other, for every pair of networks with different latencies.
+
+    Each (slot, op) of the space's cost table, the skipped block included, costs ``a`` on device A and
+    ``1 - a`` on device B (``a`` random, so different networks get different latencies): ``lat_A + lat_B``
+    is the same for every network.
+    """
+    import numpy as np
+
+    from nas.cost.profile import DeviceProfile, space_signature
+
+    ct = space.cost_table()
+    a = np.random.default_rng(5).uniform(0.05, 0.95, size=ct.features.shape[:2])
+    paths = []
+    for name, lut in (("trade-a", a), ("trade-b", 1.0 - a)):
+        profile = DeviceProfile(
+            name,
+            ct.feature_names,
+            (0.0,) * len(ct.feature_names),
+            0.5,
+            space_signature(space),
+            {"made_by": "test: opposite devices"},
+            lut=tuple(tuple(float(v) for v in row) for row in lut),
+        )
+        paths.append(profile.save(folder / f"{name}.json"))
+    return paths[0], paths[1]
+
+
+def _two_opposite_devices_are_traded_off(run_dir: Path, tmp_path: Path, capsys) -> None:
+    """On two devices that rank networks in opposite orders no network can be faster on both, so the
+    two-device front holds every network searched, each pair faster on one device and slower on the other;
+    and it cannot be the front of either device alone (for one device alone to keep every network, accuracy
+    would have to rise with its latency, so fall with the other's: both at once is impossible)."""
+    import csv
+    import shutil
+
+    from nas.pareto import pareto_front
+
+    work = tmp_path / "opposite"
+    shutil.copytree(run_dir, work, ignore=shutil.ignore_patterns("study.db*", "search", "export", ".lock*"))
+    dev_a, dev_b = _opposite_profiles(_run_space(work), tmp_path)
+    args = ["run", "--run-dir", str(work), "--quiet", "--json", "--trials=6"]
+    assert main([*args, f"--search.devices={dev_a},{dev_b}"]) == 0
+    capsys.readouterr()
+    pareto = json.loads((work / "search" / "pareto.json").read_text())
+    assert pareto["devices"] == [str(dev_a), str(dev_b)]
+    with open(work / "search" / "history.csv", newline="") as f:
+        searched = {r["arch_id"] for r in csv.DictReader(f)}
+    front = {r["arch_id"]: r for r in pareto["front"]}  # full precision
+    assert set(front) == searched  # no network is faster on both devices: every one is on the front
+    pairs = {(r["latency_ms"], r["extra_latencies_ms"][0]) for r in front.values()}
+    totals = [a + b for a, b in pairs]
+    assert max(totals) - min(totals) < 1e-9  # the construction: the same total on both devices
+    assert len(pairs) >= 2  # the search evaluated networks of different latencies
+    for i in front.values():
+        for j in front.values():
+            if i["latency_ms"] < j["latency_ms"] - 1e-9:  # faster on A, hence slower on B
+                assert i["extra_latencies_ms"][0] > j["extra_latencies_ms"][0]
+    rows = list(front.values())
+    alone_a = {r["arch_id"] for r in pareto_front([{**r, "extra_latencies_ms": []} for r in rows])}
+    alone_b = {
+        r["arch_id"]
+        for r in pareto_front(
+            [{**r, "latency_ms": r["extra_latencies_ms"][0], "extra_latencies_ms": []} for r in rows]
+        )
+    }
+    # the two devices together keep networks that at least one device alone would drop
+    assert alone_a != set(front) or alone_b != set(front), (alone_a, alone_b, set(front))
 
 
 @pytest.mark.parametrize("controller", ["tpe", "nsga3", "gp", "evolution", "reinforce", "darts", "gdas"])
