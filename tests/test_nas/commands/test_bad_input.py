@@ -474,3 +474,61 @@ def test_disk_full_while_writing(
         assert (state["epoch"], state["position"]["step_in_epoch"]) == (0, 1)
     if target == "config.yaml":
         assert snapshot(run_dir) == snapshot(trained)  # refused before anything else was written
+
+
+# --------------------------------------------------------------------------- values that used to slip through
+
+SLIPPED_THROUGH = {  # settings that once were saved, ran for nothing, or failed late with someone else's message
+    "nan budget": (["run", "--latency-budget-ms=.nan"], ["search.latency_budget_ms", "nan"]),
+    "no bn recalibration": (["run", "--train.bn_recal_batches=0"], ["train.bn_recal_batches", "chance"]),
+    "population of one": (["run", "--search.population=1"], ["search.population", "pairs"]),
+    "no latency repeats": (["run", "--export.latency_repeats=0"], ["export.latency_repeats"]),
+    "mixture of 100": (
+        [
+            "train",
+            "--space=resnet20_pool",
+            "--supernet=balanced_mixture",
+            "--space.supernet_options={k: 100}",
+        ],
+        ["space.supernet_options", "100 weight sets"],
+    ),
+    "single-path with a depth gap": (
+        [
+            "train",
+            "--supernet=single_path",
+            "--space.options={depths: [1, 3]}",
+            "--latency-budget-ms=1",
+            "--search.devices=[laptop-cpu]",
+        ],
+        ["single_path", "depths [1, 3]"],
+    ),  # fmt: skip
+    "negative seed": (["train", "--seed=-1"], ["seed=-1", "32-bit"]),
+    "empty validation": (["train", "--data.val_limit=0"], ["data.val_limit=0"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SLIPPED_THROUGH))
+def test_values_that_slipped_through_are_refused_before_anything_is_written(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv, names = SLIPPED_THROUGH[case]
+    run_dir = tmp_path / "new"
+    _refuses_without_writing(capsys, run_dir, [argv[0], "--run-dir", str(run_dir), *TINY, *argv[1:]], *names)
+
+
+def test_an_internal_error_is_not_shown_as_a_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (here: a ValueError deep in the engine) says it is one, keeps its traceback, exits 1 (not 2)."""
+    import nas.data
+
+    def broken(*args, **kwargs):
+        raise ValueError("an engine bug, not a bad setting")
+
+    monkeypatch.setattr(nas.data, "_load_digits", broken)
+    rc = main(["train", "--run-dir", str(tmp_path / "run"), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("nas: internal error") and "not in your settings" in err
+    saved = Path(err.rsplit("traceback saved to ", 1)[1].strip())
+    assert "an engine bug, not a bad setting" in saved.read_text() and "Traceback" in saved.read_text()
+    saved.unlink()
