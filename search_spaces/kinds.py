@@ -90,8 +90,8 @@ def single_path(space: SearchSpace, seed: int = 0, temperature: float = 0.05) ->
     depths = sorted(space.cfg.depths)
     if depths != list(range(depths[0], depths[-1] + 1)):
         raise ValueError(
-            f"single_path needs every stage depth from {depths[0]} to {depths[-1]} among the choices (its gates skip"
-            f" blocks one at a time), got depths {list(space.cfg.depths)}"
+            f"single_path needs every stage depth from {depths[0]} to {depths[-1]} among the choices (its"
+            f" gates skip blocks one at a time), got depths {list(space.cfg.depths)}"
         )
     if not 0 < temperature < float("inf"):
         raise ValueError(f"single_path's temperature must be > 0, got {temperature}")

@@ -478,7 +478,8 @@ def test_disk_full_while_writing(
 
 # --------------------------------------------------------------------------- values that used to slip through
 
-SLIPPED_THROUGH = {  # settings that once were saved, ran for nothing, or failed late with someone else's message
+# settings that once were saved, ran for nothing, or failed late with someone else's message
+SLIPPED_THROUGH = {
     "nan budget": (["run", "--latency-budget-ms=.nan"], ["search.latency_budget_ms", "nan"]),
     "no bn recalibration": (["run", "--train.bn_recal_batches=0"], ["train.bn_recal_batches", "chance"]),
     "population of one": (["run", "--search.population=1"], ["search.population", "pairs"]),
