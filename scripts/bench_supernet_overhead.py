@@ -25,7 +25,9 @@ NAME = "supernet_overhead"
 MARKDOWN = "supernet_overhead.md"
 
 
-def step_time(models: list, x, y, rounds: int, min_seconds: float) -> list[float]:
+def step_times(models: list, x, y, rounds: int, min_seconds: float) -> np.ndarray:
+    """Seconds of one training step of each model, ``[rounds, models]``: in every round each model runs once,
+    in shuffled order, so the models of a round share the machine's speed phase."""
     import torch.nn.functional as F
 
     def one(m) -> float:
@@ -33,19 +35,19 @@ def step_time(models: list, x, y, rounds: int, min_seconds: float) -> list[float
         F.cross_entropy(m(x), y).backward()
         return time.perf_counter() - t0
 
-    best = [float("inf")] * len(models)
     for m in models:
         m.train()
         one(m)
-    start, r = time.perf_counter(), 0
+    start, out = time.perf_counter(), []
     order = np.random.default_rng(0)
-    while r < rounds or time.perf_counter() - start < min_seconds:
+    while len(out) < rounds or time.perf_counter() - start < min_seconds:
+        row = np.empty(len(models))
         for i in order.permutation(len(models)):
             for m in models:
                 m.zero_grad(set_to_none=True)
-            best[i] = min(best[i], one(models[i]))
-        r += 1
-    return best
+            row[i] = one(models[i])
+        out.append(row)
+    return np.array(out)
 
 
 def main() -> None:
@@ -90,18 +92,39 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         spec = space.to_spec(arch)
         supernet.set_active(spec)
         static = supernet.extract(spec)
-        t_super, t_static = step_time([supernet, static], x, y, args.rounds, min_seconds=3.0)
+        t = step_times([supernet, static], x, y, args.rounds, min_seconds=3.0)
+        ratio = t[:, 0] / t[:, 1]  # within a round: the same speed phase for both
         rows.append(
             {
                 "architecture": label,
                 "arch_id": arch.id,
                 "macs": int(arch_macs(space, [arch])[0]),
-                "supernet_ms": t_super * 1e3,
-                "extracted_ms": t_static * 1e3,
+                "rounds": len(t),
+                "supernet_ms": float(np.median(t[:, 0])) * 1e3,
+                "extracted_ms": float(np.median(t[:, 1])) * 1e3,
+                "ratio_median": float(np.median(ratio)),
+                "ratio_p25": float(np.percentile(ratio, 25)),
+                "ratio_p75": float(np.percentile(ratio, 75)),
             }
         )
         print(rows[-1])
     return {"input_shape": list(space.input_shape), "rows": rows}
+
+
+def _how(raw: dict[str, Any]) -> str:
+    if "ratio_median" in raw["rows"][0]:
+        return (
+            "each round runs both once in shuffled order; times are medians over rounds, the ratio is the"
+            " median of the per-round ratios (25th - 75th percentile), so both sides of a ratio share a speed"
+            " phase"
+        )
+    return "fastest of the interleaved rounds"
+
+
+def _ratio(r: dict[str, Any]) -> str:
+    if "ratio_median" in r:
+        return f"**{r['ratio_median']:.3f}** ({r['ratio_p25']:.3f} - {r['ratio_p75']:.3f})"
+    return f"**{r['supernet_ms'] / r['extracted_ms']:.3f}**"
 
 
 def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
@@ -112,8 +135,8 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         "",
         (
             f"Forward + backward of one training batch ({s['batch']} x {tuple(raw['input_shape'])}), space"
-            f" `{s['space']}` width {s['width_mult']}, {s['threads']} threads, fastest of >= {s['rounds']}"
-            " interleaved rounds over >= 3 s. Reproduce: `python scripts/bench_supernet_overhead.py --space"
+            f" `{s['space']}` width {s['width_mult']}, {s['threads']} threads, >= {s['rounds']} rounds over"
+            f" >= 3 s, {_how(raw)}. Reproduce: `python scripts/bench_supernet_overhead.py --space"
             f" {s['space']} --width-mult {s['width_mult']} --batch {s['batch']} --threads {s['threads']}`."
         ),
         "",
@@ -122,7 +145,7 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         "| --- | --- | ---: | ---: | ---: | ---: |",
         *[
             f"| {r['architecture']} | `{r['arch_id']}` | {r['macs']:,} | {r['supernet_ms']:.2f} |"
-            f" {r['extracted_ms']:.2f} | **{r['supernet_ms'] / r['extracted_ms']:.3f}** |"
+            f" {r['extracted_ms']:.2f} | {_ratio(r)} |"
             for r in raw["rows"]
         ],
         "",

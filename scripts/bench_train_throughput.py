@@ -19,14 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from _results import data_path, machine_block, provenance, save_raw, write_markdown
 
 NAME = "train_throughput"
 MARKDOWN = "train_throughput.md"
 
 
-def measure(settings: list[str], device: str, batch: int, steps: int, warmup: int) -> float:
-    """Images per second of the training step under ``settings`` (one image counted once per step)."""
+def trainer_for(settings: list[str], device: str, batch: int, stack: Any) -> tuple[Any, Any, Any]:
+    """A trainer of the CIFAR-sized supernet under ``settings`` and one device-resident batch."""
     import torch
 
     from nas.run.context import open_run
@@ -34,34 +35,48 @@ def measure(settings: list[str], device: str, batch: int, steps: int, warmup: in
     from nas.training.trainer import Trainer
     from search_spaces import create_space
 
-    with tempfile.TemporaryDirectory() as tmp:
-        overrides = [
-            "space.name=mbv3",
-            "data.name=digits",
-            "data.resolution=32",
-            f"device={device}",
-            "trackers=jsonl",
-            f"data.batch_size={batch}",
-            *settings,
-        ]
-        with open_run(tmp, overrides=overrides, progress=False, quiet=True) as ctx:
-            # CIFAR-sized supernet (3 channels, 10 classes) on synthetic device-resident batches
-            ctx.space = create_space(
-                "mbv3", num_classes=10, in_channels=3, resolution=32, width_mult=ctx.cfg.space.width_mult
-            )
-            trainer = Trainer(ctx, ctx.space.build_supernet(), SupernetPlan(ctx), None, seed=0)
-            x = torch.randn(batch, 3, 32, 32, device=ctx.device)
-            y = torch.randint(0, 10, (batch,), device=ctx.device)
+    tmp = stack.enter_context(tempfile.TemporaryDirectory())
+    overrides = [
+        "space.name=mbv3", "data.name=digits", "data.resolution=32", f"device={device}", "trackers=jsonl",
+        f"data.batch_size={batch}", *settings,
+    ]  # fmt: skip
+    ctx = stack.enter_context(open_run(tmp, overrides=overrides, progress=False, quiet=True))
+    # CIFAR-sized supernet (3 channels, 10 classes) on synthetic device-resident batches
+    ctx.space = create_space(
+        "mbv3", num_classes=10, in_channels=3, resolution=32, width_mult=ctx.cfg.space.width_mult
+    )
+    trainer = Trainer(ctx, ctx.space.build_supernet(), SupernetPlan(ctx), None, seed=0)
+    x = torch.randn(batch, 3, 32, 32, device=ctx.device)
+    y = torch.randint(0, 10, (batch,), device=ctx.device)
+    return trainer, x, y
+
+
+def measure(
+    variants: dict[str, list[str]], device: str, batch: int, steps: int, warmup: int, rounds: int
+) -> dict[str, list[float]]:
+    """Images per second of each variant's training step, per round; variants alternate within a round, so a
+    shared machine's speed phases fall on all of them alike."""
+    import contextlib
+
+    import torch
+
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    with contextlib.ExitStack() as stack:
+        built = {name: trainer_for(settings, device, batch, stack) for name, settings in variants.items()}
+        for trainer, x, y in built.values():
             for s in range(warmup):
                 trainer.train_step([(x, y)], s)
-            if ctx.device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for s in range(steps):
-                trainer.train_step([(x, y)], warmup + s)
-            if ctx.device.type == "cuda":
-                torch.cuda.synchronize()
-            return batch * steps / (time.perf_counter() - t0)
+        for r in range(rounds):
+            for name, (trainer, x, y) in built.items():
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for s in range(steps):
+                    trainer.train_step([(x, y)], warmup + r * steps + s)
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize()
+                out[name].append(batch * steps / (time.perf_counter() - t0))
+    return out
 
 
 def main() -> None:
@@ -71,6 +86,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument(
+        "--rounds", type=int, default=5, help="rounds; every variant runs --steps steps per round"
+    )
     ap.add_argument("--out", default="results/train_throughput.md")
     args = ap.parse_args()
     cuda = torch.cuda.is_available() and args.device != "cpu"
@@ -89,14 +107,17 @@ def main() -> None:
             ],
         }
     else:
-        variants |= {"bf16 autocast": ["train.amp=bf16"]}
+        variants |= {"bf16 autocast": ["train.amp=bf16"], "channels-last": ["train.channels_last=true"]}
+    per_round = measure(variants, device, batch, steps, warmup=3 if not cuda else 10, rounds=args.rounds)
     rows = []
-    for name, settings in variants.items():
-        ips = measure(settings, device, batch, steps, warmup=3 if not cuda else 10)
-        rows.append({"variant": name, "images_per_second": ips})
-        print(name, f"{ips:.0f} images/s", flush=True)
+    for name, values in per_round.items():
+        rows.append({
+            "variant": name, "images_per_second": float(np.median(values)),
+            "min": float(min(values)), "max": float(max(values)), "rounds": values,
+        })  # fmt: skip
+        print(name, f"{rows[-1]['images_per_second']:.0f} images/s", flush=True)
     raw = {
-        **provenance(NAME, {"device": device, "batch": batch, "steps": steps}),
+        **provenance(NAME, {"device": device, "batch": batch, "steps": steps, "rounds": args.rounds}),
         "cuda": cuda,
         "device_name": torch.cuda.get_device_name() if cuda else "CPU",
         "rows": rows,
@@ -107,6 +128,19 @@ def main() -> None:
     print(out.read_text())
 
 
+def _rounds(s: dict[str, Any]) -> str:
+    if "rounds" not in s:
+        return ""
+    return f" per round, {s['rounds']} rounds with the variants alternating (median over rounds, min - max)"
+
+
+def _ips(r: dict[str, Any]) -> str:
+    """Median images/s, and the range over rounds where the data has rounds."""
+    if "min" in r:
+        return f"{r['images_per_second']:,.0f} ({r['min']:,.0f} - {r['max']:,.0f})"
+    return f"{r['images_per_second']:,.0f}"
+
+
 def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
     """train_throughput.md from the data alone (no figure)."""
     s = raw["settings"]
@@ -115,15 +149,19 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         "",
         (
             "`mbv3` width 0.5 supernet, 3x32x32 input, sandwich rule (4 subnetworks per step), batch"
-            f" {s['batch']}, {s['steps']} timed steps, device: **{raw['device_name']}**. An image counts once"
-            " per step (the 4 subnetworks per step are included in its cost). Reproduce: `python"
+            f" {s['batch']}, {s['steps']} timed steps{_rounds(s)}, device: **{raw['device_name']}**. An image"
+            " counts once per step (the 4 subnetworks per step are included in its cost). Reproduce: `python"
             f" scripts/bench_train_throughput.py --device {s['device']}`."
         ),
         "",
         machine_block(raw["machine"]),
-        "| variant | images/s |",
-        "| --- | ---: |",
-        *[f"| {r['variant']} | {r['images_per_second']:,.0f} |" for r in raw["rows"]],
+        "| variant | images/s | vs. fp32 |",
+        "| --- | ---: | ---: |",
+        *[
+            f"| {r['variant']} | {_ips(r)} |"
+            f" {r['images_per_second'] / raw['rows'][0]['images_per_second']:.2f}x |"
+            for r in raw["rows"]
+        ],
         "",
     ]
     if not raw["cuda"]:
