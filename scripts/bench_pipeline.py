@@ -92,11 +92,24 @@ def measure(settings: list[str]) -> dict[str, Any]:
             **{k: meta[k] for k in EXPORT_KEYS},
             "latency_repeats": meta["latency_setup"]["repeats"],
             "supernet_vs_extracted_max_abs_diff": meta["verification"]["supernet_vs_extracted_max_abs_diff"],
+            "formats_seconds": meta.get("formats_seconds"),
+            "format_seconds": {f: r.get("seconds") for f, r in meta.get("formats", {}).items()},
         },
         "pareto_front": [
             {k: r[k] for k in ("trial", "arch_id", "accuracy", "latency_ms")} for r in pareto["front"]
         ],
     }
+
+
+def _format_rows(meta: dict[str, Any]) -> list[str]:
+    """Writing and checking the export formats (data from before these were recorded has none)."""
+    if meta.get("formats_seconds") is None:
+        return []
+    each = ", ".join(f"{f} {sec:.1f} s" for f, sec in meta["format_seconds"].items() if sec is not None)
+    return [
+        "| export formats written and checked (all of them; the timm check runs in a second process"
+        f" meanwhile) | {meta['formats_seconds']:.1f} s ({each}) |"
+    ]
 
 
 def _wall(raw: dict[str, Any]) -> str:
@@ -142,6 +155,7 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         ),
         f"| prediction error | {meta['latency_error_pct']:+.1f} % |",
         f"| supernet vs extracted, max abs diff | {meta['supernet_vs_extracted_max_abs_diff']:.2e} |",
+        *_format_rows(meta),
         "",
         (
             "The rows below the wall time are the last session's. Pareto front (validation accuracy vs."
