@@ -232,6 +232,74 @@ def ranking_metrics(supernet_acc: np.ndarray, standalone_acc: np.ndarray, top_k:
     }
 
 
+RELIABILITY_NEEDED = 0.7  # below this a supernet's Kendall tau measures training noise as much as ranking
+
+
+def seeds_for_reliability(tau: float, seeds_per_half: int, target: float = RELIABILITY_NEEDED) -> int | None:
+    """Seeds per architecture for a split-half Kendall tau of ``target``, from one measured at
+    ``seeds_per_half`` seeds a side.
+
+    Kendall tau maps to a correlation by r = sin(pi/2 tau) (Greiner's relation); Spearman-Brown then
+    says how the correlation of two k-seed means grows with k. Returns the total (both halves), or
+    None when the measured tau carries no signal to extrapolate from.
+    """
+    r_m = float(np.sin(np.pi / 2 * tau))
+    if not r_m > 0:
+        return None
+    r_one = r_m / (seeds_per_half - (seeds_per_half - 1) * r_m)  # one seed against one seed
+    r_target = float(np.sin(np.pi / 2 * target))
+    if r_one >= r_target:
+        return 2
+    per_half = r_target * (1 - r_one) / (r_one * (1 - r_target))
+    return 2 * int(np.ceil(per_half - 1e-9))
+
+
+def ground_truth_reliability(per_seed: np.ndarray) -> dict[str, Any]:
+    """How far a ground truth of ``per_seed`` accuracies ([architectures, seeds]) can be trusted.
+
+    Reliability is the split-half Kendall tau: the mean of half the seeds against the mean of the
+    other half (with two or three seeds, one seed against another, averaged over pairs). Below 0.7
+    the report says so and how many seeds would reach it, because a supernet cannot be shown to rank
+    better than its yardstick agrees with itself.
+    """
+    seeds = per_seed.shape[1]
+    out: dict[str, Any] = {}
+    if seeds < 2:
+        out["ground_truth_warning"] = (
+            "ground truth reliability unknown: one standalone seed per architecture; use --seeds 4 or more"
+        )
+        return out
+    taus = [
+        stats.kendalltau(per_seed[:, i], per_seed[:, j]).statistic
+        for i in range(seeds)
+        for j in range(i + 1, seeds)
+    ]
+    out["seed_to_seed_kendall_tau"] = float(np.mean(taus))
+    reliability, per_half = out["seed_to_seed_kendall_tau"], 1
+    if seeds >= 4:  # averaging seeds: how well does one half's mean agree with the other half's?
+        per_half = seeds // 2
+        reliability = out["split_half_kendall_tau"] = float(
+            stats.kendalltau(
+                per_seed[:, :per_half].mean(axis=1), per_seed[:, per_half : 2 * per_half].mean(axis=1)
+            ).statistic
+        )
+    out["ground_truth_reliability"] = float(reliability)
+    if not reliability >= RELIABILITY_NEEDED:
+        needed = seeds_for_reliability(reliability, per_half)
+        out[f"seeds_for_reliability_{RELIABILITY_NEEDED}"] = needed
+        out["ground_truth_warning"] = (
+            f"ground truth reliability {reliability:.3f} < {RELIABILITY_NEEDED}: the supernet's tau measures"
+            " standalone training noise as much as ranking; "
+            + (
+                f"about {needed} standalone seeds per architecture would reach {RELIABILITY_NEEDED}"
+                f" (rerun nas rank with --seeds {needed}: the seeds already trained are kept)"
+                if needed is not None
+                else "the seeds disagree completely; train the architectures longer (--epochs) first"
+            )
+        )
+    return out
+
+
 def run_ranking(
     ctx: RunContext,
     k: int,
@@ -265,20 +333,7 @@ def run_ranking(
             stats.kendalltau(macs, truth).statistic
         ),  # a zero-cost baseline: bigger is better
     }
-    if seeds >= 2:
-        taus = [
-            stats.kendalltau(per_seed[:, i], per_seed[:, j]).statistic
-            for i in range(seeds)
-            for j in range(i + 1, seeds)
-        ]
-        report["seed_to_seed_kendall_tau"] = float(np.mean(taus))
-    if seeds >= 4:  # averaging seeds: how well does one half's mean agree with the other half's?
-        half = seeds // 2
-        report["split_half_kendall_tau"] = float(
-            stats.kendalltau(
-                per_seed[:, :half].mean(axis=1), per_seed[:, half : 2 * half].mean(axis=1)
-            ).statistic
-        )
+    report.update(ground_truth_reliability(per_seed))
     report["rows"] = [
         {
             "arch_id": a.id,

@@ -73,6 +73,9 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
         print(json.dumps(summary, sort_keys=True))
     else:
         for k in keys:
-            print(f"{k:>26}: {report[k]}")
+            if k != "ground_truth_warning":
+                print(f"{k:>26}: {report[k]}")
         print(f"{'report':>26}: {Path(args.run_dir) / 'ranking.json'} and ranking.png")
+        if "ground_truth_warning" in report:
+            print(f"warning: {report['ground_truth_warning']}")
     return 0

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from nas.cli import main
-from nas.ranking import arch_macs, ranking_metrics, standalone_recipe_id, stratified_archs
+from nas.ranking import (
+    arch_macs,
+    ground_truth_reliability,
+    ranking_metrics,
+    seeds_for_reliability,
+    standalone_recipe_id,
+    stratified_archs,
+)
 from nas.run.config import build_config
 from search_spaces import create_space
 
@@ -23,6 +30,37 @@ def test_metrics_on_known_rankings():
     reverse = ranking_metrics(-truth, truth, top_k=2)
     assert reverse["kendall_tau"] == pytest.approx(-1.0) and reverse["top2_overlap"] == 0.0
     assert reverse["regret"] == pytest.approx(0.4)  # trusting the supernet picks the worst network
+
+
+def _noisy_truth(spread: float, noise: float, seeds: int, k: int = 40, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, spread, (k, 1)) + rng.normal(0, noise, (k, seeds))
+
+
+def test_reliable_ground_truth_carries_no_warning():
+    report = ground_truth_reliability(_noisy_truth(spread=1.0, noise=0.05, seeds=4))
+    assert report["ground_truth_reliability"] == report["split_half_kendall_tau"] > 0.7
+    assert "ground_truth_warning" not in report
+
+
+def test_unreliable_ground_truth_warns_and_its_seed_estimate_reaches_the_target():
+    few = ground_truth_reliability(_noisy_truth(spread=1.0, noise=2.0, seeds=4, k=1000))
+    assert few["ground_truth_reliability"] < 0.7 and "--seeds" in few["ground_truth_warning"]
+    needed = few["seeds_for_reliability_0.7"]
+    # Gaussian theory: one seed against one has r = 1 / (1 + 4) = 0.2; tau 0.7 needs r = sin(0.35 pi),
+    # so k = r (1 - 0.2) / (0.2 (1 - r)) seeds a side, about 66 in all
+    r = np.sin(0.35 * np.pi)
+    assert 0.8 * 66 <= needed <= 1.25 * 66 and abs(2 * np.ceil(r * 0.8 / (0.2 * (1 - r))) - 66) <= 1
+    fresh = ground_truth_reliability(_noisy_truth(1.0, 2.0, seeds=needed, k=1000, seed=1))
+    assert fresh["split_half_kendall_tau"] >= 0.65 and abs(fresh["split_half_kendall_tau"] - 0.7) < 0.05
+
+
+def test_seed_estimate_edge_cases():
+    assert seeds_for_reliability(0.9, 1) == 2  # one seed a side already agrees
+    assert seeds_for_reliability(0.0, 2) is None and seeds_for_reliability(-0.2, 1) is None
+    assert seeds_for_reliability(0.5, 2) == seeds_for_reliability(0.5, 2) > 4
+    one = ground_truth_reliability(_noisy_truth(1.0, 0.1, seeds=1))
+    assert "unknown" in one["ground_truth_warning"] and "ground_truth_reliability" not in one
 
 
 def test_stratified_archs_span_smallest_to_largest_network():
@@ -102,6 +140,8 @@ def test_nas_rank_on_tiny_writes_report_and_resumes(tmp_path, capsys):
     assert [p.stat().st_mtime_ns for p in results] == stamps
     assert json.loads((run_dir / "ranking.json").read_text())["rows"] == report["rows"]
     assert "split_half_kendall_tau" not in report
+    assert report["ground_truth_reliability"] == report["seed_to_seed_kendall_tau"]
+    assert ("ground_truth_warning" in report) == (report["ground_truth_reliability"] < 0.7)
     assert main([*args[:5], "--seeds=4", *args[6:]]) == 0  # two more seeds: only those are trained
     assert len(list((run_dir / "ranking" / "standalone").glob("*.json"))) == 16
     assert [p.stat().st_mtime_ns for p in results] == stamps
