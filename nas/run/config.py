@@ -131,6 +131,7 @@ POSITIVE = Range(lo=0, lo_open=True)
 FRACTION = Range(lo=0, hi=1)
 OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("none", "bf16", "fp16")
+LR_SCHEDULES = ("cosine", "constant")
 WANDB_MODES = ("online", "offline", "disabled")
 
 
@@ -223,6 +224,13 @@ class TrainConfig:
     warmup_epochs: float = setting(
         0.5, "linear warm-up before the cosine schedule", RUN, RECIPE, domain=NON_NEGATIVE
     )
+    lr_schedule: str = setting(
+        "cosine",
+        "learning rate after the warm-up: cosine decay to zero, or constant",
+        RUN,
+        RECIPE,
+        domain=OneOf(values=LR_SCHEDULES),
+    )
     label_smoothing: float = setting(
         0.1, "cross-entropy label smoothing", RUN, RECIPE, domain=Range(lo=0, hi=1, hi_open=True)
     )
@@ -279,6 +287,13 @@ class TrainConfig:
         RUN,
         RECIPE,
         domain=FRACTION,
+    )
+    bn_affine: bool = setting(
+        True,
+        "learn batch-norm scale and shift; false keeps them at 1 and 0 (a supernet heuristic that"
+        " 'How to Train Your Super-Net' tests)",
+        RUN,
+        RECIPE,
     )
     bn_recal_batches: int = setting(
         10,

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nas.cost.model import CostModel
-from nas.run.config import OPTIMIZERS, ConfigError
+from nas.run.config import LR_SCHEDULES, OPTIMIZERS, ConfigError
 from nas.run.context import SINGLE, DistInfo, RunContext
 from nas.run.files import atomic_torch_save
 from nas.training.augment import augment_batch
@@ -68,14 +68,31 @@ def build_optimizer(
     raise ConfigError(f"train.optimizer={cfg.optimizer!r} is not allowed: use one of {', '.join(OPTIMIZERS)}")
 
 
-def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+def lr_factor(total_steps: int, warmup_steps: int, schedule: str = "cosine") -> Callable[[int], float]:
+    """The learning rate's multiplier at each step: linear warm-up, then ``schedule`` (cosine or constant)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def freeze_bn_affine(model: nn.Module) -> None:
+    """Batch-norm scale 1 and shift 0, not learned (``train.bn_affine=false``)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            with torch.no_grad():
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+            m.weight.requires_grad_(False)
+            m.bias.requires_grad_(False)
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -134,6 +151,8 @@ class Trainer:
         for m in self.model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.momentum = t.bn_momentum
+        if not t.bn_affine:
+            freeze_bn_affine(self.model)
         if dist.world_size > 1:
             enable_sync_bn(self.model)
         self.forward = torch.compile(self.model) if t.compile else self.model
@@ -150,7 +169,8 @@ class Trainer:
         self.steps_per_epoch = micro_batches // t.accumulate
         self.total_steps = t.epochs * self.steps_per_epoch
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, cosine_with_warmup(self.total_steps, int(t.warmup_epochs * self.steps_per_epoch))
+            self.opt,
+            lr_factor(self.total_steps, int(t.warmup_epochs * self.steps_per_epoch), t.lr_schedule),
         )
         cuda = ctx.device.type == "cuda"
         if t.amp == "fp16" and not cuda:

@@ -14,7 +14,7 @@ from nas.run.context import open_run
 from nas.training.augment import augment_batch
 from nas.training.checkpoint import checkpoint_path, load_supernet
 from nas.training.plans import SupernetPlan
-from nas.training.trainer import Trainer, distillation_loss, train_supernet
+from nas.training.trainer import Trainer, distillation_loss, lr_factor, train_supernet
 
 TINY = ["space.name=tiny", "data.resolution=16", "trackers=jsonl", "data.train_limit=512"]
 
@@ -170,6 +170,28 @@ def test_bn_momentum_zero_never_tracks_statistics(tmp_path):
         x, y = next(iter(ctx.loader("train", shuffle=True)))
         trainer.train_step([(x, y)], 0)
         assert torch.equal(net.stem.bn.running_mean, before)
+
+
+def test_bn_affine_false_keeps_scale_one_and_shift_zero_through_training(tmp_path):
+    with _ctx(tmp_path, "train.epochs=1", "train.bn_affine=false") as ctx:
+        net = ctx.space.build_supernet()
+        with torch.no_grad():
+            net.stem.bn.weight.fill_(0.5)  # frozen means reset to the identity, not kept at init
+        trainer = Trainer(ctx, net, SupernetPlan(ctx), None, seed=0)
+        trainer.fit()
+        conv_before = ctx.space.build_supernet().stem.conv.weight
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine]
+    assert bns and all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in bns)
+    assert not torch.equal(net.stem.conv.weight, conv_before)  # the rest did train
+
+
+def test_lr_schedules_warm_up_then_decay_or_hold():
+    cosine, constant = lr_factor(100, 10, "cosine"), lr_factor(100, 10, "constant")
+    assert cosine(0) == constant(0) == 0.1 and cosine(9) == constant(9) == 1.0
+    assert cosine(55) == pytest.approx(0.5) and cosine(99) < 0.01
+    assert all(constant(s) == 1.0 for s in range(10, 100))
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor(100, 10, "step")
 
 
 def test_augment_shifts_and_flips_deterministically():
