@@ -128,7 +128,9 @@ def _standalone_worker(
     arch = space.arch(json.loads(arch_json))
     t0 = time.perf_counter()
     model = space.build_standalone(arch, seed=seed)
-    result = Trainer(ctx, model, FixedPlan(), ckpt=None, seed=seed, desc="standalone").fit()
+    result = Trainer(
+        ctx, model, FixedPlan(), ckpt=None, seed=seed, desc="standalone", evaluate_last_only=True
+    ).fit()
     return {
         "arch_id": arch.id,
         "seed": seed,

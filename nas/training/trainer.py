@@ -132,7 +132,9 @@ class Trainer:
         seed: int,
         dist: DistInfo = SINGLE,
         desc: str = "epoch",
+        evaluate_last_only: bool = False,
     ):
+        self.evaluate_last_only = evaluate_last_only  # standalone ground truths: only the end result counts
         self.ctx, self.cfg, self.plan, self.ckpt, self.dist, self.desc = (
             ctx,
             ctx.cfg.train,
@@ -391,8 +393,9 @@ class Trainer:
                 "train_loss": self.pos.loss_sum / max(self.pos.steps, 1),
                 "epoch_seconds": time.perf_counter() - t0,
             }
-            with local_batch_norm(self.model):  # every rank evaluates the same data: no cross-rank statistics
-                metrics.update(self.plan.evaluate(ctx, self.model))
+            if not self.evaluate_last_only or epoch + 1 == t.epochs:
+                with local_batch_norm(self.model):  # every rank evaluates the same data: no cross-rank stats
+                    metrics.update(self.plan.evaluate(ctx, self.model))
             self.pos.history.append(metrics)
             self.pos = Position(epoch=epoch + 1, history=self.pos.history)
             log("epoch", epoch + 1, metrics)

@@ -185,6 +185,19 @@ def test_bn_affine_false_keeps_scale_one_and_shift_zero_through_training(tmp_pat
     assert not torch.equal(net.stem.conv.weight, conv_before)  # the rest did train
 
 
+def test_evaluating_only_the_last_epoch_changes_nothing_but_the_time(tmp_path):
+    from nas.training.plans import FixedPlan
+
+    finals = []
+    for last_only in (False, True):
+        with _ctx(tmp_path / str(last_only), "train.epochs=2") as ctx:
+            model = ctx.space.build_standalone(ctx.space.largest(), seed=0)
+            trainer = Trainer(ctx, model, FixedPlan(), None, seed=0, evaluate_last_only=last_only)
+            finals.append(trainer.fit())
+            assert ("val_acc" in trainer.pos.history[0]) != last_only
+    assert finals[0]["val_acc"] == finals[1]["val_acc"]  # the standalone ground truth is unchanged
+
+
 def test_lr_schedules_warm_up_then_decay_or_hold():
     cosine, constant = lr_factor(100, 10, "cosine"), lr_factor(100, 10, "constant")
     assert cosine(0) == constant(0) == 0.1 and cosine(9) == constant(9) == 1.0
