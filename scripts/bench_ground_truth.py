@@ -41,6 +41,7 @@ def main() -> None:
         "--seeds", type=int, required=True, help="standalone seeds wanted per architecture, in all"
     )
     ap.add_argument("--workers", type=int, default=2, help="trainings in parallel (one thread each)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda; recorded per result")
     ap.add_argument("--out", default=f"results/{MARKDOWN}")
     ap.add_argument("--report-only", action="store_true", help="render from the data, train nothing")
     args = ap.parse_args()
@@ -106,7 +107,7 @@ def measure(args: argparse.Namespace, path: Path) -> None:
         return
     raw["sessions"].append({**machine_info(), "command": provenance(NAME, {})["command"], "trained": 0})
     started = time.perf_counter()
-    cfg_dict = cfg.to_dict()
+    cfg_dict = {**cfg.to_dict(), "device": args.device}  # not part of the recipe id: same study on any device
     with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
         futures = {
             pool.submit(_standalone_worker, cfg_dict, a.to_json(), s, entry["standalone_epochs"], 1): (a, s)
@@ -118,6 +119,7 @@ def measure(args: argparse.Namespace, path: Path) -> None:
             entry["results"].setdefault(a.id, {})[str(s)] = {
                 "val_acc": res["val_acc"],
                 "seconds": res["seconds"],
+                "device": args.device,
             }
             raw["sessions"][-1]["trained"] += 1
             raw["sessions"][-1]["wall_seconds"] = time.perf_counter() - started

@@ -37,7 +37,7 @@ def tiny_study(monkeypatch):
 
 
 def _gt(tmp_path: Path, seeds: int) -> dict:
-    args = argparse.Namespace(space=TINY.name, seeds=seeds, workers=2)
+    args = argparse.Namespace(space=TINY.name, seeds=seeds, workers=2, device="cpu")
     path = tmp_path / "results" / "data" / "ground_truth.json"
     bench_ground_truth.measure(args, path)
     return json.loads(path.read_text())
