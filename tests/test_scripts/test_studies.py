@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import _studies  # noqa: E402
+import bench_end_to_end  # noqa: E402
 import bench_ground_truth  # noqa: E402
 import bench_recipes  # noqa: E402
 
@@ -85,3 +86,18 @@ def test_recipes_accumulate_per_seed_and_render_against_the_ground_truth(tmp_pat
     md = bench_recipes.render(json.loads(path.read_text()), tmp_path / "results")[0].read_text()
     assert "| **sandwich** (default) | 2 |" in md and "| uniform | 2 |" in md
     assert "by MACs" in md
+
+
+def test_end_to_end_trains_the_pick_and_random_networks_under_the_budget(tmp_path, tiny_study, monkeypatch):
+    monkeypatch.chdir(ROOT)  # `nas run` in a fresh process, from the repository
+    settings = dict(space=TINY.name, recipe="uniform", trials=12, random=2, seeds=1, epochs=1)
+    args = argparse.Namespace(**settings, workers=2, root=str(tmp_path))
+    path = tmp_path / "results" / "data" / "end_to_end.json"
+    bench_end_to_end.measure(args, path)
+    raw = json.loads(path.read_text())
+    ids = [raw["pick"]["id"], *(r["id"] for r in raw["random"])]
+    assert len(set(ids)) == 3 and set(raw["results"]) == set(ids)
+    assert all(raw["sizes"][i]["macs"] <= raw["budget_macs"] for i in ids)  # everyone meets the budget
+    assert all(0 <= r["0"]["test_acc"] <= 1 for r in raw["results"].values())
+    md = bench_end_to_end.render(raw, tmp_path / "results")[0].read_text()
+    assert "search's pick" in md and "percentile" in md
