@@ -1,14 +1,16 @@
 """Supernet training throughput (images/s) on CIFAR-10-sized input, per speed option.
 
-    python scripts/bench_train_throughput.py [--device auto] [--batch 256] [--steps 20] [--out
+    python scripts/bench_train_throughput.py [--device auto] [--batch 256] [--steps 20] [--no-compile] [--out
     results/train_throughput.md]
 
 Runs the real training step (`nas.training.trainer.Trainer.train_step`, sandwich rule) on
 synthetic 3x32x32 batches already on the device, so it measures the model and
 the step, not the disk. On a GPU it compares fp32, bf16 autocast, channels-last
 and torch.compile; on a CPU only the options that apply there. The figures go to
-results/data/train_throughput.json and the report is rendered from that file
-alone (`render`, also called by scripts/make_results.py).
+results/data/<name of --out>.json (``--out results/train_throughput_gpu.md``:
+results/data/train_throughput_gpu.json, so a GPU measurement never overwrites the
+CPU one) and the report is rendered from that file alone (`render`, also called
+by scripts/make_results.py).
 """
 
 from __future__ import annotations
@@ -89,7 +91,16 @@ def main() -> None:
     ap.add_argument(
         "--rounds", type=int, default=5, help="rounds; every variant runs --steps steps per round"
     )
-    ap.add_argument("--out", default="results/train_throughput.md")
+    ap.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="GPU: leave out the torch.compile variant (compiling takes minutes of a short device lease)",
+    )
+    ap.add_argument(
+        "--out",
+        default=f"results/{MARKDOWN}",
+        help="the report; its data goes to data/<its name>.json beside",
+    )
     args = ap.parse_args()
     cuda = torch.cuda.is_available() and args.device != "cpu"
     device = "cuda" if cuda else "cpu"
@@ -100,12 +111,13 @@ def main() -> None:
         variants |= {
             "bf16": ["train.amp=bf16"],
             "bf16 + channels-last": ["train.amp=bf16", "train.channels_last=true"],
-            "bf16 + channels-last + compile": [
+        }
+        if not args.no_compile:
+            variants["bf16 + channels-last + compile"] = [
                 "train.amp=bf16",
                 "train.channels_last=true",
                 "train.compile=true",
-            ],
-        }
+            ]
     else:
         variants |= {"bf16 autocast": ["train.amp=bf16"], "channels-last": ["train.channels_last=true"]}
     per_round = measure(variants, device, batch, steps, warmup=3 if not cuda else 10, rounds=args.rounds)
@@ -116,13 +128,16 @@ def main() -> None:
             "min": float(min(values)), "max": float(max(values)), "rounds": values,
         })  # fmt: skip
         print(name, f"{rows[-1]['images_per_second']:.0f} images/s", flush=True)
+    settings = {"device": device, "batch": batch, "steps": steps, "rounds": args.rounds}
+    if cuda:
+        settings["compile"] = not args.no_compile
     raw = {
-        **provenance(NAME, {"device": device, "batch": batch, "steps": steps, "rounds": args.rounds}),
+        **provenance(NAME, settings),
         "cuda": cuda,
         "device_name": torch.cuda.get_device_name() if cuda else "CPU",
         "rows": rows,
     }
-    save_raw(data_path(args.out, NAME), raw)
+    save_raw(data_path(args.out, Path(args.out).stem), raw)
     out = Path(args.out)
     render(raw, out.parent, md_name=out.name)
     print(out.read_text())
@@ -141,8 +156,16 @@ def _ips(r: dict[str, Any]) -> str:
     return f"{r['images_per_second']:,.0f}"
 
 
+def _reproduce(s: dict[str, Any], md_name: str) -> str:
+    """The command that measures this report again (``--out`` only for a report other than the default)."""
+    flags = [f"--device {s['device']}"]
+    flags += ["--no-compile"] if s.get("compile") is False else []
+    flags += [f"--out results/{md_name}"] if md_name != MARKDOWN else []
+    return f"`python scripts/bench_train_throughput.py {' '.join(flags)}`"
+
+
 def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
-    """train_throughput.md from the data alone (no figure)."""
+    """train_throughput.md (or ``md_name``, e.g. the GPU report) from the data alone (no figure)."""
     s = raw["settings"]
     lines = [
         "# Supernet training throughput (CIFAR-10-sized input)",
@@ -150,8 +173,8 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         (
             "`mbv3` width 0.5 supernet, 3x32x32 input, sandwich rule (4 subnetworks per step), batch"
             f" {s['batch']}, {s['steps']} timed steps{_rounds(s)}, device: **{raw['device_name']}**. An image"
-            " counts once per step (the 4 subnetworks per step are included in its cost). Reproduce: `python"
-            f" scripts/bench_train_throughput.py --device {s['device']}`."
+            " counts once per step (the 4 subnetworks per step are included in its cost). Reproduce:"
+            f" {_reproduce(s, md_name)}."
         ),
         "",
         machine_block(raw["machine"]),
@@ -164,6 +187,8 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         ],
         "",
     ]
+    if raw["cuda"] and s.get("compile") is False:
+        lines += ["torch.compile was not measured in this run (`--no-compile`).", ""]
     if not raw["cuda"]:
         lines += [
             (

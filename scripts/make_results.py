@@ -10,13 +10,16 @@ script calls those renderers, so a fresh clone rebuilds every published table.
 each markdown file whose committed content differs from what its data renders
 (a hand-edited table, or data committed without its table), and each
 ``results/*.md`` that no data renders. Plots are regenerated but not compared:
-matplotlib output is not byte-stable across versions.
+matplotlib output is not byte-stable across versions. A few reports are measured
+only on hardware a clone may never see (``OPTIONAL``: a GPU): each is rendered,
+and checked, only where its data file exists.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import importlib
 import shutil
 import sys
@@ -42,13 +45,28 @@ REPORTS = (
     "supernet_overhead",
     "train_throughput",
 )
+# Reports measured only where the hardware was lent (scripts/gpu_check.sh on a GPU machine): rendered and
+# checked only when results/data/<name>.json exists; report name -> the bench_<name> whose renderer writes it.
+# runtimes: scripts/bench_runtimes.py takes hours on a quiet machine and is run by hand; until its data is
+# committed there is nothing to render.
+OPTIONAL = {"train_throughput_gpu": "train_throughput", "runtimes": "runtimes"}
 NOT_GENERATED = ("README.md",)  # hand-written: the only markdown here that no data renders
 
 
 def renderer(name: str) -> Callable[..., list[Path]]:
-    """``bench_<name>.render``: imported lazily, each script keeps its heavy imports inside its measuring
-    code."""
+    """``bench_<name>.render`` (an optional report: its benchmark's, writing ``<name>.md``): imported lazily,
+    each script keeps its heavy imports inside its measuring code."""
+    if name in OPTIONAL:
+        return functools.partial(
+            importlib.import_module(f"bench_{OPTIONAL[name]}").render, md_name=f"{name}.md"
+        )
     return importlib.import_module(f"bench_{name}").render
+
+
+def present(results_dir: Path) -> list[str]:
+    """Every report to render from ``results_dir``: all of :data:`REPORTS`, and the optional ones whose data
+    was measured (a CPU-only clone has no GPU data, and nothing is missing there)."""
+    return [*REPORTS, *(n for n in OPTIONAL if (results_dir / DATA_DIR / f"{n}.json").exists())]
 
 
 def render_all(
@@ -108,7 +126,7 @@ def check(results_dir: Path, names: Sequence[str], whole: bool) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=REPORTS, help="one report")
+    ap.add_argument("--only", choices=[*REPORTS, *OPTIONAL], help="one report")
     ap.add_argument(
         "--check",
         action="store_true",
@@ -116,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent.parent / "results")
     args = ap.parse_args(argv)
-    names = [args.only] if args.only else list(REPORTS)
+    names = [args.only] if args.only else present(args.results_dir)
     if args.check:
         problems = check(args.results_dir, names, whole=args.only is None)
         for p in problems:
