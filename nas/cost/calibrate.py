@@ -12,17 +12,18 @@ import datetime as _dt
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import scipy
 import torch
-from scipy.optimize import nnls
-from scipy.stats import kendalltau
 from torch import nn
 
+from nas.cost.fit import fit_diagnostics, fit_nnls, fit_op_table, summed_features
+from nas.cost.machine import ReferenceTracker, processor_name
 from nas.cost.profile import DeviceProfile, space_signature
+from nas.cost.runtimes import DEFAULT_RUNTIME, get_runtime, runtime_meta
 from search_spaces.arch import Arch
 from search_spaces.base import SearchSpace
 
@@ -56,6 +57,8 @@ def measure_latencies_ms(
     burst: int = 3,
     shapes: Sequence[tuple[int, ...]] | None = None,
     device: str = "cpu",
+    runtime: str = DEFAULT_RUNTIME,
+    reference: ReferenceTracker | None = None,
 ) -> np.ndarray:
     """Steady-state forward time (ms) of each model, from runs spread over time (see ``_steady_state_ms``).
 
@@ -68,60 +71,114 @@ def measure_latencies_ms(
     round a model runs once untimed, then ``burst`` timed runs back to back (warm
     caches and predictors, as a deployed model runs in a loop). ``shapes`` gives
     each model its own input shape (e.g. single blocks of a lookup table).
+
+    ``runtime`` (:mod:`nas.cost.runtimes`) is what runs them: each model is first
+    compiled for it (exported and loaded), then timed in the same rounds.
+    ``reference`` samples the machine-state reference op before, between and
+    after the rounds (:mod:`nas.cost.machine`).
     """
     if batch < 1 or threads < 1 or warmup < 0 or repeats < 1:
         raise ValueError(
             f"need batch >= 1, threads >= 1, warmup >= 0, repeats >= 1; got {batch}, {threads}, {warmup},"
             f" {repeats}"
         )
+    rt = get_runtime(runtime)
     prev_threads, modes = torch.get_num_threads(), [m.training for m in models]
     shapes = list(shapes) if shapes is not None else [tuple(input_shape)] * len(models)
     if len(shapes) != len(models):
         raise ValueError(f"got {len(shapes)} input shapes for {len(models)} models")
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    inputs = {shape: torch.randn(batch, *shape, device=dev) for shape in set(shapes)}
-    models = [m.to(dev) for m in models]
-    xs = [inputs[shape] for shape in shapes]
-    rounds_t: list[np.ndarray] = []  # per round: each model's fastest run of its burst
-    order_rng = np.random.default_rng(0)
-    bar = None
+    if rt.name != DEFAULT_RUNTIME and dev.type != "cpu":
+        raise ValueError(f"runtime {rt.name!r} runs on the CPU; device {device!r} is timed with torch only")
     try:
+        if rt.name == DEFAULT_RUNTIME:
+            inputs = {shape: torch.randn(batch, *shape, device=dev) for shape in set(shapes)}
+            models = [m.to(dev).eval() for m in models]
+            runners = [(lambda m=m, x=inputs[shape]: m(x)) for m, shape in zip(models, shapes)]
+        else:
+            rt.set_threads(
+                threads
+            )  # before loading: ExecuTorch's delegates keep the pool they were loaded with
+            runners = rt.compile_all(models, shapes, batch, threads, progress)
         torch.set_num_threads(threads)
+        rt.set_threads(threads)
         with torch.inference_mode():
-            for m, x in zip(models, xs):
-                m.eval()
-                for _ in range(warmup):
-                    m(x)
-            if progress:
-                from tqdm import tqdm
-
-                bar = tqdm(
-                    total=repeats,
-                    desc=f"timing {len(models)} networks",
-                    unit="round",
-                    disable=None,
-                    leave=False,
-                )
-            start, r = time.perf_counter(), 0
-            while r < repeats or time.perf_counter() - start < min_seconds:
-                row = np.full(len(models), np.inf)
-                for i in order_rng.permutation(len(models)):
-                    x = xs[i]
-                    models[i](x)  # untimed run first: warm caches
-                    for _ in range(burst):  # a short tight loop, as the model runs when deployed
-                        row[i] = min(row[i], _time_once(models[i], x, cuda))
-                rounds_t.append(row)
-                r += 1
-                if bar is not None and r <= repeats:
-                    bar.update(1)
+            rounds_t = _time_rounds(runners, warmup, repeats, min_seconds, burst, progress, cuda, reference)
     finally:
-        if bar is not None:
-            bar.close()
         torch.set_num_threads(prev_threads)
         for m, was_training in zip(models, modes):
             m.train(was_training)
-    return _steady_state_ms(np.array(rounds_t))
+    return _steady_state_ms(rounds_t)
+
+
+def measure_runners_ms(
+    runners: Sequence[Callable[[], object]],
+    runtime: str = DEFAULT_RUNTIME,
+    threads: int = 1,
+    warmup: int = 3,
+    repeats: int = 20,
+    min_seconds: float = 0.3,
+) -> np.ndarray:
+    """Steady-state time (ms) of already-loaded runners of ``runtime`` (an exported file in its runtime), in
+    the rounds :func:`measure_latencies_ms` uses."""
+    rt = get_runtime(runtime)
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        rt.set_threads(threads)
+        with torch.inference_mode():
+            t = _time_rounds(runners, warmup, repeats, min_seconds, 3, False, False, None)
+    finally:
+        torch.set_num_threads(prev)
+    return _steady_state_ms(t)
+
+
+def _time_rounds(
+    runners: Sequence[Callable[[], object]],
+    warmup: int,
+    repeats: int,
+    min_seconds: float,
+    burst: int,
+    progress: bool,
+    cuda: bool,
+    reference: ReferenceTracker | None,
+) -> np.ndarray:
+    """``t[round, model]`` seconds: each round times every runner in shuffled order (fastest of ``burst``)."""
+    for run in runners:
+        for _ in range(warmup):
+            run()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=repeats, desc=f"timing {len(runners)} networks", unit="round", disable=None, leave=False
+        )
+    order_rng = np.random.default_rng(0)
+    rounds_t: list[np.ndarray] = []  # per round: each model's fastest run of its burst
+    try:
+        if reference is not None:
+            reference.sample()
+        start, r = time.perf_counter(), 0
+        while r < repeats or time.perf_counter() - start < min_seconds:
+            row = np.full(len(runners), np.inf)
+            for i in order_rng.permutation(len(runners)):
+                runners[i]()  # untimed run first: warm caches
+                for _ in range(burst):  # a short tight loop, as the model runs when deployed
+                    row[i] = min(row[i], _time_once(runners[i], cuda))
+            rounds_t.append(row)
+            r += 1
+            if reference is not None:
+                reference.between_rounds()
+            if bar is not None and r <= repeats:
+                bar.update(1)
+        if reference is not None:
+            reference.sample()
+    finally:
+        if bar is not None:
+            bar.close()
+    return np.array(rounds_t)
 
 
 def _steady_state_ms(t: np.ndarray) -> np.ndarray:
@@ -138,15 +195,15 @@ def _steady_state_ms(t: np.ndarray) -> np.ndarray:
     return relative * scale * 1e3
 
 
-def _time_once(model: nn.Module, x: torch.Tensor, cuda: bool) -> float:
+def _time_once(run: Callable[[], object], cuda: bool) -> float:
     """Seconds for one forward pass (CUDA events on a GPU, wall clock on a CPU)."""
     if not cuda:
         t0 = time.perf_counter()
-        model(x)
+        run()
         return time.perf_counter() - t0
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    model(x)
+    run()
     end.record()
     end.synchronize()
     return start.elapsed_time(end) / 1e3
@@ -169,33 +226,10 @@ def sample_archs(space: SearchSpace, n_archs: int, seed: int) -> list[Arch]:
     return distinct_samples(space, n_archs, seed, first=(space.smallest(), space.largest()))
 
 
-def summed_features(space: SearchSpace, archs: list[Arch]) -> np.ndarray:
-    """Per-architecture feature totals ``[B, F]``: the design matrix of the fit."""
-    feats = space.cost_table().features
-    op_ids = space.lower(space.encode_batch(archs))
-    return feats[np.arange(feats.shape[0]), op_ids].sum(axis=1)
-
-
-def fit_nnls(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """``coef >= 0, intercept >= 0`` minimising the *relative* squared error.
-
-    Rows are divided by the measured latency so small and large networks count
-    alike (what MAPE and ranking care about); columns are scaled to unit maximum
-    because raw features span ~1 (ops) to ~1e8 (bytes), which NNLS handles badly.
-    """
-    A = np.column_stack([X, np.ones(len(X))]) / y[:, None]
-    scale = np.abs(A).max(axis=0)
-    scale[scale == 0] = 1.0
-    sol, _ = nnls(A / scale, np.ones(len(y)))
-    sol = sol / scale
-    return sol[:-1], float(sol[-1])
-
-
-def fit_diagnostics(pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Ranking and accuracy of predictions: kendall_tau, mape (fraction), within_10pct (fraction)."""
-    rel = np.abs(pred - y) / y
-    tau = float(kendalltau(pred, y).statistic) if len(y) >= 2 else float("nan")
-    return {"kendall_tau": tau, "mape": float(rel.mean()), "within_10pct": float((rel <= 0.10).mean())}
+FIT_METHODS = ("ops", "networks")
+"""How a profile's op table is obtained: ``ops`` times every op alone in the runtime (a lookup table, scaled
+and offset on whole networks); ``networks`` times whole networks only and fits the table to them
+(:mod:`nas.cost.fit`, what ``nas latency fit`` does with a user's file)."""
 
 
 def calibrate(
@@ -211,8 +245,10 @@ def calibrate(
     holdout: float = 0.25,
     lut: bool = True,
     measure_on: str = "cpu",
+    runtime: str = DEFAULT_RUNTIME,
+    method: str = "ops",
 ) -> tuple[DeviceProfile, dict[str, Any]]:
-    """Time ``n_archs`` networks (and, with ``lut``, every op of the space) and fit a profile.
+    """Time ``n_archs`` networks (and, with ``lut``, every op of the space) in ``runtime`` and fit a profile.
 
     With ``lut`` and a space that lists its ops (:meth:`SearchSpace.op_modules`),
     every block position and choice is timed alone into a lookup table (as
@@ -220,17 +256,25 @@ def calibrate(
     whole networks, so both see the same machine state); the analytical model is
     fitted to those op latencies as the fallback for unmeasured ops, and a scale
     and offset fitted on whole networks absorb per-network framework overhead.
-    Diagnostics are on a held-out part of the networks.
+    ``method="networks"`` times whole networks only and fits the op table to
+    them (:func:`nas.cost.fit.fit_op_table`). Diagnostics are on a held-out part
+    of the networks.
 
     The returned profile is fitted on the training part only, so the held-out
     diagnostics describe exactly that profile. Smallest and largest are always
     in the training part. Predictions are for one forward pass at ``batch``.
+    ``meta["machine_state"]`` records the reference op's speed over the run and
+    whether it moved more than the guard allows (``unstable``).
     """
 
     if n_archs < 3:
         raise ValueError(f"n_archs must be >= 3 to fit and check a profile, got {n_archs}")
     if not 0 <= holdout < 1:
         raise ValueError(f"holdout must be in [0, 1), got {holdout}")
+    if method not in FIT_METHODS:
+        raise ValueError(f"method must be one of {FIT_METHODS}, got {method!r}")
+    rt = get_runtime(runtime)
+    rt.require()
     t_start = time.perf_counter()
     archs = sample_archs(space, n_archs, seed)
     supernet = (
@@ -245,9 +289,10 @@ def calibrate(
         )
     models = [supernet.extract(space.to_spec(a)) for a in iterator]
     ops = (
-        space.op_modules() if lut else []
+        space.op_modules() if lut and method == "ops" else []
     )  # (slot, op, module, input shape) of every block position and choice
     shapes = [tuple(space.input_shape)] * len(models) + [tuple(shape) for _, _, _, shape in ops]
+    reference = ReferenceTracker()
     times = measure_latencies_ms(
         [*models, *(m for _, _, m, _ in ops)],
         space.input_shape,
@@ -259,6 +304,8 @@ def calibrate(
         min_seconds=3.0,
         shapes=shapes,
         device=measure_on,
+        runtime=rt.name,
+        reference=reference,
     )
     y = times[: len(models)]
     table = space.cost_table()
@@ -274,7 +321,16 @@ def calibrate(
     train = np.setdiff1d(np.arange(len(archs)), held)
     analytic_coef, analytic_intercept = fit_nnls(X[train], y[train])
     analytic_pred = X @ analytic_coef + analytic_intercept
-    if ops:
+    lut_scale, stored_lut, fit_info = 1.0, None, None
+    if method == "networks":
+        fitted, fit_info = fit_op_table(
+            space, [archs[i] for i in train], y[train], seed=seed, cross_validate=False
+        )
+        coef, intercept = fitted.prior.coef, fitted.intercept
+        stored_lut = np.where(table.features.any(axis=2), fitted.table, np.nan)
+        pred = fitted.predict(space, archs)
+        model_name = "whole networks, op table fitted to them (nas latency fit)"
+    elif ops:
         # Per-op analytical fallback fitted to the measured ops; the network is then the sum of its
         # ops' table entries, scaled and offset by a fit on whole networks (framework overhead, fusion).
         measured = ~np.isnan(lut_table)
@@ -285,10 +341,14 @@ def calibrate(
         (lut_scale,), intercept = fit_nnls(lut_sums[train, None], y[train])
         lut_scale = lut_scale if lut_scale > 0 else 1.0
         pred = lut_scale * lut_sums + intercept
+        stored_lut = lut_table
+        model_name = "lookup table + analytical fallback"
     else:
-        coef, intercept, lut_scale = analytic_coef, analytic_intercept, 1.0
+        coef, intercept = analytic_coef, analytic_intercept
         pred = analytic_pred
+        model_name = "analytical"
 
+    state = reference.summary()
     diag: dict[str, Any] = {
         **fit_diagnostics(pred[held] if len(held) else pred[train], y[held] if len(held) else y[train]),
         "evaluated_on": "holdout" if len(held) else "train (too few architectures to hold any out)",
@@ -297,16 +357,22 @@ def calibrate(
         "n_train": int(len(train)),
         "n_holdout": int(len(held)),
         "measured_ms": {"min": float(y.min()), "median": float(np.median(y)), "max": float(y.max())},
-        "model": "lookup table + analytical fallback" if ops else "analytical",
+        "model": model_name,
+        "method": method if (ops or method == "networks") else "analytical",
+        "runtime": rt.name,
         "analytical_only": fit_diagnostics(
             analytic_pred[held] if len(held) else analytic_pred[train], y[held] if len(held) else y[train]
         ),
         "lut_ops_measured": int(len(ops)),
+        "machine_unstable": state["unstable"],
         "seconds": time.perf_counter() - t_start,
     }
+    if fit_info is not None:
+        diag["network_fit"] = {k: v for k, v in fit_info.items() if k != "train"}
     meta = {
         "threads": threads,
         "batch": batch,
+        **runtime_meta(rt),
         "measured_on": (
             measure_on if measure_on == "cpu" else torch.cuda.get_device_name(torch.device(measure_on))
         ),
@@ -321,28 +387,17 @@ def calibrate(
         "platform": platform.platform(),
         "processor": processor_name(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine_state": state,
         "fit": diag,
     }
     profile = DeviceProfile(
         device_name,
         tuple(table.feature_names),
-        tuple(coef),
+        tuple(float(c) for c in coef),
         intercept,
         space_signature(space),
         meta,
-        lut=tuple(map(tuple, lut_table)) if ops else None,
+        lut=tuple(map(tuple, stored_lut)) if stored_lut is not None else None,
         lut_scale=lut_scale,
     )
     return profile, diag
-
-
-def processor_name() -> str:
-    """CPU model: ``platform.processor()`` is often empty on Linux, so fall back to /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -105,6 +105,23 @@ class DeviceProfile:
                 f"(feature scales differ between space configurations); {RECALIBRATE_HINT}"
             )
 
+    @property
+    def runtime(self) -> str:
+        """The inference runtime the profile's latencies were measured in (profiles from before runtimes
+        were recorded: torch)."""
+        return str(self.meta.get("runtime", "torch"))
+
+    def check_runtime(self, runtime: str) -> None:
+        """Raise :class:`ProfileError` unless this profile was measured in ``runtime``: latencies of one
+        runtime say little about another's (they even order networks differently)."""
+        if self.runtime != runtime:
+            raise ProfileError(
+                f"profile {self.name!r} was measured in runtime {self.runtime!r}"
+                f" {self.meta.get('runtime_version', '')}".rstrip()
+                + f", not {runtime!r}: calibrate one for {runtime} (`nas latency calibrate --runtime"
+                f" {runtime}`) or pass --runtime {self.runtime}"
+            )
+
     # --- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

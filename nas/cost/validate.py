@@ -20,6 +20,7 @@ import numpy as np
 from nas.cost.calibrate import distinct_samples, fit_diagnostics, fit_nnls, measure_latencies_ms
 from nas.cost.model import CostModel
 from nas.cost.profile import DeviceProfile
+from nas.cost.runtimes import DEFAULT_RUNTIME
 
 
 def measure_archs(
@@ -29,13 +30,23 @@ def measure_archs(
     batch: int = 1,
     repeats: int = 40,
     progress: bool = False,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> np.ndarray:
-    """Measured latency (ms) of each architecture's standalone network, all timed in the same rounds."""
+    """Measured latency (ms) of each architecture's standalone network in ``runtime``, all timed in the same
+    rounds."""
     space = model.space
     supernet = space.build_supernet()
     nets = [supernet.extract(space.to_spec(space.arch(a))) for a in archs]
     return measure_latencies_ms(
-        nets, space.input_shape, batch, threads, warmup=5, repeats=repeats, progress=progress, min_seconds=3.0
+        nets,
+        space.input_shape,
+        batch,
+        threads,
+        warmup=5,
+        repeats=repeats,
+        progress=progress,
+        min_seconds=3.0,
+        runtime=runtime,
     )
 
 
@@ -47,11 +58,14 @@ def validate(
     batch: int = 1,
     repeats: int = 40,
     progress: bool = False,
+    runtime: str = DEFAULT_RUNTIME,
 ) -> dict[str, Any]:
-    """Sample ``n`` distinct architectures (seed differs from calibration's), predict and measure them."""
+    """Sample ``n`` distinct architectures (seed differs from calibration's), predict and measure them in
+    ``runtime`` (the profile must have been measured in it)."""
+    model.profile.check_runtime(runtime)
     space = model.space
     chosen = distinct_samples(space, n, seed)
-    measured = measure_archs(model, chosen, threads, batch, repeats, progress)
+    measured = measure_archs(model, chosen, threads, batch, repeats, progress, runtime)
     predicted = model.predict(chosen)
     report = fit_diagnostics(predicted, measured)
     report.update(
@@ -59,6 +73,7 @@ def validate(
             "n": len(chosen),
             "threads": threads,
             "batch": batch,
+            "runtime": runtime,
             "device": model.profile.name,
             "rows": [
                 {"arch_id": a.id, "predicted_ms": float(p), "measured_ms": float(m)}
@@ -87,6 +102,20 @@ def refit(
             model.profile, coef=tuple(c * scale for c in model.profile.coef), intercept=intercept, meta=meta
         )
     )
+
+
+def session_summary(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and range over repeated calibrate-then-validate sessions of each figure of :func:`validate`."""
+    out: dict[str, Any] = {"sessions": len(reports)}
+    for key in ("kendall_tau", "mape", "within_10pct"):
+        values = np.array([float(r[key]) for r in reports])
+        out[key] = {
+            "mean": float(values.mean()),
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "per_session": values.tolist(),
+        }
+    return out
 
 
 def plot_validation(report: dict[str, Any], path: str | os.PathLike[str]) -> None:

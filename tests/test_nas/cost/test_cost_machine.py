@@ -1,0 +1,124 @@
+"""Machine-state guard: the reference op a calibration records, the warning when the machine has changed, and
+a calibration beside a CPU-bound process being flagged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nas.cli import main
+from nas.cost import calibrate
+from nas.cost.fit import fit_op_table, fitted_profile
+from nas.cost.machine import DRIFT_LIMIT, machine_id, machine_state_warning
+from nas.run.context import build_space, resolve_config
+
+SPACE = build_space(resolve_config(None, None, ["space.name=tiny", "data.resolution=16"]))
+TINY = ["--space=tiny", "--data.resolution=16", "--quiet"]
+
+
+def _profile_with_reference(tmp_path, reference_ms: float, host: str | None = None):
+    archs = [SPACE.smallest(), SPACE.largest(), *(SPACE.sample(np.random.default_rng(i)) for i in range(10))]
+    y = 0.2 + 0.01 * SPACE.lower(SPACE.encode_batch(archs)).sum(axis=1)
+    fit, _ = fit_op_table(SPACE, archs, y, cross_validate=False)
+    state = {**machine_id(), "reference_ms": reference_ms}
+    if host is not None:
+        state["host"] = host
+    return fitted_profile(SPACE, fit, "cpu", {"machine_state": state}).save(tmp_path / "p.json")
+
+
+def _busy_loops(seconds: float) -> list[subprocess.Popen]:
+    """Enough CPU-bound processes to take most of every core for ``seconds`` (each exits on its own)."""
+    code = f"import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass\n"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4 * (os.cpu_count() or 1))]
+
+
+def test_warning_names_both_speeds_and_the_remedy():
+    meta = {"machine_state": {**machine_id(), "reference_ms": 0.100}}
+    slower = machine_state_warning(meta, "cpu", reference_ms=0.130)
+    assert (
+        slower is not None
+        and "0.130 ms now" in slower
+        and "took 0.100 ms" in slower
+        and "30% slower" in slower
+    )
+    assert "nas latency calibrate" in slower and "nas latency measure --refit" in slower
+    assert "faster" in machine_state_warning(meta, "cpu", reference_ms=0.05)
+    assert machine_state_warning(meta, "cpu", reference_ms=0.100 * (1 + DRIFT_LIMIT * 0.9)) is None
+    other = {"machine_state": {**machine_id(), "host": "another-machine", "reference_ms": 0.1}}
+    assert machine_state_warning(other, "cpu", reference_ms=1.0) is None  # not calibrated here: not checked
+    assert machine_state_warning({}, "cpu", reference_ms=1.0) is None
+
+
+def test_predicting_with_a_profile_whose_machine_changed_prints_one_warning_line(tmp_path, capsys):
+    """A profile recording a reference op 1000x faster than any machine runs it: this machine has changed."""
+    arch = tmp_path / "arch.json"
+    arch.write_text(SPACE.largest().to_json())
+    prof = _profile_with_reference(tmp_path, reference_ms=1e-4)
+    assert main(["latency", "predict", "--arch", str(arch), "--profile", str(prof), *TINY]) == 0
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nas: warning: machine state changed"), captured.err
+    assert "took 0.000 ms" in lines[0] and "slower" in lines[0] and "nas latency measure --refit" in lines[0]
+    assert "ms predicted on cpu" in captured.out
+    other = _profile_with_reference(tmp_path, reference_ms=1e-4, host="another-machine")
+    assert main(["latency", "predict", "--arch", str(arch), "--profile", str(other), *TINY]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_calibration_records_the_reference_and_load():
+    profile, diag = calibrate(SPACE, n_archs=4, seed=0, warmup=1, repeats=2, lut=False)
+    state = profile.meta["machine_state"]
+    assert state["host"] == machine_id()["host"] and len(state["reference_samples_ms"]) >= 2
+    assert state["reference_ms"] > 0 and state["drift"] >= 0 and isinstance(state["unstable"], bool)
+    assert state["load_average_1min"]["start"] >= 0 and diag["machine_unstable"] == state["unstable"]
+
+
+def test_calibration_beside_a_cpu_bound_process_is_flagged():
+    """Busy loops take the cores for the first 1.5 s of a >= 3 s calibration: its reference op slows, then
+    recovers, and the profile is marked unstable with the reason."""
+    procs = _busy_loops(1.5)
+    try:
+        time.sleep(0.2)  # let them start
+        profile, _ = calibrate(SPACE, n_archs=4, seed=0, warmup=1, repeats=2, lut=False)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    state = profile.meta["machine_state"]
+    assert state["unstable"] is True and state["drift"] > DRIFT_LIMIT, state
+    assert "moved by" in state["why"] and "load average" in state["why"]
+
+
+def test_strict_calibration_on_a_busy_machine_saves_nothing(tmp_path, capsys):
+    out = tmp_path / "cpu.json"
+    procs = _busy_loops(1.5)
+    try:
+        time.sleep(0.2)
+        rc = main(["latency", "calibrate", "--n=4", "--strict", "--profile", str(out), *TINY])
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "not saved" in err and "moved by" in err, err
+    assert not out.exists()
+
+
+def test_validate_sessions_reports_mean_and_range(tmp_path, capsys):
+    args = ["latency", "validate", "--sessions=2", "--n=4", "--calibration-n=4", "--json", *TINY]
+    assert main([*args, "--out-dir", str(tmp_path)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    sessions = summary["sessions"]
+    assert sessions["sessions"] == 2
+    for key in ("kendall_tau", "mape", "within_10pct"):
+        s = sessions[key]
+        assert len(s["per_session"]) == 2 and s["min"] <= s["mean"] <= s["max"]
+        assert s["mean"] == pytest.approx(np.mean(s["per_session"]))
+    report = json.loads((tmp_path / "latency_validation.json").read_text())
+    assert len(report["per_session"]) == 2 and all(len(r["rows"]) == 4 for r in report["per_session"])
