@@ -1,4 +1,4 @@
-"""Search loop: controller.ask -> predicted latency -> inherited-weight accuracy -> controller.tell.
+"""Search loop: controller.ask -> predicted latency -> accuracy (supernet or table) -> controller.tell.
 
 Evaluations are cached by architecture id (within and across resumed runs, and
 across the workers sharing one study), so a controller that proposes the same
@@ -23,6 +23,7 @@ from nas.evaluation import evaluate_arch
 from nas.pareto import pareto_front
 from nas.run.context import RunContext
 from nas.run.files import atomic_write_json, atomic_write_text
+from nas.tables import BenchmarkTable, found_summary
 from nas.trials import TrialRow
 from supernets.base import Supernet
 
@@ -70,8 +71,14 @@ def history(ctx: RunContext, controller: Controller, limits: dict[str, Limit]) -
     )
 
 
-def run_search(ctx: RunContext, supernet: Supernet, costs: list[CostModel]) -> dict[str, Any]:
-    """``costs[0]`` is the first device's model; one latency objective per device of ``search.devices``."""
+def run_search(
+    ctx: RunContext, supernet: Supernet | None, costs: list[CostModel], table: BenchmarkTable | None = None
+) -> dict[str, Any]:
+    """``costs[0]`` is the first device's model; one latency objective per device of ``search.devices``.
+
+    With a benchmark ``table`` (``search.evaluator=table``) accuracies (and, with its latency column, the
+    first device's latency) come from the table and ``supernet`` may be None.
+    """
     scfg = ctx.cfg.search
     controller, limits = open_controller(ctx, costs)
     learn_s = 0.0
@@ -95,8 +102,15 @@ def run_search(ctx: RunContext, supernet: Supernet, costs: list[CostModel]) -> d
                 f" {state['argmax_latency_ms']:.3f} ms; "
                 + ("already evaluated" if argmax.id in done else "evaluated first")
             )
-        result = _search_loop(ctx, supernet, costs, controller, limits)
+        result = _search_loop(ctx, supernet, costs, controller, limits, table)
         result["search_seconds"] += learn_s  # a gradient controller's learning phase is part of its search
+        if table is not None and result["rows"]:
+            found = result["table"] = found_summary(table, ctx.space, result["rows"])
+            ctx.say(
+                f"{table.describe()}: best found trial {found['trial']} {found['arch']}:"
+                f" {100 * found['accuracy']:.2f}%; the table's optimum {100 * found['optimum']:.2f}% (regret"
+                f" {100 * found['regret']:.2f} points, rank {found['rank']} of {found['networks']} networks)"
+            )
         return result
     finally:
         controller.close()  # stops a shared storage's heartbeat thread
@@ -104,16 +118,17 @@ def run_search(ctx: RunContext, supernet: Supernet, costs: list[CostModel]) -> d
 
 def _search_loop(
     ctx: RunContext,
-    supernet: Supernet,
+    supernet: Supernet | None,
     costs: list[CostModel],
     controller: Controller,
     limits: dict[str, Limit],
+    table: BenchmarkTable | None = None,
 ) -> dict[str, Any]:
     scfg = ctx.cfg.search
     shared = controller.shared  # other workers add trials to the same study
     cache = {r["arch_id"]: r["accuracy"] for r in controller.history()}
     done = controller.n_finished()
-    chosen_spec = supernet.read_spec()
+    chosen_spec = supernet.read_spec() if supernet is not None else None
     if done == 0 and chosen_spec is not None:  # single-path: the thresholds' choice is evaluated first
         chosen = ctx.space.arch_from_spec(chosen_spec)
         controller.enqueue(chosen)
@@ -138,11 +153,13 @@ def _search_loop(
         if arch is None:
             break
         latency, *extra = (float(v) for v in predict_many(costs, [arch])[0])  # one encoding for every device
+        tabulated = table.latency_of(arch) if table is not None else None
+        latency = latency if tabulated is None else tabulated
         network = {k: float(v[0]) for k, v in network_metrics(ctx.space, [arch]).items()}
         if arch.id not in cache and shared:  # another worker may have evaluated it meanwhile
             cache.update((r["arch_id"], r["accuracy"]) for r in controller.history())
         if arch.id not in cache:
-            cache[arch.id] = evaluate_arch(ctx, supernet, arch)
+            cache[arch.id] = _evaluate(ctx, supernet, table, arch)
         acc = cache[arch.id]
         controller.tell([arch], [Objectives(acc, latency, tuple(extra), network)])
         n = controller.n_finished()
@@ -169,6 +186,15 @@ def _search_loop(
         "limits": limits,
         "devices": list(scfg.devices),
     }
+
+
+def _evaluate(ctx: RunContext, supernet: Supernet | None, table: BenchmarkTable | None, arch: Any) -> float:
+    """The table's accuracy of ``arch``'s network, else the supernet's (inherited weights)."""
+    if table is not None:
+        return table.accuracy_of(arch)
+    if supernet is None:
+        raise ValueError("a search without a benchmark table evaluates on the supernet: pass one")
+    return evaluate_arch(ctx, supernet, arch)
 
 
 HISTORY_COLUMNS = ("trial", "arch_id", "val_accuracy")

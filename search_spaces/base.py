@@ -92,6 +92,29 @@ class SearchSpace(ABC):
         self.validate(values)
         return Arch(self.canonicalize(dict(values)))
 
+    def parse_arch(self, text: str) -> Arch:
+        """An architecture written as text (a CSV cell, a JSON line): its JSON object by default.
+
+        A space with a string form of its own (a cell string, a block string)
+        overrides this to accept that form too, so files users bring name
+        architectures the way the space's own literature does.
+        """
+        import json
+
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise InvalidArchitectureError(
+                f"{text!r} is not an architecture of space {self.name!r}:"
+                f" not a JSON object of choice -> value ({exc})"
+            ) from None
+        return self.arch(data)
+
+    def format_arch(self, arch: Mapping[str, Any]) -> str:
+        """``arch``'s network as text :meth:`parse_arch` reads back: its canonical JSON by default, the
+        space's own string form where it has one (what messages and reports show)."""
+        return self.arch(arch).to_json()
+
     def canonicalize(self, values: dict[str, Any]) -> dict[str, Any]:
         """Normalise choices that do not change the network (e.g. blocks beyond a stage's depth)."""
         return values

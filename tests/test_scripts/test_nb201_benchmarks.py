@@ -1,0 +1,131 @@
+"""The nb201 benchmark scripts on tiny settings: they resume from their data files, refuse to mix recipes,
+and render their reports from the data alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_nb201_controllers as controllers  # noqa: E402
+import bench_nb201_ground_truth as ground_truth  # noqa: E402
+import bench_nb201_ranking as ranking  # noqa: E402
+
+
+# --- controllers ------------------------------------------------------------------------------------------
+def test_controller_benchmark_resumes_and_reads_its_figures_off_the_data(tmp_path, capsys):
+    args = argparse.Namespace(
+        seeds=2, trials=30, datasets="cifar10", controllers="random,evolution", exclude="", population=5,
+        mo_trials=20, mo_seeds=2, device="mobile-big-core", jobs=1,
+    )  # fmt: skip
+    path = tmp_path / "data" / "nb201_controllers.json"
+    raw = controllers.measure(args, None, path)
+    assert len(raw["runs"]) == 2 * 2 + 2 * 2  # accuracy and latency protocols, 2 controllers x 2 seeds
+    again = controllers.measure(args, json.loads(path.read_text()), path)
+    assert len(again["runs"]) == 8  # nothing new to run
+    acc = raw["tables"]["cifar10"]["accuracy_by_rank"]
+    assert acc == sorted(acc, reverse=True) and len(acc) == 6466 and round(acc[0], 2) == 94.37
+    for run in raw["runs"]:
+        ranks = [r for _, r in run["best"]]
+        assert ranks == sorted(ranks, reverse=True) and len(set(ranks)) == len(ranks)  # improvements only
+        assert controllers.best_at(run, 30) == ranks[-1] and run["trials"] == (
+            30 if run["protocol"] == "accuracy" else 20
+        )
+    (md,) = [p for p in controllers.render(raw, tmp_path, figures=False) if p.suffix == ".md"]
+    text = md.read_text()
+    assert "## CIFAR-10: best test accuracy found (%)" in text and "| evolution | 2 | 30 |" in text
+    assert "## CIFAR-10: accuracy vs. predicted latency under a budget" in text
+    assert "REA (`evolution`) | 93.92 ± 0.30" in text and "BOHB" in text
+    assert controllers.trials_to({"best": [[3, 900], [12, 60], [20, 5]]}, 65) == 12
+    assert controllers.trials_to({"best": [[3, 900]]}, 7) == float("inf")
+
+
+# --- ground truth -----------------------------------------------------------------------------------------
+def _gt_args(**kw) -> argparse.Namespace:
+    base = dict(
+        archs=6, seeds=2, epochs=1, train_limit=256, val_limit=200, C=4, N=1, entangled=False, batch_size=64,
+        lr=0.1, resolution=16, data="digits", stratify="cifar10", arch_seed=0, workers=2, max_new=None,
+        cache="unused",
+    )  # fmt: skip
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """Standalone 'training' that returns a known accuracy (the NATS CIFAR-10 one, shifted per seed)."""
+    import nas.ranking
+    from nas.tables import load_table
+    from search_spaces import create_space
+
+    table = load_table(create_space("nb201"), "nats:cifar10")
+    calls: list[tuple[str, int]] = []
+
+    def train(cfg, archs, seeds, epochs, out_dir, workers, say=print):
+        out = {}
+        for a in archs:
+            for s in seeds:
+                calls.append((a.id, s))
+                out[(a.id, s)] = {"arch_id": a.id, "seed": s, "epochs": epochs, "seconds": 1.0,
+                                  "val_acc": table.accuracy_of(a) - 0.001 * s}  # fmt: skip
+        return out
+
+    monkeypatch.setattr(nas.ranking, "train_standalone_all", train)
+    return calls
+
+
+def test_ground_truth_accumulates_and_never_retrains(tmp_path, fake_training):
+    path = tmp_path / "data" / "nb201_ground_truth.json"
+    raw = ground_truth.measure(_gt_args(max_new=4), None, path)
+    assert len(raw["results"]) == 4 and len(fake_training) == 4
+    first_archs = {a for a, _ in fake_training}
+    assert len(first_archs) == 2  # the pilot: 2 architectures x 2 seeds, spread over the strata
+    raw = ground_truth.measure(_gt_args(), json.loads(path.read_text()), path)
+    assert len(raw["results"]) == 12 and len(fake_training) == 12  # only the 8 missing were trained
+    assert len({(r["arch_id"], r["seed"]) for r in raw["results"]}) == 12
+    nats = [a["nats_cifar10"] for a in raw["archs"]]
+    assert len(raw["archs"]) == 6 and nats == sorted(nats)  # one per stratum, in stratum order
+    assert min(nats) < 88 and max(nats) > 92.5  # from the weakest sixth of the networks to the best
+    with pytest.raises(SystemExit, match="other settings \\(epochs"):
+        ground_truth.measure(_gt_args(epochs=2), json.loads(path.read_text()), path)
+    md = ground_truth.render(json.loads(path.read_text()), tmp_path)[0].read_text()
+    assert "12 of 12 trainings done" in md and "Incomplete" not in md
+    assert "Seed-to-seed Kendall tau (mean over seed pairs): **1.000**" in md  # seeds agree by construction
+    assert "vs. NATS-Bench CIFAR-10 test accuracy: 1.000" in md
+    assert md.count("\\|") > 0 and "| 6 of" not in md
+
+
+def test_spread_order_spreads_every_prefix():
+    order = ground_truth.spread_order(40)
+    assert sorted(order) == list(range(40))
+    assert max(order[:4]) - min(order[:4]) >= 25 and len(set(order[:2])) == 2
+
+
+# --- ranking ----------------------------------------------------------------------------------------------
+def test_ranking_benchmark_trains_only_supernets_against_the_truth(tmp_path, fake_training):
+    truth = tmp_path / "data" / "nb201_ground_truth.json"
+    ground_truth.measure(_gt_args(archs=6, seeds=2), None, truth)
+    n_fake = len(fake_training)
+    args = argparse.Namespace(
+        samplers="uniform", distill="false", entangled="true", seeds=1, supernet_epochs=1, bn_recal_batches=2,
+        truth=str(truth), root=str(tmp_path / "runs"),
+    )  # fmt: skip
+    path = tmp_path / "data" / "nb201_ranking.json"
+    raw = ranking.measure(args, None, path)
+    assert len(fake_training) == n_fake  # no standalone training
+    (run,) = raw["runs"]
+    assert run["recipe"] == "uniform" and len(run["supernet_acc"]) == 6
+    assert -1 <= run["kendall_tau"] <= 1 and 0 <= run["top5_overlap"] <= 1
+    assert set(raw["baselines"]) == {"macs", "params"}
+    again = ranking.measure(args, json.loads(path.read_text()), path)
+    assert len(again["runs"]) == 1  # resumed: nothing retrained
+    md = ranking.render(again, tmp_path)[0].read_text()
+    assert "| uniform | uniform | no | centre of 3x3 | 1 |" in md and "rank by macs (zero-cost)" in md
+    assert np.isfinite(run["train_seconds"]) and "Reproduce: `" in md
