@@ -1,20 +1,25 @@
-"""``timm:<model>``: an elastic space built around a timm MobileNetV3-family model's own blocks.
+"""``timm:<model>``: an elastic space built around a timm model's own layers.
 
-The model's block definitions give the stages (widths, strides, activations,
-squeeze-excite), the stem and the head; the space's choices are taken *around*
-them: every kernel size the model uses plus 3/5/7, every expand ratio it uses
-plus 3/4/6 (never above its largest), and stage depths from its shallowest to its
-deepest stage. The model's own widths are the maximum (``width_mult`` scales
-them all, as for ``mbv3``). The model itself is a
-member of the space (``space.timm_arch``), and a local timm checkpoint, when
-given, initialises the supernet so that this architecture reproduces the timm
-model's outputs exactly (kernels are written into the centre of the superkernel,
-channels into the prefix, as weight entanglement expects).
+The prefix factory creates the model (random weights: nothing is downloaded)
+and hands it to the converter of its family:
 
-Only MobileNetV3-style models map one to one onto the MBConv supernet (ReLU /
-hard-swish, hard-sigmoid squeeze-excite on the expanded width, a 1x1 head
-expansion then a pooled conv head). EfficientNets (SiLU, sigmoid SE sized on
-the block input, different head) are refused with a message saying so.
+- MobileNetV3 (here): the block definitions give the stages (widths, strides,
+  activations, squeeze-excite), the stem and the head; the choices are taken
+  *around* them: every kernel size the model uses plus 3/5/7, every expand ratio
+  it uses plus 3/4/6 (never above its largest), and stage depths from its
+  shallowest to its deepest stage. The model's own widths are the maximum
+  (``width_mult`` scales them all, as for ``mbv3``). The model is a member of the
+  space (``space.timm_arch``), and a local timm checkpoint initialises the supernet
+  so that this architecture reproduces the timm model's outputs exactly (kernels
+  are written into the centre of the superkernel, channels into the prefix);
+- EfficientNet and MobileNetV2 (timm's EfficientNet class):
+  :mod:`search_spaces.timm_efficientnet`;
+- ResNet (basic and bottleneck, ``*d`` variants): :mod:`search_spaces.timm_resnet`;
+- VisionTransformer: :mod:`search_spaces.timm_vit`.
+
+Any other model, and any block a converter cannot map, is refused with one line
+naming the module and the construct. With a checkpoint, every elastic layer's
+channels are then sorted by importance (``reorder: false`` keeps the order).
 """
 
 from __future__ import annotations
@@ -26,17 +31,19 @@ import torch
 from torch import nn
 
 from search_spaces.arch import Arch
-from search_spaces.errors import UserError
+from search_spaces.base import SearchSpace
+from search_spaces.converted import ConversionError, read_checkpoint
 from search_spaces.mbv3 import MBV3Space
 from search_spaces.registry import SPACES
 from supernets.extract import slice_like
+from supernets.importance import reorder_by_importance
 from supernets.mbnet import MBSupernet
 
 _ACTS = {"ReLU": "relu", "Hardswish": "hswish"}
 
 
-class TimmModelError(UserError, ValueError):
-    """A timm model that cannot be turned into an MBConv space (the message says why)."""
+class TimmModelError(ConversionError):
+    """A timm model that cannot be turned into a space (the message says why)."""
 
 
 def _act(module: nn.Module, where: str) -> str:
@@ -120,8 +127,14 @@ def timm_space(
     resolution: int = 224,
     width_mult: float = 1.0,
     checkpoint: str | None = None,
-) -> MBV3Space:
-    """Build the space around ``model_name`` (created with random weights: nothing is downloaded)."""
+    model_kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> SearchSpace:
+    """Build the space around ``model_name`` (created with random weights: nothing is downloaded).
+
+    ``model_kwargs`` go to ``timm.create_model`` (a model of custom widths); ``options`` to the family's
+    converter (``reorder``, and ratios of the model's sizes such as ``width_ratios``).
+    """
     try:
         import timm
     except ImportError as exc:  # pragma: no cover - timm is a dependency
@@ -133,7 +146,64 @@ def timm_space(
         )
     if model_name not in timm.list_models():
         raise TimmModelError(f"timm has no model {model_name!r} (see `timm.list_models('mobilenetv3*')`)")
-    model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
+    kwargs = dict(model_kwargs or {})
+    model = _create(timm, model_name, num_classes, kwargs, resolution)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise TimmModelError(f"timm checkpoint {checkpoint} does not exist")
+    common: dict[str, Any] = dict(
+        model_name=model_name,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        resolution=resolution,
+        width_mult=width_mult,
+        checkpoint=checkpoint,
+        model_kwargs=kwargs,
+    )
+    families = timm.models
+    if isinstance(model, families.mobilenetv3.MobileNetV3):
+        return _mobilenetv3_space(model, **common, **options)
+    if isinstance(model, families.efficientnet.EfficientNet):
+        from search_spaces.timm_efficientnet import describe_timm_mbconv, mbconv_space
+
+        return mbconv_space("timm", describe_timm_mbconv(model, model_name), **common, **options)
+    if isinstance(model, families.resnet.ResNet):
+        from search_spaces.timm_resnet import resnet_space
+
+        return resnet_space("timm", model, **common, **options)
+    if isinstance(model, families.vision_transformer.VisionTransformer):
+        from search_spaces.timm_vit import vit_space
+
+        return vit_space(model, **common, **options)
+    raise TimmModelError(
+        f"timm model {model_name!r} is a {type(model).__module__}.{type(model).__name__}; the converter maps"
+        " MobileNetV3, EfficientNet / MobileNetV2, ResNet and VisionTransformer models"
+    )
+
+
+def _create(timm: Any, name: str, num_classes: int, kwargs: dict[str, Any], resolution: int) -> nn.Module:
+    """``timm.create_model`` with random weights; a ViT is created at the data's resolution."""
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        if isinstance(model, timm.models.vision_transformer.VisionTransformer) and "img_size" not in kwargs:
+            kwargs["img_size"] = resolution  # its position embeddings are sized for the images it sees
+            model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise TimmModelError(f"timm model {name!r} with model_kwargs={kwargs}: {exc}") from None
+    return model
+
+
+def _mobilenetv3_space(
+    model: nn.Module,
+    model_name: str,
+    num_classes: int,
+    in_channels: int,
+    resolution: int,
+    width_mult: float,
+    checkpoint: str | None,
+    model_kwargs: dict[str, Any],
+    reorder: bool = True,
+) -> MBV3Space:
+    """A MobileNetV3: the ``mbv3`` space around its own blocks (``timm:mobilenetv3_*``)."""
     d = describe_timm_model(model, model_name)
     if d["stem_act"] != "hswish":
         raise TimmModelError(
@@ -182,22 +252,27 @@ def timm_space(
             values[f"s{i}.b{j}.kernel"] = r["kernel"] if r else space.cfg.kernels[0]
             values[f"s{i}.b{j}.expand"] = r["expand"] if r else space.cfg.expands[0]
     space.timm_arch = space.arch(values)
-    space.checkpoint = checkpoint
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise TimmModelError(f"timm checkpoint {checkpoint} does not exist")
+    space.model_kwargs = dict(model_kwargs)
+    space.checkpoint, space.reorder = checkpoint, bool(reorder)
     return space
 
 
 class _TimmMBV3Space(MBV3Space):
     timm_arch: Arch
+    model_kwargs: dict[str, Any]
     checkpoint: str | None = None
+    reorder: bool = True
+
+    def reference_arch(self) -> Arch:
+        """The timm model's own architecture: a ``"60%"`` budget is 60% of what the model costs."""
+        return self.timm_arch
 
     def build_supernet(self) -> MBSupernet:
         net = super().build_supernet()
         if self.checkpoint is not None:
-            load_timm_checkpoint(
-                net, self, torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-            )
+            load_timm_checkpoint(net, self, read_checkpoint(self.checkpoint))
+            if self.reorder:
+                reorder_by_importance(net, self.to_spec(self.timm_arch))
         return net
 
 

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from nas.constraints import Limit, describe
-from nas.cost import CostModel, measure_latency_ms, predict_many
-from nas.cost.calibrate import processor_name
+from nas.cost import CostModel, predict_many
+from nas.cost.calibrate import measure_latencies_ms, processor_name
+from nas.cost.runtimes import get_runtime
 from nas.evaluation import accuracy, recalibrate_bn
 from nas.export.formats import ExportJob, format_files, resolve_formats, space_settings, write_formats
 from nas.run.context import RunContext
@@ -103,16 +104,23 @@ def export_arch(
     feats, _ = forward_features(static_cpu, ctx.space.input_shape)
     macs = int(feats[0] + feats[1])
     # measured before the formats are written: the timm check runs in a second process meanwhile
-    measured = measure_latency_ms(
-        static_cpu,
-        ctx.space.input_shape,
-        batch=1,
-        threads=latency_threads,
-        repeats=ctx.cfg.export.latency_repeats,
+    runtime = get_runtime(ctx.cfg.export.runtime, setting="export.runtime")
+    measured = float(
+        measure_latencies_ms(
+            [static_cpu],
+            ctx.space.input_shape,
+            batch=1,
+            threads=latency_threads,
+            repeats=ctx.cfg.export.latency_repeats,
+            min_seconds=1.5,
+            runtime=runtime.name,
+        )[0]
     )
     by_device = dict(zip(ctx.cfg.search.devices, (float(v) for v in predict_many(costs, [arch])[0])))
     primary = ctx.cfg.search.devices[0]
     predicted = by_device[primary]
+    # comparable only for a profile of this machine measured in the same runtime
+    comparable = primary == "cpu" and costs[0].profile.runtime == runtime.name
 
     (out_dir / "meta.json").unlink(
         missing_ok=True
@@ -159,11 +167,14 @@ def export_arch(
         "latency_measured_ms": measured,
         "latency_pred_ms_by_device": by_device,
         # the measurement runs on this machine's CPU: comparable with the prediction only for the cpu profile
-        "latency_error_pct": 100.0 * (predicted - measured) / measured if primary == "cpu" else None,
+        "latency_error_pct": 100.0 * (predicted - measured) / measured if comparable else None,
         "latency_setup": {
             "batch": 1,
             "threads": latency_threads,
             "device": "cpu",
+            "runtime": runtime.name,
+            "runtime_version": runtime.version(),
+            "profile_runtime": costs[0].profile.runtime,
             "processor": processor_name(),
             "repeats": ctx.cfg.export.latency_repeats,
         },

@@ -49,7 +49,10 @@ class ExportFormat:
     and returns the :data:`Result`; most formats check before returning, a
     ``background`` format (timm, checked in a second interpreter) is started first
     and finished last so its check overlaps the others'. ``inapplicable(space)``
-    returns why the format cannot represent the space's networks (None: it can).
+    returns why the format cannot represent the space's networks (None: it can);
+    ``missing()`` why it cannot be written on this machine (a runtime package not
+    installed). An ``optional`` format is written only when asked for by name (or
+    by ``all``): it needs an optional package and takes seconds to convert.
     """
 
     name: str
@@ -58,6 +61,8 @@ class ExportFormat:
     inapplicable: Callable[[Any], str | None] = lambda space: None
     aliases: tuple[str, ...] = ()
     background: bool = False
+    optional: bool = False
+    missing: Callable[[], str | None] = lambda: None
 
 
 _ALIASES: dict[str, str] = {}
@@ -94,21 +99,28 @@ def _inapplicable(space: Any) -> dict[str, str]:
 
 
 def resolve_formats(requested: list[str] | None, space: Any) -> list[str]:
-    """The formats to write, in registration order; ``None`` (or ``all``) = every format that applies to
-    ``space``.
+    """The formats to write, in registration order; ``None`` = every format that applies to ``space`` except
+    the optional ones, ``all`` = every one that applies and can be written here.
 
-    An unknown name, or a format that cannot represent this space's networks, is a
-    :class:`ConfigError` (one line) raised before any work.
+    An unknown name, a format that cannot represent this space's networks, or one
+    whose runtime is not installed is a :class:`ConfigError` (one line) raised
+    before any work.
     """
     skip = _inapplicable(space)
     order = format_names()
-    if requested is None or [str(f).strip().lower() for f in requested] in (["all"], []):
-        return [f for f in order if f not in skip]
+    words = None if requested is None else [str(f).strip().lower() for f in requested]
+    if words is None or words == []:
+        return [f for f in order if f not in skip and not EXPORT_FORMATS.get(f).optional]
+    if words == ["all"]:
+        return [f for f in order if f not in skip and EXPORT_FORMATS.get(f).missing() is None]
     names = []
-    for raw in requested:
+    for raw in requested or []:
         name = EXPORT_FORMATS.canonical(str(raw), setting="export.formats / --format")
         if name in skip:
             raise ConfigError(f"export format {name!r} does not apply to space {space.name!r}: {skip[name]}")
+        why = EXPORT_FORMATS.get(name).missing()
+        if why:
+            raise ConfigError(f"export format {name!r} cannot be written here: {why}")
         names.append(name)
     return [f for f in order if f in names]
 
@@ -246,9 +258,11 @@ def _write_torch_export(job: ExportJob) -> dict[str, Any]:
     }
 
 
-def _write_onnx(job: ExportJob) -> dict[str, Any]:
-    import onnxruntime as ort
-
+def onnx_model(job: ExportJob) -> tuple[bytes, int | None]:
+    """The network as ONNX (dynamic batch) and its opset, made once per export (``onnx`` and ``openvino``
+    both check it)."""
+    if "onnx" in job.shared:
+        return job.shared["onnx"]
     program = job.shared.get("program")  # torch.export's program when that format ran: no second trace
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -274,13 +288,20 @@ def _write_onnx(job: ExportJob) -> dict[str, Any]:
                 output_names=[ONNX_OUTPUT],
                 verbose=False,
             )
-    data = onnx_program.model_proto.SerializeToString()
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    out = torch.from_numpy(session.run([ONNX_OUTPUT], {ONNX_INPUT: job.x.numpy()})[0])
-    atomic_write_bytes(job.out_dir / "model.onnx", data)
     opset = next(
         (o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None
     )
+    job.shared["onnx"] = (onnx_program.model_proto.SerializeToString(), opset)
+    return job.shared["onnx"]
+
+
+def _write_onnx(job: ExportJob) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    data, opset = onnx_model(job)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    out = torch.from_numpy(session.run([ONNX_OUTPUT], {ONNX_INPUT: job.x.numpy()})[0])
+    atomic_write_bytes(job.out_dir / "model.onnx", data)
     return {
         "file": "model.onnx",
         "load": f"onnxruntime.InferenceSession(FILE).run(['{ONNX_OUTPUT}'], {{'{ONNX_INPUT}': x}})",

@@ -79,7 +79,11 @@ class StepPlan:
 
 @dataclass
 class SupernetPlan(StepPlan):
-    """Sampled subnetworks each step (``train.sampler``), the largest as teacher; any supernet kind."""
+    """Sampled subnetworks each step (``train.sampler``), the space's reference as teacher; any supernet kind.
+
+    The reference is the largest architecture, or the original model's for a space converted from one
+    (``SearchSpace.reference_arch``): with a checkpoint, what the original knew is what teaches the others.
+    """
 
     ctx: RunContext
     rule: Callable[..., list[Arch]] = field(init=False)
@@ -91,6 +95,7 @@ class SupernetPlan(StepPlan):
     def __post_init__(self) -> None:
         self.rule = get_rule(self.ctx.cfg.train.sampler)
         self._largest = self.ctx.space.largest()
+        self._teacher = self.ctx.space.reference_arch()
 
     def archs(self, step: int, total_steps: int, rng: np.random.Generator) -> list[Arch | None]:
         t = self.ctx.cfg.train
@@ -111,7 +116,7 @@ class SupernetPlan(StepPlan):
         model.route_update(x, y, loss_fn, step)
 
     def teacher(self) -> Arch | None:
-        return self._largest
+        return self._teacher
 
     def evaluate(self, ctx: RunContext, model: nn.Module) -> dict[str, float]:
         out = {

@@ -79,10 +79,30 @@ def test_width_multiplier_scales_the_model_and_refuses_a_checkpoint(timm_checkpo
 
 
 def test_unsupported_and_unknown_models_are_named():
-    with pytest.raises(TimmModelError, match="efficientnet_b0"):
-        create_space("timm:efficientnet_b0")
+    with pytest.raises(TimmModelError, match="'convnext_atto' is a timm.models.convnext.ConvNeXt"):
+        create_space("timm:convnext_atto")
     with pytest.raises(TimmModelError, match="no model 'mobilenetv9'"):
         create_space("timm:mobilenetv9")
+
+
+def test_the_models_architecture_is_the_reference_and_reordering_keeps_it(timm_checkpoint):
+    """A "60%" budget is a share of the timm model's own architecture; sorting channels keeps its outputs."""
+    model, path = timm_checkpoint
+    plain = create_space(f"timm:{MODEL}", resolution=32, checkpoint=str(path), reorder=False)
+    space = create_space(f"timm:{MODEL}", resolution=32, checkpoint=str(path))
+    assert space.reference_arch() == space.timm_arch != space.largest()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        outs = {}
+        for label, s in (("plain", plain), ("sorted", space)):
+            net = s.build_supernet().eval()
+            with net.active(s.to_spec(s.timm_arch)):
+                outs[label] = net(x)
+            with net.active(s.to_spec(s.smallest())):
+                outs[label + "_small"] = net(x)
+        assert (outs["sorted"] - model(x)).abs().max().item() <= 1e-5
+        assert (outs["plain"] - outs["sorted"]).abs().max().item() <= 1e-5
+        assert (outs["plain_small"] - outs["sorted_small"]).abs().max().item() > 1e-6  # other channels kept
 
 
 def test_nas_train_on_a_timm_space_from_the_command_line(timm_checkpoint, tmp_path):
