@@ -16,22 +16,37 @@ from collections.abc import Sequence
 
 from nas.commands import COMMANDS
 from nas.commands.args import load_base, split_overrides
+from nas.commands.help import CommandParser, command_table
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nas`` parser: one sub-parser per command (a :class:`CommandParser`, whose help lists the settings
+    it reads); ``nas --help`` shows the README's command table, made of the commands' ``TABLE`` rows."""
     parser = argparse.ArgumentParser(
         prog="nas",
+        usage="nas <command> [options] [--section.key=VALUE ...]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Weight-sharing NAS: train a supernet, search it for accuracy vs. latency, export the winner."
+            "Weight-sharing NAS: train a supernet, search it for accuracy vs. latency, export the winner.\n\n"
+            "commands (`nas <command> --help` lists its options and the settings it reads):\n"
+            + command_table(row for command in COMMANDS for row in command.TABLE)
         ),
         epilog=(
-            "Settings: --section.key=value for any config key (see `nas <command> --help`), e.g."
-            " --train.epochs=3 --search.trials=20."
+            "Settings: --section.key=value for any config key (see `nas <command> --help`), e.g.\n"
+            "--train.epochs=3 --search.trials=20; `nas config explain KEY` explains one."
         ),
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="<command>",
+        help=argparse.SUPPRESS,
+        prog="nas",
+        parser_class=CommandParser,
+    )
     for command in COMMANDS:
         command.add_parsers(sub)
+    parser.set_defaults(root_parser=parser)  # `nas config explain` says which commands read a setting
     return parser
 
 

@@ -7,7 +7,8 @@ command module. :mod:`nas.commands.checks` holds every check a command makes
 before it writes anything.
 """
 
-from nas.commands import finetune, latency, profile, rank, report, run, spaces
+from nas.commands import config, dashboard, finetune, latency, profile, rank, report, run, spaces
 
-COMMANDS = (run, profile, finetune, report, rank, latency, spaces)
-"""Command modules, in the order ``nas --help`` lists them."""
+COMMANDS = (run, profile, finetune, report, dashboard, rank, latency, spaces, config)
+"""Command modules, in the order ``nas --help`` lists them (each one's ``TABLE`` rows: the README's command
+table)."""

@@ -6,8 +6,6 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from nas.run.config import ConfigError, load_yaml
-
 
 def add_common(p: argparse.ArgumentParser) -> None:
     """``--config``, ``--run-dir``, ``--json``, ``--quiet``."""
@@ -19,12 +17,16 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def load_base(args: argparse.Namespace) -> dict[str, Any] | None:
     """The settings of ``--config FILE`` (None without one)."""
+    from nas.run.config import load_yaml  # here, not at the top: building the parser must not load torch
+
     path = vars(args).get("config")
     return load_yaml(path) if path else None
 
 
 def split_overrides(extra: Sequence[str]) -> list[str]:
     """``--a.b=1`` / ``--a.b 1`` / ``a.b=1`` -> ``["a.b=1"]``; anything else is a :class:`ConfigError`."""
+    from nas.run.config import ConfigError
+
     out, i = [], 0
     extra = list(extra)
     while i < len(extra):

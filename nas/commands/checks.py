@@ -19,6 +19,7 @@ from nas.controllers import CONTROLLERS, controller_options, create_controller
 from nas.controllers.optuna_controller import refuse_foreign_study
 from nas.cost import CostModel
 from nas.cost.metrics import arch_metrics
+from nas.cost.runtimes import get_runtime
 from nas.cost.store import run_device_models
 from nas.data import DATASETS
 from nas.export.exporter import ExportError, choose_trial
@@ -36,6 +37,7 @@ from nas.run.config import (
 from nas.run.context import SINGLE, DistInfo, RunContext, resolve_device
 from nas.run.tracking import TRACKERS
 from nas.search import history, open_controller
+from nas.tables import BenchmarkTable, load_table
 from nas.training.augment import AUGMENTATIONS
 from nas.training.checkpoint import checkpoint_path, load_checkpoint, load_supernet
 from nas.training.plans import plan_class
@@ -89,6 +91,7 @@ def validate_config(cfg: NASConfig) -> None:
                 f" {', '.join(map(repr, unknown))}; its options: {own or 'none'}"
             )
     requested(cfg)  # the constraints' metric names and values
+    _check_evaluator(cfg)
     if cfg.search.storage is not None:
         _check_storage_url(cfg.search.storage)
     if plan_class(cfg.space.supernet).needs_latency_budget and cfg.search.latency_budget_ms is None:
@@ -99,6 +102,26 @@ def validate_config(cfg: NASConfig) -> None:
         resolve_device(cfg.device)
     except ValueError as exc:
         raise ConfigError(f"{exc} (device)") from None
+
+
+def _check_evaluator(cfg: NASConfig) -> None:
+    """The table evaluator needs a table, and table settings mean nothing to the supernet evaluator."""
+    s = cfg.search
+    if s.evaluator == "table" and s.table is None:
+        raise ConfigError(
+            "search.evaluator=table needs search.table: nats:cifar10, nats:cifar100, nats:imagenet16 or a CSV"
+            " file"
+        )
+    given = {
+        "search.table": s.table,
+        "search.table_column": s.table_column,
+        "search.table_latency_column": s.table_latency_column,
+    }
+    stray = [k for k, v in given.items() if v is not None]
+    if s.evaluator != "table" and stray:
+        raise ConfigError(
+            f"{stray[0]} is read only by the table evaluator: add --search.evaluator=table (or drop it)"
+        )
 
 
 def _check_storage_url(url: str) -> None:
@@ -124,8 +147,12 @@ def check_sampler_options(ctx: RunContext) -> None:
         raise ConfigError(f"train.sampler_options: {exc}") from None
 
 
-def check_constraints_can_be_met(ctx: RunContext, costs: list[CostModel]) -> None:
-    """A limit below the smallest architecture's value can never be met: refuse it before any work."""
+def check_constraints_can_be_met(
+    ctx: RunContext, costs: list[CostModel], table: BenchmarkTable | None = None
+) -> None:
+    """A limit below the smallest architecture's value can never be met: refuse it before any work.
+
+    With a table's latency column, the latency floor is the table's fastest network."""
     limits = limits_for(ctx.cfg, ctx.space, costs)
     if not limits:
         return
@@ -134,6 +161,8 @@ def check_constraints_can_be_met(ctx: RunContext, costs: list[CostModel]) -> Non
     )
     for metric, limit in limits.items():
         floor = float(smallest[metric][0])
+        if metric == "latency_ms" and table is not None and table.latency is not None:
+            floor = min(table.latency.values())
         if limit.value >= floor:
             continue
         if metric == "latency_ms" and ctx.cfg.search.latency_budget_ms is not None:
@@ -171,9 +200,9 @@ def export_choice(
     return row, rows, limits
 
 
-def check_controller(ctx: RunContext) -> None:
+def check_controller(ctx: RunContext) -> bool:
     """Build the configured controller on a throw-away in-memory study: its own checks of its options run
-    now."""
+    now. Returns whether it learns on the supernet before asking (``needs_supernet``)."""
     import optuna
 
     scfg = ctx.cfg.search
@@ -198,6 +227,24 @@ def check_controller(ctx: RunContext) -> None:
             f" search.controller_options={dict(scfg.controller_options)}: {exc}"
         ) from None
     controller.close()
+    return controller.needs_supernet
+
+
+def check_table(ctx: RunContext, needs_supernet: bool) -> BenchmarkTable:
+    """The benchmark table a tabular search reads, checked (columns, rows, every network covered); a
+    controller that learns on the supernet has none to learn on."""
+    scfg = ctx.cfg.search
+    if needs_supernet:
+        raise ConfigError(
+            f"search.controller={scfg.controller!r} learns on the supernet, and search.evaluator=table has"
+            " none: use another controller (e.g. evolution, reinforce, tpe, random)"
+        )
+    if scfg.table_latency_column is not None and isinstance(requested(ctx.cfg).get("latency_ms"), str):
+        raise ConfigError(
+            "search.constraints.latency_ms: a share of the reference architecture's latency is not known with"
+            " search.table_latency_column (the table has its own latencies); give the budget in ms"
+        )
+    return load_table(ctx.space, scfg.table or "", scfg.table_column, scfg.table_latency_column)
 
 
 def preflight(command: str, ctx: RunContext, dist: DistInfo = SINGLE) -> dict[str, Any]:
@@ -206,12 +253,13 @@ def preflight(command: str, ctx: RunContext, dist: DistInfo = SINGLE) -> dict[st
 
     Formats, the checkpoint (corrupt or foreign: refused, never overwritten), every device's cost model (not
     pinned yet), the supernet and its trainer (options, step plan, accumulation, precision), the controller
-    and its options, the constraints, and the trial to export.
+    and its options, the constraints, the benchmark table of a tabular search, and the trial to export.
     """
     check_sampler_options(ctx)
     out: dict[str, Any] = {}
     if command in ("export", "run"):  # an unknown format, or one that cannot represent this space
         out["formats"] = resolve_formats(ctx.cfg.export.formats, ctx.space)
+        get_runtime(ctx.cfg.export.runtime, setting="export.runtime").require()  # the measured latency's
     ckpt = checkpoint_path(ctx.run_dir)
     if command in ("train", "run") and ckpt.exists():
         out["resume_state"] = load_checkpoint(ckpt, ctx.fingerprint())
@@ -225,11 +273,14 @@ def preflight(command: str, ctx: RunContext, dist: DistInfo = SINGLE) -> dict[st
                 f" {dist.world_size} processes: it is the global batch and must divide by {dist.world_size}"
             )
         out["trainer"] = supernet_trainer(ctx, dist, out.get("costs", ()))
-    if command in ("search", "export"):
+    tabular = ctx.cfg.search.evaluator == "table"
+    if command == "export" or (command == "search" and not tabular):  # a tabular search needs no supernet
         out["supernet"] = load_supernet(ctx)
     if command in ("search", "run"):
-        check_controller(ctx)
-        check_constraints_can_be_met(ctx, out["costs"])
+        needs_supernet = check_controller(ctx)
+        if tabular:
+            out["table"] = check_table(ctx, needs_supernet)
+        check_constraints_can_be_met(ctx, out["costs"], out.get("table"))
     if command == "export":
         out["row"], out["rows"], out["limits"] = export_choice(ctx, out["costs"])
     return out

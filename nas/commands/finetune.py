@@ -10,7 +10,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.run.config import ConfigError
+from nas.commands.help import GENERAL, ROLE_PREFIX
+
+# what fine-tuning may set (nas.finetune: train.*, the recipe, where and how it runs): its --help lists them
+READS = (GENERAL, "train", ROLE_PREFIX + "recipe", ROLE_PREFIX + "runtime")
+TABLE = (  # its row of the README's command table (what `nas --help` shows): command, what it does, example
+    (
+        "finetune",
+        "train the exported network alone (inherited weights or scratch)",
+        "nas finetune --run-dir runs/demo --epochs 5",
+    ),
+)
 
 
 def add_parsers(sub: Any) -> None:
@@ -23,6 +33,7 @@ def add_parsers(sub: Any) -> None:
             "Train the run's exported subnetwork on its own, from the supernet's weights or from scratch."
             " Re-running resumes. Any train.* key can be set as --train.key=value."
         ),
+        reads=READS,
     )
     add_common(fin)
     fin.add_argument(
@@ -59,6 +70,7 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
     ...]``."""
     from nas.commands.checks import validate_config
     from nas.finetune import run_finetune
+    from nas.run.config import ConfigError
 
     if not args.run_dir:
         raise ConfigError("nas finetune needs --run-dir of a run with an export (`nas export --run-dir DIR`)")

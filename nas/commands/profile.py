@@ -17,6 +17,25 @@ from pathlib import Path
 from typing import Any
 
 SAMPLES = 10_000
+READS = (  # the settings it reads: its --help lists them
+    "seed",
+    "data",
+    "space",
+    "search.latency_budget_ms",
+    "search.constraints",
+    "search.devices",
+    "search.profile",
+    "search.calibration_archs",
+    "export.batch_size",
+)
+TABLE = (  # its row of the README's command table (what `nas --help` shows): command, what it does, example
+    (
+        "profile",
+        "before any training: what the space's networks cost (latency, params, MACs, memory) and which share"
+        " meets each constraint",
+        "nas profile --max-params=60% --latency-budget-ms=3",
+    ),
+)
 
 
 def add_parsers(sub: Any) -> None:
@@ -33,6 +52,7 @@ def add_parsers(sub: Any) -> None:
             " says which share of the sample meets each constraint (--latency-budget-ms, --max-params,"
             ' --max-macs, --max-memory-mb, --search.constraints="{macs: 50%}").'
         ),
+        reads=READS,
     )
     add_common(p)
     p.add_argument(

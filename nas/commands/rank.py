@@ -8,14 +8,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.run.config import ConfigError
+from nas.commands.help import GENERAL
+
+READS = (GENERAL, "data", "space", "train")  # the settings it reads: its --help lists them
+TABLE = (  # its row of the README's command table (what `nas --help` shows): command, what it does, example
+    ("rank", "does the supernet rank like standalone training?", "nas rank --run-dir runs/demo --archs 20"),
+)
 
 
 def add_parsers(sub: Any) -> None:
     from nas.commands.args import add_common
 
     rank = sub.add_parser(
-        "rank", help="ranking report: supernet accuracy vs. standalone training of K architectures"
+        "rank",
+        help="ranking report: supernet accuracy vs. standalone training of K architectures",
+        reads=READS,
     )
     add_common(rank)
     rank.add_argument(
@@ -45,6 +52,7 @@ def add_parsers(sub: Any) -> None:
 def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Sequence[str]) -> int:
     from nas.commands.checks import check_sampler_options, validate_config
     from nas.ranking import run_ranking
+    from nas.run.config import ConfigError
     from nas.run.context import open_run
 
     if not args.run_dir:

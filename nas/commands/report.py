@@ -11,7 +11,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from nas.run.config import ConfigError
+READS = ("trackers", "wandb_project", "wandb_mode")  # the settings it reads: its --help lists them
+TABLE = (  # its row of the README's command table (what `nas --help` shows): command, what it does, example
+    (
+        "report",
+        "figures + self-contained HTML/Markdown report (also written by `nas run`)",
+        "nas report runs/demo",
+    ),
+)
 
 
 def add_parsers(sub: Any) -> None:
@@ -25,6 +32,7 @@ def add_parsers(sub: Any) -> None:
             " files plus report.html / report.md; the same figures and the Pareto table go to the run's"
             " trackers. Set --trackers=... to choose them."
         ),
+        reads=READS,
     )
     rep.add_argument("dir", nargs="?", metavar="DIR", help="run directory (or use --run-dir)")
     add_common(rep)
@@ -54,6 +62,7 @@ def main(args: argparse.Namespace, base: Mapping[str, Any] | None, overrides: Se
         tracker_names,
         write_report,
     )
+    from nas.run.config import ConfigError
     from nas.run.context import CONFIG_FILE, resolve_config
     from nas.run.files import RunDirError, RunLock
     from nas.run.tracking import make_trackers

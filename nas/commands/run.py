@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas.run.config import ConfigError
+from nas.commands.help import GENERAL
 
 VERBS = {
     "train": "train the supernet (resumes from the run directory's last checkpoint)",
@@ -24,6 +24,27 @@ VERBS = {
     "export": "export the best architecture under the budget (or --trial N)",
     "run": "train, search and export in one go (the quick start)",
 }
+_LATENCY_MODEL = ("search.latency_budget_ms", "search.devices", "search.profile", "search.calibration_archs")
+READS = {  # the settings each verb reads: its --help lists them (train: the cost model for single_path only)
+    "train": (GENERAL, "data", "space", "train", *_LATENCY_MODEL),
+    "search": (GENERAL, "data", "space", "train.bn_recal_batches", "search", "export.batch_size"),
+    "export": (GENERAL, "data", "space", "train.bn_recal_batches", "search", "export"),
+    "run": (GENERAL, "data", "space", "train", "search", "export"),
+}
+TABLE = (  # rows of the README's command table (what `nas --help` shows): command, what it does, example
+    ("run", "train + search + export in one go", "nas run --run-dir runs/demo --data=fashion_mnist"),
+    ("train", "supernet training, resumable", "nas train --run-dir runs/demo --epochs=8"),
+    (
+        "search",
+        "search accuracy vs. latency on the trained supernet",
+        "nas search --run-dir runs/demo --trials=40 --latency-budget-ms=4",
+    ),
+    (
+        "export",
+        "write and verify the chosen network in every format",
+        "nas export --run-dir runs/demo --format=onnx,timm",
+    ),
+)
 
 
 def add_parsers(sub: Any) -> None:
@@ -31,7 +52,10 @@ def add_parsers(sub: Any) -> None:
 
     for name, help_ in VERBS.items():
         p = sub.add_parser(
-            name, help=help_, description=help_ + ". Any config key can be set as --section.key=value."
+            name,
+            help=help_,
+            description=help_ + ". Any config key can be set as --section.key=value.",
+            reads=READS[name],
         )
         add_common(p)
         p.set_defaults(handler=main)
@@ -62,6 +86,7 @@ def run_command(
     from nas.export.exporter import ExportError, choose_trial, export_arch, failed_formats
     from nas.pareto import pareto_front
     from nas.report.builder import report_after_run
+    from nas.run.config import ConfigError
     from nas.run.context import open_run
     from nas.run.files import default_run_dir
     from nas.search import format_front, open_controller, run_search, write_outputs
@@ -104,11 +129,12 @@ def run_command(
             summary["world_size"] = dist.world_size
         if command in ("search", "export", "run"):
             supernet = checked.pop("supernet", None)
-            supernet = supernet if supernet is not None else load_supernet(ctx)
+            if supernet is None and not (command == "search" and "table" in checked):  # tabular: none needed
+                supernet = load_supernet(ctx)
             devices = ctx.cfg.search.devices
             costs = checked["costs"]
             if command in ("search", "run"):
-                result = run_search(ctx, supernet, costs)
+                result = run_search(ctx, supernet, costs, checked.get("table"))
                 table = format_front(result["pareto"], result["limits"], devices)
                 if not quiet:
                     print(table, file=table_stream or sys.stdout, flush=True)
@@ -117,6 +143,8 @@ def run_command(
                     "pareto_size": len(result["pareto"]),
                     "search_seconds": round(result["search_seconds"], 2),
                 }
+                if "table" in result:  # a tabular search: what it found against the table's optimum
+                    summary["search"]["table"] = result["table"]
             if command in ("export", "run"):
                 if command == "export":
                     row, rows, limits = checked["row"], checked["rows"], checked["limits"]

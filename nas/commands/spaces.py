@@ -7,6 +7,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+TABLE = (  # its row of the README's command table (what `nas --help` shows): command, what it does, example
+    ("spaces", "list search spaces and supernet kinds", "nas spaces"),
+)
+
 
 def add_parsers(sub: Any) -> None:
     sp = sub.add_parser("spaces", help="list the search spaces and their sizes")

@@ -133,6 +133,8 @@ OPTIMIZERS = ("sgd", "adamw")
 AMP_MODES = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("cosine", "constant")
 WANDB_MODES = ("online", "offline", "disabled")
+INFERENCE_RUNTIMES = ("torch", "onnxruntime", "openvino", "executorch", "litert")  # = nas.cost.RUNTIMES
+EVALUATORS = ("supernet", "table")
 
 
 def setting(
@@ -247,8 +249,12 @@ class TrainConfig:
     sampler_options: dict[str, Any] = setting(
         None, "the sampling rule's own options (e.g. progressive: schedule)", RUN, SUPERNET, factory=dict
     )
-    distill: bool = setting(
-        False, "in-place distillation: the largest subnet's soft targets teach the others", RUN, SUPERNET
+    distill: bool | None = setting(
+        None,
+        "in-place distillation: the reference subnet's soft targets teach the others (the largest, or a"
+        " converted space's original model); None: on exactly when the space starts from a checkpoint",
+        RUN,
+        SUPERNET,
     )
     distill_temperature: float = setting(
         1.0,
@@ -392,6 +398,34 @@ class SearchConfig:
         "shared storage: a worker's running trial is failed (and retried) after 3 heartbeats without news",
         domain=POSITIVE,
     )
+    # Tabular evaluation (nas.tables). Part of the run's identity: one study holds one evaluator's accuracies.
+    evaluator: str = setting(
+        "supernet",
+        "where a trial's accuracy comes from: the trained supernet, or a benchmark table (no training)",
+        RUN,
+        domain=OneOf(values=EVALUATORS),
+    )
+    table: str | None = setting(
+        None,
+        "evaluator=table: nats:cifar10, nats:cifar100, nats:imagenet16 (NATS-Bench, shipped) or a CSV file",
+        RUN,
+        domain=Pattern(
+            regex=r"nats:\S+|.*\S.*\.csv(\.gz)?",
+            shown="nats:cifar10, nats:cifar100, nats:imagenet16 or the path of a .csv or .csv.gz file",
+        ),
+    )
+    table_column: str | None = setting(
+        None,
+        "the table's accuracy column (None: the named table's, or accuracy / test_accuracy / val_accuracy)",
+        RUN,
+        domain=Pattern(regex=r".*\S.*", shown="a column name"),
+    )
+    table_latency_column: str | None = setting(
+        None,
+        "a table column of latency in ms for the first device (None: the cost model predicts it)",
+        RUN,
+        domain=Pattern(regex=r".*\S.*", shown="a column name"),
+    )
 
 
 @dataclass
@@ -404,12 +438,17 @@ class ExportConfig:
     latency_repeats: int = setting(50, "timed runs for the measured latency (median)", domain=COUNT)
     formats: list[str] | None = setting(
         None,
-        "formats to write (torch, torchscript, torch_export, onnx, timm); None or all = every one that"
-        " applies",
+        "formats to write (torch, torchscript, torch_export, onnx, timm; openvino, executorch, litert when"
+        " named); None = every one that applies but those three, all = every one that applies and installs",
         domain=Named(family="export format"),
     )
     batch_size: int = setting(
         1, "batch size of the deployed network: the memory_mb constraint is for this batch", domain=COUNT
+    )
+    runtime: str = setting(
+        "torch",
+        "inference runtime the exported network's measured latency is timed in",
+        domain=OneOf(values=INFERENCE_RUNTIMES),
     )
 
 
@@ -530,6 +569,7 @@ ALIASES = {
     "train-limit": "data.train_limit",
     "trial": "export.trial",
     "format": "export.formats",
+    "runtime": "export.runtime",
     "download": "data.download",
     "device": "device",
     "seed": "seed",
@@ -557,6 +597,13 @@ def build_config(base: Mapping[str, Any] | None = None, overrides: Sequence[str]
     for item in overrides:
         key, value = parse_override(item)
         set_key(cfg, key, value)
+    return cfg
+
+
+def resolve_defaults(cfg: NASConfig) -> NASConfig:
+    """Settings whose default follows other settings, made explicit (so the saved config says what ran)."""
+    if cfg.train.distill is None:  # a converted model's checkpoint teaches what it knew
+        cfg.train.distill = cfg.space.options.get("checkpoint") is not None
     return cfg
 
 

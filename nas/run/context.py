@@ -29,6 +29,7 @@ from nas.run.config import (
     keys_with,
     load_yaml,
     parse_override,
+    resolve_defaults,
     set_key,
 )
 from nas.run.files import LOCK_NAME, RunLock, atomic_write_text, prepare_run_dir, remove_stale_temp_files
@@ -159,8 +160,9 @@ def resolve_config(
         set_key(cfg, str(k), v)
     for item in overrides:
         set_key(cfg, *parse_override(item))
+    resolve_defaults(cfg)
     if saved:
-        before, after = _identity(build_config(saved)), _identity(cfg)
+        before, after = _identity(resolve_defaults(build_config(saved))), _identity(cfg)
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         if changed:
             raise ConfigError(
