@@ -332,3 +332,36 @@ def test_latency_predict_reads_a_nats_string_file(tmp_path, capsys):
     assert main([*argv, "--arch", str(tmp_path / "bad.txt")]) == 2
     err = capsys.readouterr().err
     assert "bad.txt is not an architecture of space 'nb201'" in err and "edge 3<-1 has op 'conv_5x5'" in err
+
+
+def test_an_extracted_cell_network_exports_in_every_default_format_and_refuses_timm(tmp_path):
+    """nb201 exports as any plain network (torch, TorchScript, torch.export, ONNX: each verified against
+    PyTorch); timm is not one of its families and is refused with the reason."""
+    import torch
+
+    from nas.export.formats import ExportJob, resolve_formats, write_formats
+    from nas.run.config import ConfigError
+
+    options = {"num_classes": 10, "in_channels": 1, "resolution": 28, "C": 8, "N": 1}
+    space = create_space("nb201", **options)
+    formats = resolve_formats(None, space)
+    assert formats == ["torch", "torchscript", "torch_export", "onnx"]
+    with pytest.raises(ConfigError, match="'timm' does not apply to space 'nb201'"):
+        resolve_formats(["timm"], space)
+    arch = space.parse_arch(
+        "|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    )
+    net = space.build_supernet().extract(space.to_spec(arch)).eval()
+    x = torch.randn(4, *space.input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits = net(x)
+    (tmp_path / "arch.json").write_text(arch.to_json())
+    job = ExportJob(
+        net=net, out_dir=tmp_path, space=space, spec=space.to_spec(arch), x=x,
+        y=torch.zeros(4, dtype=torch.long), logits=logits,
+        space_json={"name": "nb201", "options": options, "supernet": "entangled"},
+    )  # fmt: skip
+    results = write_formats(job, formats)
+    assert set(results) == set(formats)
+    for fmt, res in results.items():
+        assert res["ok"] is True and res["max_abs_diff"] <= res["tolerance"], (fmt, res)
