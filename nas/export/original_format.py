@@ -16,19 +16,14 @@ interpreter that never imports this project, as the ``timm`` format does.
 from __future__ import annotations
 
 import io
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from nas.export.formats import FORMAT_TOLERANCE, ExportFormat, ExportJob, register_format
+from nas.export.formats import ExportFormat, ExportJob, register_format
+from nas.export.separate_check import start_separate_check, verdict
 from nas.run.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from search_spaces.converted import ConvertedSpace
 
@@ -207,40 +202,13 @@ def _start_original(job: ExportJob) -> Callable[[], dict[str, Any]]:
     atomic_write_bytes(job.out_dir / WEIGHTS_FILE, buf.getvalue())
     atomic_write_text(job.out_dir / LOADER_FILE, LOADER)
     atomic_write_json(job.out_dir / SPEC_FILE, spec)
-    tmp = tempfile.TemporaryDirectory(prefix="nas-original-check-")
-    batch = Path(tmp.name) / "batch.pt"
-    torch.save({"x": job.x, "y": job.y, "logits": job.logits}, batch)
-    loader = str((job.out_dir / LOADER_FILE).resolve())
-    cmd = [sys.executable, "-c", VERIFY_SCRIPT, loader, str(job.out_dir.resolve()), str(batch)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    # cwd is the temporary folder: nothing of this project is on the child's import path unless installed
-    proc = subprocess.Popen(
-        cmd, cwd=tmp.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    wait = start_separate_check(job, VERIFY_SCRIPT, LOADER_FILE, spec["library"])
 
     def finish() -> dict[str, Any]:
-        try:
-            stdout, stderr = proc.communicate(timeout=600)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            tmp.cleanup()
-        if proc.returncode != 0:
-            last = (stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"building the {spec['library']} model in a separate python failed: {last}")
-        res = json.loads(stdout.strip().splitlines()[-1])
-        tol = FORMAT_TOLERANCE * max(1.0, job.logits.abs().max().item())
-        problems = []
-        if not res["max_abs_diff"] <= tol:
-            problems.append(f"max abs difference {res['max_abs_diff']:.3g} > tolerance {tol:.3g}")
-        if res["accuracy"] != res["accuracy_ours"]:
-            problems.append(
-                f"validation-batch accuracy {res['accuracy']:.4f} vs {res['accuracy_ours']:.4f} here"
-            )
+        check = wait()
+        res = check.report
         if not res["class"].startswith(spec["library"] + "."):
-            problems.append(f"the loader built a {res['class']}, not a {spec['library']} model")
-        if res["project_modules_imported"]:
-            problems.append(f"the check imported {res['project_modules_imported']}")
+            check.problems.append(f"the loader built a {res['class']}, not a {spec['library']} model")
         out = {
             "file": WEIGHTS_FILE,
             "files": [SPEC_FILE, WEIGHTS_FILE, LOADER_FILE],
@@ -253,15 +221,12 @@ def _start_original(job: ExportJob) -> Callable[[], dict[str, Any]]:
             "model_class": res["class"],
             "is_original": spec["is_original"],
             "max_abs_diff": res["max_abs_diff"],
-            "tolerance": tol,
+            "tolerance": check.tolerance,
             "val_batch_accuracy": res["accuracy"],
             "val_batch_accuracy_ours": res["accuracy_ours"],
             "separate_process": True,
-            "ok": not problems,
         }
-        if problems:
-            out["error"] = "verification failed: " + "; ".join(problems)
-        return out
+        return verdict(out, check.problems)
 
     return finish
 
