@@ -16,7 +16,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -111,3 +111,23 @@ def write_markdown(path: Path, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def measure_and_render(
+    args: Any,
+    name: str,
+    measure: Callable[[Any, dict[str, Any] | None, Path], dict[str, Any]],
+    render: Callable[..., list[Path]],
+) -> None:
+    """The shape of a resumable benchmark's ``main``: measure into ``data/<name>.json`` beside ``args.out``
+    (continuing what the file holds; nothing with ``args.report_only``), then render ``args.out`` from the
+    data alone and print it."""
+    out = Path(args.out)
+    path = data_path(out, name)
+    raw = load_raw(path) if path.exists() else None
+    if not args.report_only:
+        raw = measure(args, raw, path)
+    if raw is None:
+        raise SystemExit(f"no data in {path}: run without --report-only first")
+    render(raw, out.parent, md_name=out.name)
+    print(out.read_text())

@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _results import data_path, load_raw, machine_block, provenance, save_raw, write_markdown
+from _results import (
+    machine_block,
+    measure_and_render,
+    provenance,
+    save_raw,
+    write_markdown,
+)
 
 NAME = "nb201_ground_truth"
 MARKDOWN = "nb201_ground_truth.md"
@@ -63,15 +69,7 @@ def main() -> None:
     ap.add_argument("--out", default=f"results/{MARKDOWN}")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
-    out = Path(args.out)
-    path = data_path(out, NAME)
-    raw = load_raw(path) if path.exists() else None
-    if not args.report_only:
-        raw = measure(args, raw, path)
-    if raw is None:
-        raise SystemExit(f"no data in {path}: run without --report-only first")
-    render(raw, out.parent, md_name=out.name)
-    print(out.read_text())
+    measure_and_render(args, NAME, measure, render)
 
 
 def recipe_of(args: argparse.Namespace) -> dict[str, Any]:

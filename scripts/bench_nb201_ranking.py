@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 from _nas import nas  # scripts/ is on sys.path when a script runs
-from _results import data_path, load_raw, machine_block, provenance, save_raw, write_markdown
+from _results import (
+    load_raw,
+    machine_block,
+    measure_and_render,
+    provenance,
+    save_raw,
+    write_markdown,
+)
 
 NAME = "nb201_ranking"
 MARKDOWN = "nb201_ranking.md"
@@ -61,15 +68,7 @@ def main() -> None:
     ap.add_argument("--out", default=f"results/{MARKDOWN}")
     ap.add_argument("--report-only", action="store_true", help="render the data file, train nothing")
     args = ap.parse_args()
-    out = Path(args.out)
-    path = data_path(out, NAME)
-    raw = load_raw(path) if path.exists() else None
-    if not args.report_only:
-        raw = measure(args, raw, path)
-    if raw is None:
-        raise SystemExit(f"no data in {path}: run without --report-only first")
-    render(raw, out.parent, md_name=out.name)
-    print(out.read_text())
+    measure_and_render(args, NAME, measure, render)
 
 
 def truth_of(truth: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray]:
