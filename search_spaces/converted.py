@@ -27,14 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from search_spaces.arch import Arch
-from search_spaces.base import SearchSpace
+from search_spaces.base import CostTable, SearchSpace
 from search_spaces.errors import UserError
 from supernets.extract import slice_like
 from supernets.importance import reorder_by_importance
+from supernets.profiling import FEATURES, forward_features
 
 LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.LayerNorm)
 DEFAULT_RATIOS = (0.5, 0.75, 1.0)
@@ -168,6 +170,17 @@ class ConvertedSpace(SearchSpace):
         return self.original_arch
 
     # --- the original model ---------------------------------------------------------------------
+    def cost_table_from_modules(self, slots: int, n_ops: int, names: tuple[str, ...]) -> CostTable:
+        """The cost table measured from :meth:`op_modules` and :meth:`fixed_modules` (their features summed
+        per slot and op): exact for a converted space, whose ops are the model's own layers."""
+        feats = np.zeros((slots, n_ops, len(FEATURES)))
+        for slot, op, module, shape in self.op_modules():
+            feats[slot, op], _ = forward_features(module, shape)
+        for slot, op, parts in self.fixed_modules():
+            for module, shape in parts:
+                feats[slot, op] += forward_features(module, shape)[0]
+        return CostTable(feats, FEATURES, names)
+
     def create_original(self, **overrides: Any) -> nn.Module:
         """The original model with random weights (``pretrained=False``: nothing is downloaded)."""
         kwargs = {**self.model_kwargs, **overrides}

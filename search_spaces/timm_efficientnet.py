@@ -23,7 +23,6 @@ from search_spaces.arch import Arch
 from search_spaces.base import CostTable
 from search_spaces.converted import DEFAULT_RATIOS, ConversionError, ConvertedSpace, Where, check_ratios
 from supernets.blocks import make_divisible
-from supernets.profiling import FEATURES, forward_features
 from supernets.zoo_mbconv import BlockDef, MBBlock, SEConfig, ZooMBConfig, ZooMBNet, ZooMBSpec, ZooMBSupernet
 
 ACT_NAMES = {
@@ -424,14 +423,8 @@ class ZooMBSpace(ConvertedSpace):
     def _cost_table(self) -> CostTable:
         slots = self._offsets[-1] + len(self.cfg.stages[-1])
         n_ops = 1 + max(len(b.kernels) for defs in self.cfg.stages for b in defs) * self._n_expands
-        feats = np.zeros((slots, n_ops, len(FEATURES)))
-        for slot, op, module, shape in self.op_modules():
-            feats[slot, op], _ = forward_features(module, shape)
-        for slot, op, parts in self.fixed_modules():
-            for module, shape in parts:
-                feats[slot, op] += forward_features(module, shape)[0]
         names = ["fixed"] + [f"s{i}.b{j}" for i, defs in enumerate(self.cfg.stages) for j in range(len(defs))]
-        return CostTable(feats, FEATURES, tuple(names))
+        return self.cost_table_from_modules(slots, n_ops, tuple(names))
 
     def cost_table(self) -> CostTable:
         return self._cost_table

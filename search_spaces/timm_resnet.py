@@ -22,7 +22,6 @@ from search_spaces.arch import Arch
 from search_spaces.base import CostTable
 from search_spaces.converted import DEFAULT_RATIOS, ConversionError, ConvertedSpace, Where, check_ratios
 from supernets.blocks import make_divisible
-from supernets.profiling import FEATURES, forward_features
 from supernets.zoo_resnet import ResBlock, ZooResNetConfig, ZooResNetSpec, ZooResNetSupernet, build_stem
 
 N_STAGES = 4
@@ -314,14 +313,8 @@ class ZooResNetSpace(ConvertedSpace):
         offsets, nw, nm = self._layout
         slots = offsets[-1] + max(self.cfg.depths[-1])
         n_ops = max(1 + nw * nw * nm, len(self._stem_widths()) * len(self.cfg.widths[-1]))
-        feats = np.zeros((slots, n_ops, len(FEATURES)))
-        for slot, op, module, shape in self.op_modules():
-            feats[slot, op], _ = forward_features(module, shape)
-        for slot, op, parts in self.fixed_modules():
-            for module, shape in parts:
-                feats[slot, op] += forward_features(module, shape)[0]
         names = ["stem + head"] + [f"s{i}.b{j}" for i, d in enumerate(self.cfg.depths) for j in range(max(d))]
-        return CostTable(feats, FEATURES, tuple(names))
+        return self.cost_table_from_modules(slots, n_ops, tuple(names))
 
     def cost_table(self) -> CostTable:
         return self._cost_table
