@@ -132,9 +132,11 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         "# Quick start: `nas run` on digits",
         "",
         (
-            f"Command: `{shown}` (defaults: `mbv3` width 0.5, 8 supernet epochs with the sandwich rule, 40"
-            " NSGA-II trials, cpu latency profile calibrated on first use). Reproduce with `python"
-            " scripts/bench_pipeline.py`."
+            f"Command: `{shown}` ({'otherwise ' if settings else ''}the quick start's defaults:"
+            " `mbv3` width 0.5, 8 supernet epochs with the sandwich rule, 40 NSGA-II trials, cpu latency"
+            " profile calibrated on first use). Reproduce with `python scripts/bench_pipeline.py"
+            + (f" --out results/{md_name} -- {' '.join(settings)}" if settings else "")
+            + "`."
         ),
         "",
         machine_block(raw["machine"]),
