@@ -231,7 +231,7 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     lines = [
         "# nb201 ranking ground truth on Fashion-MNIST",
         "",
-        f"Each architecture trained alone with the engine's trainer (`nas.ranking.train_standalone_all`, as"
+        "Each architecture trained alone with the engine's trainer (`nas.ranking.train_standalone_all`, as"
         f" `nas rank`): `nb201` C={rec['C']}, N={rec['N']}, {rec['resolution']}x{rec['resolution']}"
         f" {rec['data']}, {rec['train_limit']} training images, {rec['epochs']} epochs, batch"
         f" {rec['batch_size']}, lr {rec['lr']} (the engine's default recipe otherwise: SGD, cosine, label"
@@ -282,9 +282,32 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
             )
             + (" (Few architectures: not yet meaningful.)" if len(archs) < 10 else ""),
         ]
+        if value < RELIABILITY_TARGET:
+            from nas.ranking import seeds_for_reliability
+
+            per_half = max(1, len(seeds) // 2) if split is not None else 1
+            need = seeds_for_reliability(value, per_half, RELIABILITY_TARGET)
+            hours = (
+                max(0, (need or 0) - len(seeds)) * len(archs) * (seconds.mean() if len(seconds) else 0) / 7200
+            )
+            lines.append(
+                f"- Seeds per architecture for {RELIABILITY_TARGET} (Spearman-Brown on the measured tau,"
+                " Kendall tau to correlation by r = sin(pi tau / 2)): "
+                + (f"**{need}** with this recipe" if need is not None else "none: no signal to extrapolate")
+                + (
+                    f", about {hours:.1f} h more on 2 cores at the"
+                    " measured seconds per training (two at a time)"
+                    if need is not None and len(seconds)
+                    else ""
+                )
+                + "."
+            )
     if len(archs) >= 3:
         tau = stats.kendalltau(table.mean(axis=1), [a["nats_cifar10"] for a in archs]).statistic
         lines.append(f"- Kendall tau of the seed means vs. NATS-Bench CIFAR-10 test accuracy: {tau:.3f}")
+        for metric, label in (("macs", "MACs"), ("params", "parameter count")):
+            zc = stats.kendalltau(table.mean(axis=1), [a[metric] for a in archs]).statistic
+            lines.append(f"- Kendall tau of the seed means vs. {label} (a zero-cost baseline): {zc:.3f}")
     lines += [
         "",
         "| NATS index | cell | NATS CIFAR-10 | MMACs | params | "

@@ -61,6 +61,7 @@ OPTIONAL = {
     "nb201_ground_truth": "nb201_ground_truth",
     "nb201_ranking": "nb201_ranking",
     "own_model": "own_model",
+    "pipeline_nb201": "pipeline",
 }
 NOT_GENERATED = ("README.md",)  # hand-written: the only markdown here that no data renders
 
