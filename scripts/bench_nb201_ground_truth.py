@@ -287,16 +287,15 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
 
             per_half = max(1, len(seeds) // 2) if split is not None else 1
             need = seeds_for_reliability(value, per_half, RELIABILITY_TARGET)
-            hours = (
-                max(0, (need or 0) - len(seeds)) * len(archs) * (seconds.mean() if len(seconds) else 0) / 7200
-            )
+            missing = max(0, (need or 0) * sel["archs"] - len(raw["results"]))  # trainings still to run
+            hours = missing * (seconds.mean() if len(seconds) else 0) / 7200
             lines.append(
                 f"- Seeds per architecture for {RELIABILITY_TARGET} (Spearman-Brown on the measured tau,"
                 " Kendall tau to correlation by r = sin(pi tau / 2)): "
                 + (f"**{need}** with this recipe" if need is not None else "none: no signal to extrapolate")
                 + (
-                    f", about {hours:.1f} h more on 2 cores at the"
-                    " measured seconds per training (two at a time)"
+                    f" ({sel['archs']} architectures: about {hours:.1f} h more on 2 cores at the"
+                    " measured seconds per training, two at a time)"
                     if need is not None and len(seconds)
                     else ""
                 )
