@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--repeats", type=int, default=20, help="timing rounds (calibration and validation)")
     ap.add_argument("--export-archs", type=int, default=3, help="networks exported per format (0: skip)")
+    ap.add_argument("--formats", default="all", help="export formats to time (comma-separated, or all)")
     ap.add_argument(
         "--only", help=argparse.SUPPRESS
     )  # internal: measure this runtime's units, in this process
@@ -180,7 +181,7 @@ def export_costs(args: argparse.Namespace, space: Any, options: dict[str, Any], 
     validation architectures (each format in a process of its own, for the reason :func:`main` gives)."""
     from nas.export.formats import resolve_formats
 
-    formats = resolve_formats(["all"], space)
+    formats = resolve_formats(args.formats.split(","), space)
     rows: dict[str, list[dict[str, Any]]] = {}
     for fmt in formats:
         code = (

@@ -31,6 +31,7 @@ def test_tiny_run_measures_saves_resumes_and_renders(bench, tmp_path):
         "--repeats=2",
         "--threads-multi=0",
         "--export-archs=1",
+        "--formats=torch,onnx,timm",  # the on-device formats are verified in tests/test_nas/export
         f"--out={out}",
     ]
     assert bench.main(args) == 0
