@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
@@ -36,6 +36,9 @@ from nas.training.checkpoint import load_supernet
 from nas.training.plans import FixedPlan
 from nas.training.trainer import Trainer
 from search_spaces import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    from torch import nn
 
 STANDALONE_OVERRIDES = {"checkpoint_every_steps": 0, "ema_decay": None}
 """``train.*`` settings a standalone training sets itself (besides ``epochs``, given per report): no mid-epoch
@@ -110,13 +113,11 @@ def stratified_archs(
     return sorted(picked, key=lambda a: float(arch_macs(space, [a])[0]))
 
 
-def _standalone_worker(
-    cfg_dict: dict[str, Any], arch_json: str, seed: int, epochs: int, threads: int
-) -> dict[str, Any]:
-    """Train one architecture alone (in its own process) and return its accuracies."""
-    import torch
-
-    torch.set_num_threads(threads)
+def train_alone(
+    cfg_dict: dict[str, Any], arch_json: str, seed: int, epochs: int, desc: str = "standalone"
+) -> tuple[RunContext, nn.Module, dict[str, Any], float]:
+    """Train one architecture alone with the standalone recipe: its context, trained network, the trainer's
+    result and the seconds it took (shared by ``nas rank`` and the benchmarks that train networks alone)."""
     cfg = build_config(cfg_dict)
     cfg.train = replace(cfg.train, epochs=epochs, **STANDALONE_OVERRIDES)
     cfg.seed = seed
@@ -128,15 +129,24 @@ def _standalone_worker(
     arch = space.arch(json.loads(arch_json))
     t0 = time.perf_counter()
     model = space.build_standalone(arch, seed=seed)
-    result = Trainer(
-        ctx, model, FixedPlan(), ckpt=None, seed=seed, desc="standalone", evaluate_last_only=True
-    ).fit()
+    result = Trainer(ctx, model, FixedPlan(), ckpt=None, seed=seed, desc=desc, evaluate_last_only=True).fit()
+    return ctx, model, result, time.perf_counter() - t0
+
+
+def _standalone_worker(
+    cfg_dict: dict[str, Any], arch_json: str, seed: int, epochs: int, threads: int
+) -> dict[str, Any]:
+    """Train one architecture alone (in its own process) and return its accuracies."""
+    import torch
+
+    torch.set_num_threads(threads)
+    ctx, _, result, seconds = train_alone(cfg_dict, arch_json, seed, epochs)
     return {
-        "arch_id": arch.id,
+        "arch_id": ctx.space.arch(json.loads(arch_json)).id,
         "seed": seed,
         "epochs": epochs,
         "val_acc": result["val_acc"],
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
     }
 
 

@@ -95,37 +95,17 @@ def random_under_budget(space: Any, budget: int, k: int, exclude: set[str]) -> l
 def final_worker(cfg_dict: dict[str, Any], arch_json: str, seed: int, epochs: int) -> dict[str, Any]:
     """Train one architecture alone on the full training set (own process, one thread): val and test
     accuracy."""
-    from dataclasses import replace
-
     import torch
 
     torch.set_num_threads(1)
     from nas.evaluation import accuracy
-    from nas.ranking import STANDALONE_OVERRIDES
-    from nas.run.config import build_config
-    from nas.run.context import RunContext, build_space, load_config_data, resolve_device
-    from nas.run.tracking import Trackers
-    from nas.training.plans import FixedPlan
-    from nas.training.trainer import Trainer
+    from nas.ranking import train_alone
 
-    cfg = build_config(cfg_dict)
-    cfg.train = replace(cfg.train, epochs=epochs, **STANDALONE_OVERRIDES)
-    cfg.seed = seed
-    data = load_config_data(cfg)
-    space = build_space(cfg, data)
-    ctx = RunContext(
-        cfg, Path("."), resolve_device(cfg.device), data, space, Trackers([]), progress=False, quiet=True
-    )
-    arch = space.arch(json.loads(arch_json))
-    t0 = time.perf_counter()
-    model = space.build_standalone(arch, seed=seed)
-    result = Trainer(
-        ctx, model, FixedPlan(), ckpt=None, seed=seed, desc="final", evaluate_last_only=True
-    ).fit()
+    ctx, model, result, seconds = train_alone(cfg_dict, arch_json, seed, epochs, desc="final")
     return {
         "val_acc": result["val_acc"],
         "test_acc": accuracy(model, ctx.loader("test"), ctx.device),
-        "seconds": time.perf_counter() - t0,
+        "seconds": seconds,
     }
 
 
