@@ -23,7 +23,10 @@ TINY = ["--space=tiny", "--data.resolution=16", "--quiet"]
 def _needs(runtime: str) -> None:
     why = get_runtime(runtime).missing()
     if why:
-        pytest.skip(f"package not installed: {why}")
+        pytest.skip(
+            f"package not installed: {why} (install it with .ci/run's two pip lines: the runtimes extra and"
+            " .ci/litert-torch.txt)"
+        )
 
 
 def _profile(tmp_path, runtime: str, name: str = "cpu"):

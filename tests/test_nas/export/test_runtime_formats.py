@@ -49,7 +49,10 @@ def run(tmp_path_factory):
 
 def _needs(run, fmt):
     if fmt not in run[1]:
-        pytest.skip(f"package not installed: {EXPORT_FORMATS.get(fmt).missing()}")
+        pytest.skip(
+            f"package not installed: {EXPORT_FORMATS.get(fmt).missing()} (the runtimes extra and"
+            " .ci/litert-torch.txt, as .ci/run installs them)"
+        )
 
 
 def _reference(run_dir, x):
