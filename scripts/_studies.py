@@ -31,10 +31,18 @@ class Study:
     recipes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     recal_sizes: tuple[int, ...] = (5, 20, 80)  # BN recalibration batches evaluated on every supernet
     recal_default: int = 20
+    truth: str = "ground_truth"  # the results/data file (no .json) and bench_<truth>.py of its ground truth
+    supernet_seed0: int = 0  # supernet seeds start here: never a seed of the ground truth's trainings
 
 
 def _all(space: Any) -> list[Any]:
     return list(space.enumerate())
+
+
+def _by_its_own_script(space: Any) -> list[Any]:
+    raise SystemExit(
+        "this study's architectures and ground truth come from its own script (Study.truth): run that"
+    )
 
 
 def _stratified(k: int) -> Callable[[Any], list[Any]]:
@@ -139,7 +147,44 @@ MBV3 = Study(
     recipes={**SAMPLING, **heuristics("uniform", 12)},
 )
 
-STUDIES: dict[str, Study] = {s.name: s for s in (RESNET20_POOL, MBV3)}
+NB201_OPTIONS = (  # the recipe of results/data/nb201_ground_truth.json (a test checks they agree)
+    "{C: 8, N: 1}"
+)
+NB201 = Study(
+    name="nb201",
+    about=(
+        "40 nb201 cells (C=8, N=1, 28x28 input), one per stratum of the NATS-Bench CIFAR-10 accuracy, 5000"
+        " training images, accuracy on the 6000 validation images (ground truth:"
+        " `results/nb201_ground_truth.md`)"
+    ),
+    common=(
+        "--data=fashion_mnist",
+        "--data.resolution=28",
+        "--space=nb201",
+        "--train-limit=5000",
+        "--batch-size=64",
+        "--train.lr=0.1",
+        "--width-mult=1",
+        f"--space.options={NB201_OPTIONS}",
+        "--trackers=jsonl",
+    ),
+    standalone_epochs=4,
+    supernet_epochs=15,
+    select=_by_its_own_script,
+    default_recipe="sandwich",
+    recipes={
+        **SAMPLING,
+        **{  # TangleNAS's entanglement (1x1 at the centre of the 3x3) against separate 1x1 weights
+            f"{r} separate 1x1": (*SAMPLING[r], "--space.options={C: 8, N: 1, entangled: false}")
+            for r in ("uniform", "sandwich", "fair")
+        },
+        **heuristics("uniform", 15),
+    },
+    truth="nb201_ground_truth",
+    supernet_seed0=1000,  # its ground truth's seeds are 0, 1, ... (and seed the validation split)
+)
+
+STUDIES: dict[str, Study] = {s.name: s for s in (RESNET20_POOL, MBV3, NB201)}
 
 
 def study(name: str) -> Study:

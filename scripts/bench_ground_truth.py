@@ -61,6 +61,8 @@ def space_entry(name: str) -> tuple[dict[str, Any], Any, list[Any]]:
     from nas.ranking import standalone_recipe_id
 
     s = study(name)
+    if s.truth != NAME:
+        raise SystemExit(f"the {name} study's ground truth is measured by scripts/bench_{s.truth}.py")
     cfg, _, space = open_study_config(s)
     archs = s.select(space)
     metrics = network_metrics(space, [a.to_dict() for a in archs])

@@ -9,7 +9,8 @@ equal-width log-MACs strata as ``nas rank`` does), and each is trained alone wit
 (``nas.ranking.train_standalone_all``, the training behind ``nas rank``), one result per architecture and
 seed. Every result is appended to ``results/data/nb201_ground_truth.json`` as it finishes: the truth
 accumulates, a rerun (with more ``--archs`` or ``--seeds``) trains only what is missing, and a benchmark that
-ranks supernets against it (``scripts/bench_nb201_ranking.py``) never retrains it. The recipe is fixed by
+ranks supernets against it (``scripts/bench_recipes.py --space nb201``, through :func:`study_entry`) never
+retrains it. The recipe is fixed by
 the data file: a call with another recipe is refused (use another ``--data``).
 
 ``--max-new N`` trains at most N new (architecture, seed) pairs in this call, in an order that spreads them
@@ -211,6 +212,26 @@ def per_seed(raw: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, lis
     acc = {(r["arch_id"], r["seed"]): r["val_acc"] for r in raw["results"]}
     complete = [a for a in raw["archs"] if all((a["arch_id"], s) in acc for s in seeds)]
     return complete, np.array([[acc[(a["arch_id"], s)] for s in seeds] for a in complete]), seeds
+
+
+def study_entry(raw: dict[str, Any]) -> dict[str, Any]:
+    """This ground truth in the shape of a study's entry in ``ground_truth.json`` (architectures with their
+    NATS string, MACs and parameters; results per architecture and seed), so the recipes benchmark and its
+    report read both alike."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for r in raw["results"]:
+        results.setdefault(r["arch_id"], {})[str(r["seed"])] = {
+            "val_acc": r["val_acc"],
+            "seconds": r["seconds"],
+        }
+    return {
+        "recipe": raw["recipe"],
+        "archs": [
+            {"id": a["arch_id"], "arch": a["nats"], "macs": a["macs"], "params": a["params"]}
+            for a in raw["archs"]
+        ],
+        "results": results,
+    }
 
 
 def reliability(table: np.ndarray) -> dict[str, Any]:

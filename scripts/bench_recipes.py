@@ -18,6 +18,7 @@ t-test against the baseline's tau), beside the ground truth's reliability
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing as mp
 import re
@@ -87,12 +88,12 @@ def run_item(
         inherited = {}
         for size in sizes:
             accs = []
-            for a in archs:
-                net.set_active(ctx.space.to_spec(ctx.space.arch(a)))
+            for a in archs:  # an architecture's values, or its space's string form (nb201's NATS string)
+                net.set_active(ctx.space.to_spec(_arch(ctx.space, a)))
                 recalibrate_bn(net, ctx.loader("train", shuffle=True, epoch=-1), size, ctx.device)
                 accs.append(accuracy(net, ctx.loader("val", shuffle=False), ctx.device))
             inherited[str(size)] = accs
-        ids = [ctx.space.arch(a).id for a in archs]
+        ids = [_arch(ctx.space, a).id for a in archs]
     epochs = [
         json.loads(line)["epoch_seconds"]
         for line in (Path(run_dir) / "events.jsonl").read_text().splitlines()
@@ -104,6 +105,10 @@ def run_item(
         "epoch_seconds": epochs,
         "train_wall_seconds": train_wall,
     }
+
+
+def _arch(space: Any, a: dict[str, Any] | str) -> Any:
+    return space.parse_arch(a) if isinstance(a, str) else space.arch(a)
 
 
 def measure(args: argparse.Namespace, path: Path) -> None:
@@ -132,9 +137,7 @@ def measure(args: argparse.Namespace, path: Path) -> None:
         return
     got = _truth(path.parent.parent, args.space)
     if got is None:
-        raise SystemExit(
-            f"no ground truth for {args.space} yet: run scripts/bench_ground_truth.py --space {args.space}"
-        )
+        raise SystemExit(f"no ground truth for {args.space} yet: run scripts/bench_{s.truth}.py")
     archs = [a["arch"] for a in got[2]["archs"]]
     raw["sessions"].append({**machine_info(), "command": provenance(NAME, {})["command"], "trained": 0})
     started = time.perf_counter()
@@ -143,7 +146,7 @@ def measure(args: argparse.Namespace, path: Path) -> None:
             pool.submit(
                 run_item,
                 str(Path(args.root) / args.space / slug(r) / f"seed{seed}"),
-                [*recipe_args(args.space, r), f"--seed={seed}"],
+                [*recipe_args(args.space, r), f"--seed={s.supernet_seed0 + seed}"],
                 archs,
                 list(s.recal_sizes if r in RECAL_RECIPES else (s.recal_default,)),
             ): (r, seed)
@@ -162,10 +165,14 @@ def _truth(results_dir: Path, name: str) -> tuple[np.ndarray, dict[str, Any], di
     """The study's ground-truth mean per architecture, its summary and its entry (None when not measured)."""
     from bench_ground_truth import complete_matrix, summary
 
-    gt_path = results_dir / "data" / "ground_truth.json"
+    truth = STUDIES[name].truth if name in STUDIES else "ground_truth"
+    gt_path = results_dir / "data" / f"{truth}.json"
     if not gt_path.exists():
         return None
-    entry = load_raw(gt_path)["spaces"].get(name)
+    if truth == "ground_truth":
+        entry = load_raw(gt_path)["spaces"].get(name)
+    else:  # a ground truth with a script of its own (bench_<truth>.study_entry gives the same shape)
+        entry = importlib.import_module(f"bench_{truth}").study_entry(load_raw(gt_path))
     if entry is None:
         return None
     acc, seeds = complete_matrix(entry)
@@ -209,13 +216,15 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         "# Supernet training recipes against reliable ground truths (Fashion-MNIST)",
         "",
         (
-            "Each recipe: supernets trained with seeds 0, 1, ..., each ranking every architecture of its"
-            " study's ground truth (`results/ground_truth.md`) with inherited weights after batch-norm"
-            " recalibration. Figures: mean ± std over the supernet seeds. p vs. default: Welch's t-test of"
-            " the Kendall taus against the engine's default recipe; p vs. MACs / params: one-sample t-test of"
-            " the taus against ranking the architectures by MACs / by parameter count (a fixed number). Epoch"
-            " time: the training loop's mean epoch, relative to the default recipe's (same run of this"
-            " script, two supernets training at a time on the machine below, so indicative)."
+            "Each recipe: supernets trained with seeds 0, 1, ... (nb201: 1000, 1001, ..., as its ground"
+            " truth's trainings seeded 0, 1, ... and the seed draws the validation split), each ranking every"
+            " architecture of its study's ground truth (`results/ground_truth.md`,"
+            " `results/nb201_ground_truth.md`) with inherited weights after batch-norm recalibration."
+            " Figures: mean ± std over the supernet seeds. p vs. default: Welch's t-test of the Kendall taus"
+            " against the engine's default recipe; p vs. MACs / params: one-sample t-test of the taus against"
+            " ranking the architectures by MACs / by parameter count (a fixed number). Epoch time: the"
+            " training loop's mean epoch, relative to the default recipe's (same run of this script, two"
+            " supernets training at a time on the machine below, so indicative)."
         ),
         "",
     ]

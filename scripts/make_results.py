@@ -59,7 +59,6 @@ OPTIONAL = {
     "recipes": "recipes",
     "end_to_end": "end_to_end",
     "nb201_ground_truth": "nb201_ground_truth",
-    "nb201_ranking": "nb201_ranking",
     "own_model": "own_model",
     "pipeline_nb201": "pipeline",
 }

@@ -8,15 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_nb201_controllers as controllers  # noqa: E402
 import bench_nb201_ground_truth as ground_truth  # noqa: E402
-import bench_nb201_ranking as ranking  # noqa: E402
 
 
 # --- controllers ------------------------------------------------------------------------------------------
@@ -108,24 +107,56 @@ def test_spread_order_spreads_every_prefix():
     assert max(order[:4]) - min(order[:4]) >= 25 and len(set(order[:2])) == 2
 
 
-# --- ranking ----------------------------------------------------------------------------------------------
-def test_ranking_benchmark_trains_only_supernets_against_the_truth(tmp_path, fake_training):
-    truth = tmp_path / "data" / "nb201_ground_truth.json"
+# --- ranking: the recipes benchmark against this ground truth -------------------------------------------
+def test_recipes_benchmark_ranks_supernets_against_the_nb201_truth(tmp_path, fake_training, monkeypatch):
+    import _studies
+    import bench_recipes
+
+    truth = tmp_path / "results" / "data" / "nb201_ground_truth.json"
     ground_truth.measure(_gt_args(archs=6, seeds=2), None, truth)
     n_fake = len(fake_training)
-    args = argparse.Namespace(
-        samplers="uniform", distill="false", entangled="true", seeds=1, supernet_epochs=1, bn_recal_batches=2,
-        truth=str(truth), root=str(tmp_path / "runs"),
+    study = _studies.Study(
+        **{**vars(_studies.NB201), "name": "nb201_tiny", "supernet_epochs": 1, "recal_sizes": (2,),
+           "recal_default": 2, "recipes": {"uniform": ("--train.sampler=uniform",)},
+           "common": ("--data=digits", "--data.resolution=16", "--space=nb201", "--train-limit=256",
+                      "--data.val_limit=200", "--space.options={C: 4, N: 1}", "--trackers=jsonl")},
     )  # fmt: skip
-    path = tmp_path / "data" / "nb201_ranking.json"
-    raw = ranking.measure(args, None, path)
-    assert len(fake_training) == n_fake  # no standalone training
-    (run,) = raw["runs"]
-    assert run["recipe"] == "uniform" and len(run["supernet_acc"]) == 6
-    assert -1 <= run["kendall_tau"] <= 1 and 0 <= run["top5_overlap"] <= 1
-    assert set(raw["baselines"]) == {"macs", "params"}
-    again = ranking.measure(args, json.loads(path.read_text()), path)
-    assert len(again["runs"]) == 1  # resumed: nothing retrained
-    md = ranking.render(again, tmp_path)[0].read_text()
-    assert "| uniform | uniform | no | centre of 3x3 | 1 |" in md and "rank by macs (zero-cost)" in md
-    assert np.isfinite(run["train_seconds"]) and "Reproduce: `" in md
+    monkeypatch.setitem(_studies.STUDIES, study.name, study)
+    monkeypatch.setitem(bench_recipes.STUDIES, study.name, study)
+    args = argparse.Namespace(
+        space=study.name, recipes="all", seeds=1, workers=1, root=str(tmp_path / "runs")
+    )
+    path = truth.parent / "recipes.json"
+    bench_recipes.measure(args, path)
+    assert len(fake_training) == n_fake  # supernets only: the ground truth is never retrained
+    item = json.loads(path.read_text())["spaces"][study.name]["items"]["uniform"]["0"]
+    raw_truth = json.loads(truth.read_text())
+    assert item["arch_ids"] == [a["arch_id"] for a in raw_truth["archs"]] and len(item["inherited"]["2"]) == 6
+    cfg = yaml.safe_load((tmp_path / "runs" / study.name / "uniform" / "seed0" / "config.yaml").read_text())
+    assert cfg["seed"] == 1000  # never a seed of the ground truth's trainings
+    md = bench_recipes.render(json.loads(path.read_text()), tmp_path / "results")[0].read_text()
+    assert "## nb201_tiny" in md and "| uniform | 1 |" in md and "by MACs" in md
+    with pytest.raises(SystemExit, match="bench_nb201_ground_truth.py"):
+        import bench_ground_truth
+
+        bench_ground_truth.space_entry(study.name)
+
+
+def test_the_nb201_study_trains_supernets_with_its_ground_truths_recipe():
+    """The supernets of `bench_recipes --space nb201` see the data, space and recipe the committed ground
+    truth was trained with."""
+    import _studies
+
+    from nas.run.config import build_config
+
+    recipe = json.loads((ROOT / "results" / "data" / "nb201_ground_truth.json").read_text())["recipe"]
+    cfg = build_config(None, list(_studies.NB201.common))
+    assert (cfg.data.name, cfg.data.resolution, cfg.data.train_limit, cfg.data.val_limit) == (
+        recipe["data"], recipe["resolution"], recipe["train_limit"], recipe["val_limit"])  # fmt: skip
+    assert (cfg.data.batch_size, cfg.train.lr, cfg.space.width_mult) == (
+        recipe["batch_size"],
+        recipe["lr"],
+        1,
+    )
+    assert (cfg.space.options["C"], cfg.space.options["N"]) == (recipe["C"], recipe["N"])
+    assert _studies.NB201.standalone_epochs == recipe["epochs"]
