@@ -9,12 +9,13 @@ over sessions, beside the measurement's own repeatability (the same networks mea
 for the same networks, the latency ratio between runtimes and how often two runtimes disagree on which of two
 networks is faster; and per export format, the time to write and verify it and the file size.
 
-Writes results/data/runtimes.json (next to --out) after every measured unit, so an interrupted run resumes
-where it stopped, then the Markdown report from that file alone (``render``, also called by
+Writes results/data/<--out's name>.json (runtimes.json by default) after every measured unit, so an
+interrupted run resumes where it stopped (a later call with more runtimes, sessions or fits adds its units to
+the same file), then the Markdown report from that file alone (``render``, also called by
 scripts/make_results.py).
 
     python scripts/bench_runtimes.py                       # mbv3, every runtime that installs (hours)
-    python scripts/bench_runtimes.py --space nb201 ...     # another space
+    python scripts/bench_runtimes.py --space nb201 --out results/runtimes_nb201.md   # another space
     python scripts/bench_runtimes.py --space tiny --archs 6 --sessions 1 --calibration-n 4 \\
         --runtimes torch,onnxruntime --threads-multi 0 --out /tmp/runtimes.md   # a smoke test (a minute)
 """
@@ -66,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     )  # internal: measure this runtime's units, in this process
     args = ap.parse_args(argv)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "only")}
-    path = data_path(args.out, NAME)
-    raw = _resume(path, settings)
+    path = data_path(args.out, Path(args.out).stem)  # runtimes_nb201.md keeps data/runtimes_nb201.json
+    raw = _resume(path, settings, record_call=not args.only)
     if args.only:
         measure(args, raw, path, [args.only])
         return 0
+    save_raw(path, raw)  # the children resume this file: its provenance is this call's, not theirs
     names = [n.strip() for n in args.runtimes.split(",")]
     if len(names) == 1:
         measure(args, raw, path, names)
@@ -94,15 +96,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _resume(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """The data measured so far with these settings (units already measured are not measured again)."""
+UNIT_SETTINGS = ("space", "space_options", "archs", "calibration_n", "repeats")
+"""What one unit's figures depend on. The other settings (runtimes, sessions, thread setting, fit, export
+formats) only choose which units and exports to measure, so a later call may add to the data."""
+
+
+def _resume(path: Path, settings: dict[str, Any], record_call: bool = True) -> dict[str, Any]:
+    """The data measured so far with the same unit settings (units already measured are not measured
+    again; a call with more runtimes, sessions or fits adds its units; other export settings re-time the
+    exports)."""
+    fresh = provenance(NAME, settings)
     if path.exists():
         old = load_raw(path)
-        if old.get("settings") == settings:
+        before = old.get("settings", {})
+        if all(before.get(k) == settings[k] for k in UNIT_SETTINGS):
             print(f"resuming {path}: {len(old.get('units', {}))} unit(s) measured", file=sys.stderr)
+            if any(before.get(k) != settings[k] for k in ("space", "export_archs", "formats")):
+                old["exports"] = {}
+            calls = old.get("calls", [old["command"]])
+            old["calls"] = (
+                calls if fresh["command"] in calls or not record_call else [*calls, fresh["command"]]
+            )
+            old["settings"] = settings
             return old
-        print(f"{path} holds other settings: starting afresh", file=sys.stderr)
-    return {**provenance(NAME, settings), "units": {}, "runtimes": {}, "exports": {}}
+        print(
+            f"{path} holds other unit settings ({', '.join(UNIT_SETTINGS)}): starting afresh", file=sys.stderr
+        )
+    return {**fresh, "calls": [fresh["command"]], "units": {}, "runtimes": {}, "exports": {}}
 
 
 def _space(args: argparse.Namespace) -> Any:
@@ -298,7 +318,7 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
             " (the ceiling for any prediction)."
         ),
         "",
-        f"Reproduce: `{raw['command']}`",
+        "Reproduce: " + ", then ".join(f"`{c}`" for c in raw.get("calls", [raw["command"]])),
         "",
         "## Runtimes",
         "",

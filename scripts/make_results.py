@@ -54,6 +54,7 @@ REPORTS = (
 OPTIONAL = {
     "train_throughput_gpu": "train_throughput",
     "runtimes": "runtimes",
+    "runtimes_nb201": "runtimes",
     "latency_fit": "latency_fit",
     "ground_truth": "ground_truth",
     "recipes": "recipes",

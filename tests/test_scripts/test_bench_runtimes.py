@@ -51,6 +51,13 @@ def test_tiny_run_measures_saves_resumes_and_renders(bench, tmp_path):
     assert bench.main(args) == 0
     assert json.loads(data.read_text()) == raw
 
+    # a call asking for one more session adds its units and keeps the measured ones as they are
+    assert bench.main([a if a != "--sessions=2" else "--sessions=3" for a in args]) == 0
+    grown = json.loads(data.read_text())
+    assert set(grown["units"]) == set(raw["units"]) | {"torch|1|ops|2", "onnxruntime|1|ops|2"}
+    assert all(grown["units"][k] == v for k, v in raw["units"].items())
+    assert grown["exports"] == raw["exports"]  # same export settings: not re-timed
+
     # the report is the data's alone
     again = tmp_path / "again"
     bench.render(raw, again)
