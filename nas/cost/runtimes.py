@@ -259,6 +259,7 @@ register_runtime(
         onnx_bytes,
         _ort_load,
         description="ONNX Runtime, CPU execution provider",
+        default_fit="networks",  # its graph optimisations fuse what an op table times apart (runtimes.md)
     ),
 )
 
@@ -299,6 +300,7 @@ register_runtime(
         onnx_bytes,
         _openvino_load,
         description="OpenVINO CPU plugin (float32, latency hint, one stream), from the ONNX file",
+        default_fit="networks",  # as ONNX Runtime's: whole networks predict better here (results/runtimes.md)
     ),
 )
 
