@@ -278,8 +278,9 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
     lines.append("")
     if len(seconds):
         lines.append(
-            f"Seconds per training: mean {seconds.mean():.0f}, min {seconds.min():.0f}, max"
-            f" {seconds.max():.0f} (one thread each, trainings in parallel on a shared 2-core machine)."
+            f"Seconds per training (wall clock): median {np.median(seconds):.0f}, min {seconds.min():.0f},"
+            f" max {seconds.max():.0f} (trainings in parallel on a shared 2-core machine; the wall clock of"
+            " one paused while a timing benchmark had the machine includes the pause, hence the median)."
         )
     if len(archs) >= 2 and len(seeds) >= 2:
         spread = (table * 100).std(axis=1, ddof=1)
@@ -309,7 +310,7 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
             per_half = max(1, len(seeds) // 2) if split is not None else 1
             need = seeds_for_reliability(value, per_half, RELIABILITY_TARGET)
             missing = max(0, (need or 0) * sel["archs"] - len(raw["results"]))  # trainings still to run
-            hours = missing * (seconds.mean() if len(seconds) else 0) / 7200
+            hours = missing * (np.median(seconds) if len(seconds) else 0) / 7200
             lines.append(
                 f"- Seeds per architecture for {RELIABILITY_TARGET} (Spearman-Brown on the measured tau,"
                 " Kendall tau to correlation by r = sin(pi tau / 2)): "
