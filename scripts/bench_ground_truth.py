@@ -54,6 +54,11 @@ def main() -> None:
     print(out.read_text())
 
 
+def study_entry(raw: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """Study ``name``'s entry in this data file (what bench_recipes reads of every ground truth)."""
+    return raw["spaces"].get(name)
+
+
 def space_entry(name: str) -> tuple[dict[str, Any], Any, list[Any]]:
     """What the data file records about a study's space (without results), its config and its
     architectures."""

@@ -214,7 +214,7 @@ def per_seed(raw: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray, lis
     return complete, np.array([[acc[(a["arch_id"], s)] for s in seeds] for a in complete]), seeds
 
 
-def study_entry(raw: dict[str, Any]) -> dict[str, Any]:
+def study_entry(raw: dict[str, Any], name: str = "nb201") -> dict[str, Any]:
     """This ground truth in the shape of a study's entry in ``ground_truth.json`` (architectures with their
     NATS string, MACs and parameters; results per architecture and seed), so the recipes benchmark and its
     report read both alike."""

@@ -169,10 +169,7 @@ def _truth(results_dir: Path, name: str) -> tuple[np.ndarray, dict[str, Any], di
     gt_path = results_dir / "data" / f"{truth}.json"
     if not gt_path.exists():
         return None
-    if truth == "ground_truth":
-        entry = load_raw(gt_path)["spaces"].get(name)
-    else:  # a ground truth with a script of its own (bench_<truth>.study_entry gives the same shape)
-        entry = importlib.import_module(f"bench_{truth}").study_entry(load_raw(gt_path))
+    entry = importlib.import_module(f"bench_{truth}").study_entry(load_raw(gt_path), name)  # one shape
     if entry is None:
         return None
     acc, seeds = complete_matrix(entry)

@@ -111,7 +111,7 @@ def _resume(path: Path, settings: dict[str, Any], record_call: bool = True) -> d
         before = old.get("settings", {})
         if all(before.get(k) == settings[k] for k in UNIT_SETTINGS):
             print(f"resuming {path}: {len(old.get('units', {}))} unit(s) measured", file=sys.stderr)
-            if any(before.get(k) != settings[k] for k in ("space", "export_archs", "formats")):
+            if any(before.get(k) != settings[k] for k in ("export_archs", "formats")):
                 old["exports"] = {}
             calls = old.get("calls", [old["command"]])
             old["calls"] = (
