@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from nas.cli import main
 from nas.cost import calibrate
 from nas.cost.fit import fit_op_table, fitted_profile
-from nas.cost.machine import DRIFT_LIMIT, machine_id, machine_state_warning
+from nas.cost.machine import DRIFT_LIMIT, ReferenceTracker, machine_id, machine_state_warning
 from nas.run.context import build_space, resolve_config
 
 SPACE = build_space(resolve_config(None, None, ["space.name=tiny", "data.resolution=16"]))
@@ -32,10 +31,32 @@ def _profile_with_reference(tmp_path, reference_ms: float, host: str | None = No
     return fitted_profile(SPACE, fit, "cpu", {"machine_state": state}).save(tmp_path / "p.json")
 
 
-def _busy_loops(seconds: float) -> list[subprocess.Popen]:
-    """Enough CPU-bound processes to take most of every core for ``seconds`` (each exits on its own)."""
-    code = f"import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass\n"
-    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(4 * (os.cpu_count() or 1))]
+class _BusyLoops:
+    """CPU-bound processes, enough to take most of every core, from before a calibration's first reference
+    sample until its ``samples``-th. The competition is tied to the calibration's progress, not to the wall
+    clock: on a slow machine, building the networks can outlast a fixed busy period."""
+
+    def __init__(self, monkeypatch, samples: int = 3):
+        code = "print('go', flush=True)\nwhile True: pass\n"
+        cmd = [sys.executable, "-c", code]
+        self.procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(4 * (os.cpu_count() or 1))]
+        for p in self.procs:  # each is spinning before the calibration starts
+            assert p.stdout.readline().strip() == b"go"
+        original = ReferenceTracker.sample
+
+        def sample(tracker):
+            original(tracker)
+            if len(tracker.samples_ms) == samples:
+                self.stop()
+
+        monkeypatch.setattr(ReferenceTracker, "sample", sample)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            p.stdout.close()
 
 
 def test_warning_names_both_speeds_and_the_remedy():
@@ -79,32 +100,26 @@ def test_calibration_records_the_reference_and_load():
     assert state["load_average_1min"]["start"] >= 0 and diag["machine_unstable"] == state["unstable"]
 
 
-def test_calibration_beside_a_cpu_bound_process_is_flagged():
-    """Busy loops take the cores for the first 1.5 s of a >= 3 s calibration: its reference op slows, then
-    recovers, and the profile is marked unstable with the reason."""
-    procs = _busy_loops(1.5)
+def test_calibration_beside_a_cpu_bound_process_is_flagged(monkeypatch):
+    """Busy loops take the cores for the first three reference samples of a >= 3 s calibration: its
+    reference op slows, then recovers, and the profile is marked unstable with the reason."""
+    busy = _BusyLoops(monkeypatch)
     try:
-        time.sleep(0.2)  # let them start
         profile, _ = calibrate(SPACE, n_archs=4, seed=0, warmup=1, repeats=2, lut=False)
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+        busy.stop()
     state = profile.meta["machine_state"]
     assert state["unstable"] is True and state["drift"] > DRIFT_LIMIT, state
     assert "moved by" in state["why"] and "load average" in state["why"]
 
 
-def test_strict_calibration_on_a_busy_machine_saves_nothing(tmp_path, capsys):
+def test_strict_calibration_on_a_busy_machine_saves_nothing(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cpu.json"
-    procs = _busy_loops(1.5)
+    busy = _BusyLoops(monkeypatch)
     try:
-        time.sleep(0.2)
         rc = main(["latency", "calibrate", "--n=4", "--strict", "--profile", str(out), *TINY])
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+        busy.stop()
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "not saved" in err and "moved by" in err, err
     assert not out.exists()
