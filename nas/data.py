@@ -24,22 +24,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
-from torchvision.datasets import CIFAR10, CIFAR100, FashionMNIST, ImageFolder
-from torchvision.datasets.utils import download_and_extract_archive
-from torchvision.transforms.functional import pil_to_tensor
 
 from nas.run.files import atomic_write_stream, cache_home
 from search_spaces.errors import UserError
 from search_spaces.registry import Registry
+
+if TYPE_CHECKING:
+    from torchvision.datasets import CIFAR10, ImageFolder
+
+# torchvision and scikit-learn are imported where a data set needs them: together they take about 2.5 s to
+# import (torchvision pulls in torch._dynamo), which every process that only predicts latency would pay.
 
 
 class DataError(UserError):
@@ -262,6 +263,8 @@ def _choose(labels: np.ndarray, pool: np.ndarray, count: int, seed: int) -> tupl
     _, counts = np.unique(labels[pool], return_counts=True)
     n_classes = len(counts)
     can_stratify = counts.min() >= 2 and n_classes <= count <= len(pool) - n_classes
+    from sklearn.model_selection import train_test_split
+
     rest, chosen = train_test_split(
         pool, test_size=count, stratify=labels[pool] if can_stratify else None, random_state=seed
     )
@@ -387,6 +390,8 @@ def _load_digits(resolution: int, seed: int, limits: Limits) -> DataBundle:
     ``_DIGITS_TEST_SEED``, not ``seed``): test accuracies of runs with different seeds are measured on the
     same images. The train/val split of the remaining images follows ``seed``.
     """
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.float32)).unsqueeze(1)  # [N, 1, 8, 8], values 0..16
     labels = digits.target.astype(np.int64)
@@ -551,6 +556,8 @@ def _read_fashion_split(root: Path, train: bool, origins: dict[str, Path]) -> tu
     prefix = "train" if train else "t10k"
     files = [str(origins[f]) for f in FASHION_FILES if f.startswith(prefix)]
     try:
+        from torchvision.datasets import FashionMNIST
+
         ds = FashionMNIST(str(root), train=train, download=False)
         images, labels = ds.data, ds.targets.numpy().astype(np.int64)
     except (RuntimeError, AssertionError, ValueError, TypeError, OSError) as exc:
@@ -569,6 +576,8 @@ def _read_fashion_split(root: Path, train: bool, origins: dict[str, Path]) -> tu
 def _download_fashion(root: Path) -> None:
     """Let torchvision fetch Fashion-MNIST into ``root`` (only when the user passed download)."""
     try:
+        from torchvision.datasets import FashionMNIST
+
         FashionMNIST(str(root), train=True, download=True)
     except Exception as exc:  # network errors come in many types (URLError, OSError, RuntimeError)
         raise DataError(
@@ -589,9 +598,9 @@ def _download_fashion(root: Path) -> None:
 # The pickles are opened with an allow-list unpickler, so a tampered data folder
 # cannot execute code (plain pickle.load, as torchvision uses, would).
 
-_CIFAR: dict[str, tuple[type[CIFAR10], _Stats]] = {
-    "cifar10": (CIFAR10, _CIFAR10_STATS),
-    "cifar100": (CIFAR100, _CIFAR100_STATS),
+_CIFAR: dict[str, tuple[str, _Stats]] = {  # torchvision class name, normalisation
+    "cifar10": ("CIFAR10", _CIFAR10_STATS),
+    "cifar100": ("CIFAR100", _CIFAR100_STATS),
 }
 
 _PICKLE_ALLOWED = {
@@ -624,7 +633,10 @@ def _load_cifar(
     download: bool,
 ) -> DataBundle:
     """CIFAR-10/100 from the python-version archive layout under ``data_dir``."""
-    cls, stats = _CIFAR[key]
+    import torchvision.datasets
+
+    cls_name, stats = _CIFAR[key]
+    cls = getattr(torchvision.datasets, cls_name)
     folder = _cifar_folder(key, cls, data_dir, download)
     classes = _read_cifar_meta(folder / cls.meta["filename"], cls.meta["key"])
     train_x, train_y = _read_cifar_batches(folder, [n for n, _ in cls.train_list], len(classes))
@@ -663,6 +675,8 @@ def _cifar_folder(key: str, cls: type[CIFAR10], data_dir: str | None, download: 
 def _download_cifar(cls: type[CIFAR10], root: Path) -> None:
     """Fetch and extract the official archive (torchvision verifies its md5)."""
     try:
+        from torchvision.datasets.utils import download_and_extract_archive
+
         download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except Exception as exc:  # network errors come in many types (URLError, OSError, RuntimeError)
         raise DataError(
@@ -747,7 +761,8 @@ class _ImageReader:
                 rgb = img.convert("RGB").resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise DataError(f"cannot read image {path} ({exc}); delete or replace the file") from exc
-        return pil_to_tensor(rgb).to(torch.float32).mul_(self.scale).add_(self.shift)
+        chw = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)  # HWC uint8 -> CHW, as pil_to_tensor does
+        return chw.to(torch.float32).mul_(self.scale).add_(self.shift)
 
 
 def _as_int64(label: int) -> torch.Tensor:
@@ -757,6 +772,8 @@ def _as_int64(label: int) -> torch.Tensor:
 
 def _image_folder(folder: Path, reader: _ImageReader) -> ImageFolder:
     """torchvision ImageFolder, with its 'no classes / no images' errors turned into DataErrors."""
+    from torchvision.datasets import ImageFolder
+
     try:
         return ImageFolder(str(folder), loader=reader, target_transform=_as_int64)
     except (FileNotFoundError, NotADirectoryError) as exc:

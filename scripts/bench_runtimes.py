@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         # one process per runtime: their thread pools (OpenVINO's TBB, ExecuTorch's pthreadpool) abort the
         # process when loaded together (glibc's __pthread_tpp_change_priority assertion after OpenVINO)
         for name in names:
+            if not _pending(args, raw, name):
+                continue  # every unit measured (or the runtime missing): no process to start
             child = subprocess.run(
                 [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), f"--only={name}"]
             )
@@ -125,6 +127,23 @@ def _resume(path: Path, settings: dict[str, Any], record_call: bool = True) -> d
     return {**fresh, "calls": [fresh["command"]], "units": {}, "runtimes": {}, "exports": {}}
 
 
+def _unit_keys(args: argparse.Namespace, runtime: Any) -> list[str]:
+    """The units a call asks of ``runtime``: one per thread setting, fit and session."""
+    threads = [1] + ([args.threads_multi] if args.threads_multi > 1 else [])
+    fits = {"default": [runtime.default_fit], "both": ["ops", "networks"]}.get(args.fit, [args.fit])
+    return [f"{runtime.name}|{t}|{fit}|{s}" for t in threads for fit in fits for s in range(args.sessions)]
+
+
+def _pending(args: argparse.Namespace, raw: dict[str, Any], name: str) -> bool:
+    """Whether runtime ``name`` has a unit left to measure (a runtime recorded as missing has none)."""
+    from nas.cost.runtimes import get_runtime
+
+    rt = get_runtime(name)
+    if rt.missing():
+        return rt.name not in raw["runtimes"]  # its child records why it is missing
+    return rt.name not in raw["runtimes"] or any(k not in raw["units"] for k in _unit_keys(args, rt))
+
+
 def _space(args: argparse.Namespace) -> Any:
     from search_spaces import create_space
 
@@ -143,7 +162,6 @@ def measure(args: argparse.Namespace, raw: dict[str, Any], path: Path, names: li
     space, _ = _space(args)
     archs = distinct_samples(space, args.archs, seed=10_000)  # new to every calibration (seeds 0..sessions-1)
     raw["archs"] = [a.to_dict() for a in archs]
-    threads = [1] + ([args.threads_multi] if args.threads_multi > 1 else [])
     for name in names:
         rt = get_runtime(name.strip())
         missing = rt.missing()
@@ -154,45 +172,43 @@ def measure(args: argparse.Namespace, raw: dict[str, Any], path: Path, names: li
         }
         if missing:
             continue
-        fits = {"default": [rt.default_fit], "both": ["ops", "networks"]}.get(args.fit, [args.fit])
-        for t in threads:
-            for fit in fits:
-                for s in range(args.sessions):
-                    key = f"{rt.name}|{t}|{fit}|{s}"
-                    if key in raw["units"]:
-                        continue
-                    t0 = time.perf_counter()
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        profile, diag = calibrate(
-                            space,
-                            n_archs=args.calibration_n,
-                            seed=s,
-                            threads=t,
-                            runtime=rt.name,
-                            method=fit,
-                            repeats=args.repeats,
-                        )
-                        calibration_s = time.perf_counter() - t0
-                        model = CostModel(space, profile)
-                        measured = measure_archs(model, archs, t, 1, repeats=args.repeats, runtime=rt.name)
-                    predicted = model.predict(archs)
-                    raw["units"][key] = {
-                        "runtime": rt.name,
-                        "threads": t,
-                        "fit": fit,
-                        "session": s,
-                        **fit_diagnostics(predicted, measured),
-                        "calibration_holdout": {k: diag[k] for k in ("kendall_tau", "mape", "within_10pct")},
-                        "machine_unstable": profile.meta["machine_state"]["unstable"],
-                        "reference_ms": profile.meta["machine_state"]["reference_ms"],
-                        "calibration_seconds": calibration_s,
-                        "seconds": time.perf_counter() - t0,
-                        "measured_ms": [float(v) for v in measured],
-                        "predicted_ms": [float(v) for v in predicted],
-                    }
-                    save_raw(path, raw)
-                    print(f"{key}: tau {raw['units'][key]['kendall_tau']:.3f}", file=sys.stderr)
+        for key in _unit_keys(args, rt):
+            if key in raw["units"]:
+                continue
+            _, t_text, fit, s_text = key.split("|")
+            t, s = int(t_text), int(s_text)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                profile, diag = calibrate(
+                    space,
+                    n_archs=args.calibration_n,
+                    seed=s,
+                    threads=t,
+                    runtime=rt.name,
+                    method=fit,
+                    repeats=args.repeats,
+                )
+                calibration_s = time.perf_counter() - t0
+                model = CostModel(space, profile)
+                measured = measure_archs(model, archs, t, 1, repeats=args.repeats, runtime=rt.name)
+            predicted = model.predict(archs)
+            raw["units"][key] = {
+                "runtime": rt.name,
+                "threads": t,
+                "fit": fit,
+                "session": s,
+                **fit_diagnostics(predicted, measured),
+                "calibration_holdout": {k: diag[k] for k in ("kendall_tau", "mape", "within_10pct")},
+                "machine_unstable": profile.meta["machine_state"]["unstable"],
+                "reference_ms": profile.meta["machine_state"]["reference_ms"],
+                "calibration_seconds": calibration_s,
+                "seconds": time.perf_counter() - t0,
+                "measured_ms": [float(v) for v in measured],
+                "predicted_ms": [float(v) for v in predicted],
+            }
+            save_raw(path, raw)
+            print(f"{key}: tau {raw['units'][key]['kendall_tau']:.3f}", file=sys.stderr)
     save_raw(path, raw)
 
 
