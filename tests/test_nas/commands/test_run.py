@@ -408,6 +408,7 @@ def test_search_trades_accuracy_against_latency_on_two_devices(tiny_run, tmp_pat
         "--json",
         "--trials=5",
         "--search.devices=cpu,mobile-big-core",
+        "--format=torch",  # formats: tests/test_nas/export; this test is the devices'
     ]
     assert main(args) == 0
     capsys.readouterr()
@@ -466,7 +467,7 @@ def _two_opposite_devices_are_traded_off(run_dir: Path, tmp_path: Path, capsys) 
     work = tmp_path / "opposite"
     shutil.copytree(run_dir, work, ignore=shutil.ignore_patterns("study.db*", "search", "export", ".lock*"))
     dev_a, dev_b = _opposite_profiles(_run_space(work), tmp_path)
-    args = ["run", "--run-dir", str(work), "--quiet", "--json", "--trials=6"]
+    args = ["run", "--run-dir", str(work), "--quiet", "--json", "--trials=6", "--format=torch"]
     assert main([*args, f"--search.devices={dev_a},{dev_b}"]) == 0
     capsys.readouterr()
     pareto = json.loads((work / "search" / "pareto.json").read_text())
@@ -513,6 +514,7 @@ def test_search_with_each_optuna_controller_end_to_end(tiny_run, tmp_path, capsy
                 "--trials=5",
                 f"--search.controller={controller}",
                 "--epochs=2",
+                "--format=torch",  # formats: tests/test_nas/export; this test is the controller's
                 *TINY,
             ]
         )
