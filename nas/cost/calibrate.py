@@ -20,6 +20,7 @@ import scipy
 import torch
 from torch import nn
 
+from nas.cost import machine
 from nas.cost.fit import fit_diagnostics, fit_nnls, fit_op_table, summed_features
 from nas.cost.machine import ReferenceTracker, processor_name
 from nas.cost.profile import DeviceProfile, space_signature
@@ -301,7 +302,7 @@ def calibrate(
         warmup,
         repeats,
         progress,
-        min_seconds=3.0,
+        min_seconds=machine.MIN_TIMING_SECONDS,
         shapes=shapes,
         device=measure_on,
         runtime=rt.name,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.cost import machine
 from nas.cost.calibrate import distinct_samples, fit_diagnostics, fit_nnls, measure_latencies_ms
 from nas.cost.model import CostModel
 from nas.cost.profile import DeviceProfile
@@ -45,7 +46,7 @@ def measure_archs(
         warmup=5,
         repeats=repeats,
         progress=progress,
-        min_seconds=3.0,
+        min_seconds=machine.MIN_TIMING_SECONDS,
         runtime=runtime,
     )
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from nas.constraints import Limit, describe
-from nas.cost import CostModel, predict_many
+from nas.cost import CostModel, machine, predict_many
 from nas.cost.calibrate import measure_latencies_ms, processor_name
 from nas.cost.runtimes import get_runtime
 from nas.evaluation import accuracy, recalibrate_bn
@@ -112,7 +112,7 @@ def export_arch(
             batch=1,
             threads=latency_threads,
             repeats=ctx.cfg.export.latency_repeats,
-            min_seconds=1.5,
+            min_seconds=machine.MIN_TIMING_SECONDS / 2,
             runtime=runtime.name,
         )[0]
     )

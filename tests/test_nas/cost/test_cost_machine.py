@@ -100,6 +100,7 @@ def test_calibration_records_the_reference_and_load():
     assert state["load_average_1min"]["start"] >= 0 and diag["machine_unstable"] == state["unstable"]
 
 
+@pytest.mark.full_timing
 def test_calibration_beside_a_cpu_bound_process_is_flagged(monkeypatch):
     """Busy loops take the cores for the first three reference samples of a >= 3 s calibration: its
     reference op slows, then recovers, and the profile is marked unstable with the reason."""
@@ -113,6 +114,7 @@ def test_calibration_beside_a_cpu_bound_process_is_flagged(monkeypatch):
     assert "moved by" in state["why"] and "load average" in state["why"]
 
 
+@pytest.mark.full_timing
 def test_strict_calibration_on_a_busy_machine_saves_nothing(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cpu.json"
     busy = _BusyLoops(monkeypatch)
