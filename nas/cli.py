@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import optuna
 
+        from nas.timing_floor import min_timing_seconds
+
+        min_timing_seconds()  # a malformed NAS_MIN_TIMING_SECONDS is refused before any command writes
         optuna.logging.set_verbosity(
             optuna.logging.WARNING
         )  # the program's choice: trials are reported by us

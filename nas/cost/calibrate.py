@@ -20,11 +20,11 @@ import scipy
 import torch
 from torch import nn
 
-from nas.cost import machine
 from nas.cost.fit import fit_diagnostics, fit_nnls, fit_op_table, summed_features
 from nas.cost.machine import ReferenceTracker, processor_name
 from nas.cost.profile import DeviceProfile, space_signature
 from nas.cost.runtimes import DEFAULT_RUNTIME, get_runtime, runtime_meta
+from nas.timing_floor import min_timing_seconds
 from search_spaces.arch import Arch
 from search_spaces.base import SearchSpace
 
@@ -302,7 +302,7 @@ def calibrate(
         warmup,
         repeats,
         progress,
-        min_seconds=machine.MIN_TIMING_SECONDS,
+        min_seconds=min_timing_seconds(),
         shapes=shapes,
         device=measure_on,
         runtime=rt.name,

@@ -28,10 +28,6 @@ from search_spaces.errors import UserError
 DRIFT_LIMIT = 0.15  # relative change of the reference op's speed that flags a calibration or warns a user
 _CHUNK = 60  # reference op runs per timed chunk (about 8 ms on a 2020s server core): long enough that a
 # competing process's time slices show, short enough to sample between rounds
-MIN_TIMING_SECONDS = 3.0
-"""Calibration and validation time their networks for at least this long: long enough for the machine-state
-guard to take about ten reference samples between rounds (the export's measured latency takes half).
-Read at call time, so the test suite can shorten it (tests/conftest.py) without touching the benchmarks."""
 _SAMPLE_EVERY_S = 0.3  # during calibration: at most one reference sample per this many seconds of rounds
 REMEDY = (
     "calibrate again (`nas latency calibrate`) or refit on fresh measurements (`nas latency measure --refit`)"

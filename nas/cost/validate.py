@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from nas.cost import machine
 from nas.cost.calibrate import distinct_samples, fit_diagnostics, fit_nnls, measure_latencies_ms
 from nas.cost.model import CostModel
 from nas.cost.profile import DeviceProfile
 from nas.cost.runtimes import DEFAULT_RUNTIME
+from nas.timing_floor import min_timing_seconds
 
 
 def measure_archs(
@@ -46,7 +46,7 @@ def measure_archs(
         warmup=5,
         repeats=repeats,
         progress=progress,
-        min_seconds=machine.MIN_TIMING_SECONDS,
+        min_seconds=min_timing_seconds(),
         runtime=runtime,
     )
 

@@ -20,13 +20,14 @@ import torch
 from torch import nn
 
 from nas.constraints import Limit, describe
-from nas.cost import CostModel, machine, predict_many
+from nas.cost import CostModel, predict_many
 from nas.cost.calibrate import measure_latencies_ms, processor_name
 from nas.cost.runtimes import get_runtime
 from nas.evaluation import accuracy, recalibrate_bn
 from nas.export.formats import ExportJob, format_files, resolve_formats, space_settings, write_formats
 from nas.run.context import RunContext
 from nas.run.files import atomic_write_json, atomic_write_text
+from nas.timing_floor import min_timing_seconds
 from nas.trials import TrialRow
 from search_spaces import Arch
 from search_spaces.errors import UserError
@@ -112,7 +113,7 @@ def export_arch(
             batch=1,
             threads=latency_threads,
             repeats=ctx.cfg.export.latency_repeats,
-            min_seconds=machine.MIN_TIMING_SECONDS / 2,
+            min_seconds=min_timing_seconds() / 2,
             runtime=runtime.name,
         )[0]
     )

@@ -139,3 +139,19 @@ def test_validate_sessions_reports_mean_and_range(tmp_path, capsys):
         assert s["mean"] == pytest.approx(np.mean(s["per_session"]))
     report = json.loads((tmp_path / "latency_validation.json").read_text())
     assert len(report["per_session"]) == 2 and all(len(r["rows"]) == 4 for r in report["per_session"])
+
+
+@pytest.mark.full_timing
+def test_the_timing_floor_is_3_s_unless_the_environment_lowers_it(monkeypatch, tmp_path, capsys):
+    from nas.timing_floor import ENV, min_timing_seconds
+
+    assert min_timing_seconds() == 3.0
+    monkeypatch.setenv(ENV, "0.25")
+    assert min_timing_seconds() == 0.25
+    out = tmp_path / "cpu.json"
+    for bad in ("abc", "-1", "nan"):
+        monkeypatch.setenv(ENV, bad)
+        assert main(["latency", "calibrate", "--n=4", "--profile", str(out), *TINY]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{ENV}='{bad}'" in err and "seconds >= 0" in err, err
+        assert not out.exists()
