@@ -555,9 +555,9 @@ def _read_fashion_split(root: Path, train: bool, origins: dict[str, Path]) -> tu
     """Images ``[N, 28, 28]`` uint8 and int64 labels of one split, via torchvision's reader."""
     prefix = "train" if train else "t10k"
     files = [str(origins[f]) for f in FASHION_FILES if f.startswith(prefix)]
-    try:
-        from torchvision.datasets import FashionMNIST
+    from torchvision.datasets import FashionMNIST
 
+    try:
         ds = FashionMNIST(str(root), train=train, download=False)
         images, labels = ds.data, ds.targets.numpy().astype(np.int64)
     except (RuntimeError, AssertionError, ValueError, TypeError, OSError) as exc:
@@ -575,9 +575,9 @@ def _read_fashion_split(root: Path, train: bool, origins: dict[str, Path]) -> tu
 
 def _download_fashion(root: Path) -> None:
     """Let torchvision fetch Fashion-MNIST into ``root`` (only when the user passed download)."""
-    try:
-        from torchvision.datasets import FashionMNIST
+    from torchvision.datasets import FashionMNIST  # outside the try: a broken install is not a network error
 
+    try:
         FashionMNIST(str(root), train=True, download=True)
     except Exception as exc:  # network errors come in many types (URLError, OSError, RuntimeError)
         raise DataError(
@@ -674,9 +674,9 @@ def _cifar_folder(key: str, cls: type[CIFAR10], data_dir: str | None, download: 
 
 def _download_cifar(cls: type[CIFAR10], root: Path) -> None:
     """Fetch and extract the official archive (torchvision verifies its md5)."""
-    try:
-        from torchvision.datasets.utils import download_and_extract_archive
+    from torchvision.datasets.utils import download_and_extract_archive  # outside the try, as above
 
+    try:
         download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
     except Exception as exc:  # network errors come in many types (URLError, OSError, RuntimeError)
         raise DataError(
