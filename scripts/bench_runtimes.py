@@ -127,11 +127,13 @@ def _resume(path: Path, settings: dict[str, Any], record_call: bool = True) -> d
     return {**fresh, "calls": [fresh["command"]], "units": {}, "runtimes": {}, "exports": {}}
 
 
-def _unit_keys(args: argparse.Namespace, runtime: Any) -> list[str]:
-    """The units a call asks of ``runtime``: one per thread setting, fit and session."""
+def _wanted_units(args: argparse.Namespace, runtime: Any) -> dict[str, tuple[int, str, int]]:
+    """The units a call asks of ``runtime``: data key -> (threads, fit, session), one per thread setting, fit
+    and session."""
     threads = [1] + ([args.threads_multi] if args.threads_multi > 1 else [])
     fits = {"default": [runtime.default_fit], "both": ["ops", "networks"]}.get(args.fit, [args.fit])
-    return [f"{runtime.name}|{t}|{fit}|{s}" for t in threads for fit in fits for s in range(args.sessions)]
+    sessions = range(args.sessions)
+    return {f"{runtime.name}|{t}|{fit}|{s}": (t, fit, s) for t in threads for fit in fits for s in sessions}
 
 
 def _pending(args: argparse.Namespace, raw: dict[str, Any], name: str) -> bool:
@@ -141,7 +143,7 @@ def _pending(args: argparse.Namespace, raw: dict[str, Any], name: str) -> bool:
     rt = get_runtime(name)
     if rt.missing():
         return rt.name not in raw["runtimes"]  # its child records why it is missing
-    return rt.name not in raw["runtimes"] or any(k not in raw["units"] for k in _unit_keys(args, rt))
+    return rt.name not in raw["runtimes"] or any(k not in raw["units"] for k in _wanted_units(args, rt))
 
 
 def _space(args: argparse.Namespace) -> Any:
@@ -172,11 +174,9 @@ def measure(args: argparse.Namespace, raw: dict[str, Any], path: Path, names: li
         }
         if missing:
             continue
-        for key in _unit_keys(args, rt):
+        for key, (t, fit, s) in _wanted_units(args, rt).items():
             if key in raw["units"]:
                 continue
-            _, t_text, fit, s_text = key.split("|")
-            t, s = int(t_text), int(s_text)
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

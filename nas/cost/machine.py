@@ -13,6 +13,7 @@ warns when the machine is no longer in the state the profile describes.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -184,12 +185,16 @@ def machine_state_warning(meta: dict[str, Any], name: str, reference_ms: float |
     )
 
 
-_checked: dict[str, str | None] = {}
+_checked: dict[tuple[str, str], str | None] = {}
 
 
-def warn_if_machine_changed(meta: dict[str, Any], name: str, key: str) -> str | None:
-    """:func:`machine_state_warning` once per process and profile (``key``), issued as a
-    :class:`MachineStateWarning`."""
+def warn_if_machine_changed(meta: dict[str, Any], name: str) -> str | None:
+    """:func:`machine_state_warning` once per process and profile, issued as a :class:`MachineStateWarning`.
+
+    A profile is known by its name and the machine state it recorded (what the warning depends on), so two
+    calibrations of one name in a day are checked apart.
+    """
+    key = (name, json.dumps(meta.get("machine_state"), sort_keys=True, default=str))
     if key not in _checked:
         _checked[key] = machine_state_warning(meta, name)
         if _checked[key]:

@@ -48,10 +48,7 @@ def checked(model: CostModel) -> CostModel:
     """``model``, after warning (once per process and profile) when this is the machine its profile was
     calibrated on and the machine's reference speed moved since (:mod:`nas.cost.machine`)."""
     p = model.profile
-    state = p.meta.get("machine_state")
-    reference = state.get("reference_ms") if isinstance(state, dict) else None
-    # two profiles of one name, space and date (two calibrations in a day) differ in their reference
-    warn_if_machine_changed(p.meta, p.name, f"{p.name}|{p.space_signature}|{p.meta.get('date')}|{reference}")
+    warn_if_machine_changed(p.meta, p.name)
     return model
 
 
