@@ -27,6 +27,16 @@ def _leaf(module: nn.Module) -> bool:
     return len(list(module.children())) == 0 and not isinstance(module, (nn.Identity, nn.Dropout))
 
 
+def add_features(shape: tuple[int, ...]) -> np.ndarray:
+    """Features of adding one batch-1 tensor of ``shape`` into another (a cell's node accumulating an edge's
+    output): no MACs, reads two tensors and writes one, one op. Hooks on modules never see it, so a space
+    whose networks add tensors counts it itself."""
+    feats = np.zeros(len(FEATURES))
+    feats[2] = 3 * int(np.prod(shape)) * _BYTES
+    feats[3] = 1
+    return feats
+
+
 @torch.no_grad()
 def forward_features(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
     """Features of one forward pass of ``module`` on a batch-1 input, and its output shape."""

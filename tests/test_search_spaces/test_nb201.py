@@ -217,6 +217,26 @@ def test_lowering_is_the_canonical_cell_in_every_cell_position(space):
     assert names[1] == "stage0.cell0.1<-0" and names[-1] == "stage2.cell0.3<-2"
 
 
+def test_every_running_edge_is_costed_with_its_addition_into_the_node(space):
+    """A cell sums its edges into their nodes, so ``skip_connect`` costs that addition (it was priced at 0,
+    and the latency fit could not learn it) and every other op costs it on top of its own modules."""
+    from nas.cost.fit import _variables
+    from supernets.profiling import add_features, forward_features
+
+    table = space.cost_table()
+    skip, conv = OPS.index("skip_connect"), OPS.index("nor_conv_3x3")
+    for slot, op, module, shape in space.op_modules():
+        x = torch.randn(1, *shape)
+        with torch.no_grad():
+            assert torch.equal(module(x), x + module.op(x))  # what the cell computes for this edge
+        own, _ = forward_features(module.op, shape)
+        np.testing.assert_allclose(table.features[slot, op], own + add_features(shape))
+    stage0 = space._stage_shape(0)
+    assert (table.features[1, skip] == add_features(stage0)).all() and table.features[1, skip][2] > 0
+    assert table.features[1, conv][2] > table.features[1, skip][2]
+    assert [1, skip] in _variables(space).tolist()  # a skip's cost is something a fit can learn
+
+
 def _probs(space, rng, concentration=0.6):
     return {k: torch.as_tensor(rng.dirichlet(np.full(5, concentration))) for k in space.keys}
 
