@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--train-limit", type=int, default=10000)
-    ap.add_argument("--val-limit", type=int, default=None, help="default: the whole held-out 10% (6,000)")
+    ap.add_argument("--val-limit", type=int, default=None, help="default: the whole held-out 10%% (6,000)")
     ap.add_argument("--C", type=int, default=8, help="nb201 channels of the first stage")
     ap.add_argument("--N", type=int, default=1, help="nb201 cells per stage")
     ap.add_argument("--entangled", action="store_true", help="(static networks are the same either way)")
