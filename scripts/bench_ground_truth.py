@@ -168,7 +168,6 @@ def split_half_curve(acc: np.ndarray, rng_seed: int = 0) -> list[dict[str, float
 
 def summary(entry: dict[str, Any]) -> dict[str, Any]:
     """The figures a report quotes about one ground truth."""
-    from scipy import stats
 
     from nas.ranking import seeds_for_reliability
 
@@ -187,13 +186,24 @@ def summary(entry: dict[str, Any]) -> dict[str, Any]:
         curve=curve,
         reliability=last["tau"],
         seeds_for_target=seeds_for_reliability(last["tau"], last["seeds"] // 2, TARGET),
-        macs_tau=float(stats.kendalltau([a["macs"] for a in entry["archs"]], mean).statistic),
-        params_tau=float(stats.kendalltau([a["params"] for a in entry["archs"]], mean).statistic),
+        macs_tau=_proxy_tau([a["macs"] for a in entry["archs"]], mean),
+        params_tau=_proxy_tau([a["params"] for a in entry["archs"]], mean),
         train_seconds=float(
             np.median([r["seconds"] for per in entry["results"].values() for r in per.values()])
         ),
     )
     return out
+
+
+def _proxy_tau(proxy: list[float], mean: np.ndarray) -> float:
+    """Kendall tau of ranking by a zero-cost proxy. A proxy equal for every architecture (resnet20_pool's
+    MACs: halving the resolution where the channels double keeps them) ranks nothing: tau 0, what a random
+    order scores on average, rather than undefined."""
+    from scipy import stats
+
+    if len(set(proxy)) == 1:
+        return 0.0
+    return float(stats.kendalltau(proxy, mean).statistic)
 
 
 def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
@@ -230,6 +240,13 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
             f" {'reached' if s['reliability'] >= TARGET else (need if need is not None else 'no signal')} |"
             f" {s['macs_tau']:.3f} | {s['params_tau']:.3f} | {s['train_seconds']:.0f} s |"
         )
+    for name, e in raw["spaces"].items():
+        if len({a["macs"] for a in e["archs"]}) == 1:
+            lines += [
+                "",
+                f"{name}: every architecture has the same MACs, so ranking by MACs is no ranking (tau 0,"
+                " what a random order scores on average).",
+            ]
     lines += ["", "Reliability against the number of seeds (split-half tau, min-max over the splits):", ""]
     for name, s in summaries.items():
         if "curve" in s:

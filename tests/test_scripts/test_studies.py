@@ -67,6 +67,16 @@ def test_ground_truth_refuses_another_recipe(tmp_path, tiny_study, monkeypatch):
         _gt(tmp_path, 2)
 
 
+def test_a_proxy_equal_for_every_architecture_ranks_at_tau_0():
+    """resnet20_pool's MACs are the same for all 36 placements: that baseline ranks nothing (tau 0), it is not
+    undefined (which would make every p-value against it undefined too)."""
+    import numpy as np
+
+    mean = np.array([0.80, 0.82, 0.85, 0.81])
+    assert bench_ground_truth._proxy_tau([7, 7, 7, 7], mean) == 0.0
+    assert bench_ground_truth._proxy_tau([1, 3, 4, 2], mean) == pytest.approx(1.0)
+
+
 def test_recipes_accumulate_per_seed_and_render_against_the_ground_truth(tmp_path, tiny_study):
     _gt(tmp_path, 2)
     path = tmp_path / "results" / "data" / "recipes.json"
