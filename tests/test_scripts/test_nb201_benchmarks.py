@@ -29,6 +29,12 @@ def test_controller_benchmark_resumes_and_reads_its_figures_off_the_data(tmp_pat
     assert len(raw["runs"]) == 2 * 2 + 2 * 2  # accuracy and latency protocols, 2 controllers x 2 seeds
     again = controllers.measure(args, json.loads(path.read_text()), path)
     assert len(again["runs"]) == 8  # nothing new to run
+    capsys.readouterr()
+    stale = json.loads(path.read_text())
+    stale["latency"]["budget_ms"] *= 0.8  # as if run under another latency model
+    redone = controllers.measure(args, stale, path)
+    assert "redoing the 4 latency-protocol runs" in capsys.readouterr().out
+    assert len(redone["runs"]) == 8 and redone["latency"]["budget_ms"] == again["latency"]["budget_ms"]
     acc = controllers.accuracy_by_rank(raw, "cifar10")
     assert acc == sorted(acc, reverse=True) and len(acc) == 6466 and round(acc[0], 2) == 94.37
     for run in raw["runs"]:
