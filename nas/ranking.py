@@ -266,11 +266,32 @@ def seeds_for_reliability(tau: float, seeds_per_half: int, target: float = RELIA
     return 2 * int(np.ceil(per_half - 1e-9))
 
 
+SPLIT_HALVES = 50  # random balanced splits a split-half tau averages
+
+
+def split_half_taus(per_seed: np.ndarray, splits: int = SPLIT_HALVES, seed: int = 0) -> np.ndarray:
+    """Kendall tau between the seed means of two disjoint halves of the seeds, one value per random
+    balanced split (a single split with two or three seeds).
+
+    One fixed split (first half against second) swings by several hundredths with which seeds land
+    where: on the nb201 ground truth at 6 seeds it read 0.698 where the mean over splits is 0.616.
+    """
+    n = per_seed.shape[1] // 2 * 2
+    rng = np.random.default_rng(seed)
+    taus = []
+    for _ in range(splits if n > 2 else 1):
+        perm = rng.permutation(per_seed.shape[1])[:n]
+        a, b = per_seed[:, perm[: n // 2]].mean(axis=1), per_seed[:, perm[n // 2 :]].mean(axis=1)
+        taus.append(float(stats.kendalltau(a, b).statistic))
+    return np.asarray(taus)
+
+
 def ground_truth_reliability(per_seed: np.ndarray) -> dict[str, Any]:
     """How far a ground truth of ``per_seed`` accuracies ([architectures, seeds]) can be trusted.
 
     Reliability is the split-half Kendall tau: the mean of half the seeds against the mean of the
-    other half (with two or three seeds, one seed against another, averaged over pairs). Below 0.7
+    other half, averaged over random balanced splits (with two or three seeds, one seed against
+    another, averaged over pairs). Below 0.7
     the report says so and how many seeds would reach it, because a supernet cannot be shown to rank
     better than its yardstick agrees with itself.
     """
@@ -290,11 +311,7 @@ def ground_truth_reliability(per_seed: np.ndarray) -> dict[str, Any]:
     reliability, per_half = out["seed_to_seed_kendall_tau"], 1
     if seeds >= 4:  # averaging seeds: how well does one half's mean agree with the other half's?
         per_half = seeds // 2
-        reliability = out["split_half_kendall_tau"] = float(
-            stats.kendalltau(
-                per_seed[:, :per_half].mean(axis=1), per_seed[:, per_half : 2 * per_half].mean(axis=1)
-            ).statistic
-        )
+        reliability = out["split_half_kendall_tau"] = float(split_half_taus(per_seed).mean())
     out["ground_truth_reliability"] = float(reliability)
     if not reliability >= RELIABILITY_NEEDED:
         needed = seeds_for_reliability(reliability, per_half)

@@ -149,20 +149,13 @@ def complete_matrix(entry: dict[str, Any]) -> tuple[np.ndarray, list[int]]:
 
 def split_half_curve(acc: np.ndarray, rng_seed: int = 0) -> list[dict[str, float]]:
     """Split-half Kendall tau at 2, 4, ... seeds (the first n of them), mean and spread over random balanced
-    splits."""
-    from scipy import stats
+    splits (:func:`nas.ranking.split_half_taus`, what ``nas rank`` reports)."""
+    from nas.ranking import split_half_taus
 
-    rng = np.random.default_rng(rng_seed)
     out = []
     for n in range(2, acc.shape[1] + 1, 2):
-        taus = []
-        for _ in range(SPLITS if n > 2 else 1):
-            perm = rng.permutation(n)
-            a, b = acc[:, perm[: n // 2]].mean(axis=1), acc[:, perm[n // 2 : n]].mean(axis=1)
-            taus.append(float(stats.kendalltau(a, b).statistic))
-        out.append(
-            {"seeds": n, "tau": float(np.mean(taus)), "lo": float(np.min(taus)), "hi": float(np.max(taus))}
-        )
+        taus = split_half_taus(acc[:, :n], SPLITS, rng_seed)
+        out.append({"seeds": n, "tau": float(taus.mean()), "lo": float(taus.min()), "hi": float(taus.max())})
     return out
 
 

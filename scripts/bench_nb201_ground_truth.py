@@ -38,6 +38,7 @@ from _results import (
     save_raw,
     write_markdown,
 )
+from bench_ground_truth import split_half_curve
 
 NAME = "nb201_ground_truth"
 MARKDOWN = "nb201_ground_truth.md"
@@ -295,7 +296,25 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         lines += [
             "",
             f"- Seed-to-seed Kendall tau (mean over seed pairs): **{rel['seed_to_seed_kendall_tau']:.3f}**",
-            *([f"- Split-half Kendall tau of seed means: **{split:.3f}**"] if split is not None else []),
+            *(
+                [
+                    "- Split-half Kendall tau of seed means (mean over random balanced splits):"
+                    f" **{split:.3f}**"
+                ]
+                if split is not None
+                else []
+            ),
+            *(
+                [
+                    "- Reliability against the number of seeds (split half, min-max over the splits): "
+                    + ", ".join(
+                        f"{c['seeds']} seeds {c['tau']:.3f} ({c['lo']:.2f}-{c['hi']:.2f})"
+                        for c in split_half_curve(table)
+                    )
+                ]
+                if len(seeds) >= 4
+                else []
+            ),
             f"- Reliability {value:.3f}: "
             + (
                 f"reaches {RELIABILITY_TARGET}."
