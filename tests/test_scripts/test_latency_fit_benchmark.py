@@ -48,7 +48,7 @@ def synthetic_timer(monkeypatch):
 def test_sessions_resume_refit_and_report_their_spread(tmp_path, synthetic_timer):
     path = tmp_path / "data" / "latency_fit.json"
     raw = bench.measure(_args(), None, path)
-    assert len(raw["timings"]) == 1 and synthetic_timer == [120, 120, 40]  # two chunks, then the held-out again
+    assert len(raw["timings"]) == 1 and synthetic_timer == [120, 120, 40]  # 2 chunks, then held-out
     fits = raw["timings"][0]["fits"]
     at200 = [f["fit"] for f in fits if f["n"] == 200]
     assert at200 and all(f["kendall_tau"] >= 0.95 and f["within_10pct"] >= 0.9 for f in at200)
