@@ -226,10 +226,7 @@ def test_every_running_edge_is_costed_with_its_addition_into_the_node(space):
     table = space.cost_table()
     skip, conv = OPS.index("skip_connect"), OPS.index("nor_conv_3x3")
     for slot, op, module, shape in space.op_modules():
-        x = torch.randn(1, *shape)
-        with torch.no_grad():
-            assert torch.equal(module(x), x + module.op(x))  # what the cell computes for this edge
-        own, _ = forward_features(module.op, shape)
+        own, _ = forward_features(module, shape)
         np.testing.assert_allclose(table.features[slot, op], own + add_features(shape))
     stage0 = space._stage_shape(0)
     assert (table.features[1, skip] == add_features(stage0)).all() and table.features[1, skip][2] > 0
