@@ -31,7 +31,6 @@ from _studies import TRUTH_SEED0, open_study_config, study
 NAME = "ground_truth"
 MARKDOWN = "ground_truth.md"
 TARGET = 0.8  # the reliability the issue asks of a ground truth
-SPLITS = 50  # random balanced splits averaged per seed count
 
 
 def main() -> None:
@@ -154,7 +153,7 @@ def split_half_curve(acc: np.ndarray, rng_seed: int = 0) -> list[dict[str, float
 
     out = []
     for n in range(2, acc.shape[1] + 1, 2):
-        taus = split_half_taus(acc[:, :n], SPLITS, rng_seed)
+        taus = split_half_taus(acc[:, :n], seed=rng_seed)
         out.append({"seeds": n, "tau": float(taus.mean()), "lo": float(taus.min()), "hi": float(taus.max())})
     return out
 
@@ -201,14 +200,17 @@ def _proxy_tau(proxy: list[float], mean: np.ndarray) -> float:
 
 def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
     """ground_truth.md (and the reliability plot) from the data alone."""
+    from nas.ranking import SPLIT_HALVES
+
     lines = [
         "# Ground truths of the search-quality studies (Fashion-MNIST)",
         "",
         (
             "Each architecture trained alone with the engine's standalone trainer (what `nas rank` trains),"
             " one result per seed, accumulated over sessions and never retrained. Reliability = split-half"
-            f" Kendall tau: the mean of half the seeds against the mean of the other half (mean over {SPLITS}"
-            " random balanced splits; with 2 seeds, one seed against the other). It is how far two"
+            " Kendall tau: the mean of half the seeds against the mean of the other half (mean over"
+            f" {SPLIT_HALVES} random balanced splits; with 2 seeds, one seed against the other). It is how"
+            " far two"
             " independent ground truths of that many seeds agree, so a supernet's Kendall tau against the"
             f" mean of all seeds can only be read when it is high; the target is {TARGET}. Seeds for the"
             " target: Spearman-Brown on the measured split half (Kendall tau to correlation by r = sin(pi"

@@ -332,9 +332,9 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
             f" {trio(sc.get('repeat'))} | {trio(sc.get('calibration'))} |"
             f" {state} | {'met' if met else 'not met'} |"
         )
-    notes = [x["note"] for x in done if x.get("note")]
+    notes = [f"- {x['date']}: {x['note'].rstrip('.')}." for x in done if x.get("note")]
     if notes:
-        lines += ["", *(f"- {x['date']}: {x['note'].rstrip('.')}." for x in done if x.get("note"))]
+        lines += ["", *notes]
     if scores and 200 in sizes:
         fit_tau = [sc["fit"][200]["kendall_tau"] for sc in scores if 200 in sc["fit"]]
         rep_tau = [sc["repeat"]["kendall_tau"] for sc in scores if "repeat" in sc and 200 in sc["fit"]]

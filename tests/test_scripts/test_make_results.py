@@ -71,3 +71,15 @@ def test_ranking_report_names_extra_settings_in_its_reproduce_command(tmp_path: 
     text = bench_ranking.render(raw, tmp_path, md_name="set.md", figures=False)[0].read_text()
     assert "--set train.lr=0.05 --set train.label_smoothing=0.0`" in text
     assert "with `train.lr=0.05`, `train.label_smoothing=0.0`" in text
+
+
+def test_data_files_round_trip_with_value_lists_on_one_line(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from _results import load_raw, save_raw
+
+    raw = {"b": [0.5, 1.25, 2], "a": {"best": [[3, 900], [12, 60]], "runs": [{"x": 1}, {"x": [2, "s]"]}]}}
+    save_raw(tmp_path / "d.json", raw)
+    text = (tmp_path / "d.json").read_text()
+    assert load_raw(tmp_path / "d.json") == raw
+    assert '"b": [0.5, 1.25, 2]' in text and '"best": [[3, 900], [12, 60]]' in text
+    assert text.index('"a"') < text.index('"b"')  # keys sorted: files diff well between runs
