@@ -1,33 +1,37 @@
-"""Every search controller on the same trained supernet, same evaluation budget, several seeds.
+"""Every search controller on the same trained supernet, same evaluation budget, many seeds.
 
-    python scripts/bench_controllers.py [--root runs/bench_controllers] [--trials 30] [--seeds 3]
-    [--controllers all]
+    python scripts/bench_controllers.py [--space mbv3|nb201] [--root runs/bench_controllers] [--trials 100]
+    [--seeds 10] [--controllers all]
 
-Trains one ``mbv3`` supernet on Fashion-MNIST (cached under ``--root``), fixes a
-latency budget (the median predicted latency of 1,000 random architectures, so
-about half the space is feasible), then runs each controller ``--trials``
-evaluations per seed. An evaluation is the supernet accuracy of the asked
-architecture (inherited weights, BN recalibrated) on the validation split; it
-is deterministic per architecture, so it is cached and shared by all runs (a
-duplicate ask costs a trial but not an evaluation, as in ``nas search``).
+Trains one supernet on Fashion-MNIST (cached under ``--root``): ``mbv3`` (width 0.25, stem stride 1, uniform
+sampling) or ``nb201`` (the nb201 ranking study's C=8, N=1 cells, uniform sampling with in-place
+distillation: the recipe that ranked best in ``results/recipes.md``). It fixes a latency budget (the median
+predicted latency of 1,000 random architectures, so about half the space is feasible), then runs each
+controller ``--trials`` evaluations per seed. An evaluation is the supernet accuracy of the asked
+architecture (inherited weights, BN recalibrated) on the validation split; it is deterministic per
+architecture, so it is cached under ``--root`` and shared by all runs (a duplicate ask costs a trial but not
+an evaluation, as in ``nas search``). Studies live in memory: the controllers' own time is the algorithm's,
+not a database's.
 
-Reported per controller (mean +- std over seeds): hypervolume of the feasible
-accuracy-latency front (reference point: the lowest accuracy seen anywhere in
-the benchmark and the budget), its ratio to random search and Welch's t-test,
-best accuracy under the budget, any-time curves (plot), and the controller's
-own time (ask + tell, excluding evaluations; for darts/gdas the gradient phase
-on the supernet separately). With ``results/data/distributed_search.json`` (from
-``scripts/bench_distributed_search.py``) it also reports trials/minute with 1
-vs. 4 workers. Writes the measured data to ``results/data/controllers.json``,
-then ``results/controllers.md`` and ``results/controllers.png`` from it alone
-(``render``, also called by ``scripts/make_results.py``). Resumable;
-``--report-only`` collects the finished runs under ``--root`` without running
-or writing anything there. Needs Debian's dataset-fashion-mnist.
+Reported per controller (mean +- std over seeds): hypervolume of the feasible accuracy-latency front
+(reference point: the lowest accuracy seen anywhere in the benchmark and the budget), its ratio to random
+search, best accuracy under the budget, each with Welch's t-test against random search, any-time curves
+(plot), and the controller's own time (ask + tell, excluding evaluations; for darts/gdas the gradient phase
+on the supernet separately). For ``mbv3``, with ``results/data/distributed_search.json`` (from
+``scripts/bench_distributed_search.py``) it also reports trials/minute with 1 vs. 4 workers.
+
+Every finished run is appended to ``results/data/controllers.json`` (``controllers_nb201.json``) at once, so
+the study resumes and accumulates over sessions; the data records a fingerprint of the supernet's weights,
+and runs measured on another supernet (a fresh machine that trained it again differently) are never mixed
+in: the script stops and says so. ``results/controllers.md`` (``controllers_nb201.md``) and its plot are
+rendered from the data alone (``render``, also called by ``scripts/make_results.py``); ``--report-only``
+renders without running anything. Needs Debian's dataset-fashion-mnist.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -35,18 +39,16 @@ from typing import Any
 
 import numpy as np
 from _nas import nas  # scripts/ is on sys.path when a script runs
-from _results import DATA_DIR, data_path, machine_block, provenance, save_raw, write_markdown
+from _results import DATA_DIR, machine_block, measure_and_render, provenance, save_raw, write_markdown
 
 from nas.pareto import hypervolume
 
 NAME = "controllers"
-MARKDOWN = "controllers.md"
 WORKERS_DATA = "distributed_search.json"  # bench_distributed_search's data, next to this one
-SETTINGS = (
+SETTINGS = (  # what fixes the measured data; a data file holds runs of one setting (seeds, controllers grow)
+    "space",
     "root",
     "trials",
-    "seeds",
-    "controllers",
     "population",
     "epochs",
     "train_limit",
@@ -56,17 +58,53 @@ SETTINGS = (
     "gradient_epochs",
     "gradient_steps",
 )
+GROWING = ("seeds", "controllers")  # a later call may ask for more of these
+SPACES: dict[str, dict[str, Any]] = {  # per space: its CLI settings, default training size and description
+    "mbv3": {
+        "common": (
+            "--data=fashion_mnist",
+            "--space=mbv3",
+            "--width-mult=0.25",
+            "--space.options={stem_stride: 1}",
+            "--train.channels_last=true",
+            "--train.sampler=uniform",
+            "--trackers=jsonl",
+        ),
+        "train_limit": 10000,
+        "about": "`mbv3` width 0.25, stem stride 1, uniform sampling",
+    },
+    "nb201": {
+        "common": (
+            "--data=fashion_mnist",
+            "--data.resolution=28",
+            "--space=nb201",
+            "--batch-size=64",
+            "--train.lr=0.1",
+            "--width-mult=1",
+            "--space.options={C: 8, N: 1}",
+            "--train.sampler=uniform",
+            "--train.distill=true",
+            "--trackers=jsonl",
+        ),
+        "train_limit": 5000,
+        "about": (
+            "`nb201` C=8, N=1 (the ranking study's cells), uniform sampling with in-place distillation (the"
+            " best-ranking nb201 recipe in `results/recipes.md`)"
+        ),
+    },
+}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default="runs/bench_controllers")
-    ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--space", choices=tuple(SPACES), default="mbv3")
+    ap.add_argument("--root", default=None, help="default: runs/bench_controllers (nb201: ..._nb201)")
+    ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--controllers", default="all")
     ap.add_argument("--population", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=8, help="supernet training epochs")
-    ap.add_argument("--train-limit", type=int, default=10000)
+    ap.add_argument("--train-limit", type=int, default=None, help="default: mbv3 10000, nb201 5000")
     ap.add_argument("--val-limit", type=int, default=2000)
     ap.add_argument("--bn-recal-batches", type=int, default=16)
     ap.add_argument(
@@ -79,31 +117,24 @@ def main() -> None:
     ap.add_argument(
         "--gradient-steps", type=int, default=0, help="darts/gdas: at most this many steps (0: whole epochs)"
     )
+    ap.add_argument("--report-only", action="store_true", help="render the data file, run nothing")
     ap.add_argument(
-        "--report-only",
-        action="store_true",
-        help="report the finished runs under --root, run nothing new and write nothing there",
+        "--out", default=None, help="default: results/controllers.md (nb201: controllers_nb201.md)"
     )
-    ap.add_argument("--out", default="results/controllers.md")
     args = ap.parse_args()
-    raw = collect(args) if args.report_only else measure(args)
-    save_raw(data_path(args.out, NAME), raw)
-    out = Path(args.out)
-    render(raw, out.parent, md_name=out.name)
-    print(out.read_text())
+    suffix = "" if args.space == "mbv3" else f"_{args.space}"
+    args.root = args.root or f"runs/bench_controllers{suffix}"
+    args.out = args.out or f"results/{NAME}{suffix}.md"
+    if args.train_limit is None:
+        args.train_limit = SPACES[args.space]["train_limit"]
+    measure_and_render(args, NAME + suffix, measure, render)
 
 
 def _common(args: argparse.Namespace) -> list[str]:
     return [
-        "--data=fashion_mnist",
-        "--space=mbv3",
-        "--width-mult=0.25",
-        "--space.options={stem_stride: 1}",
+        *SPACES[args.space]["common"],
         f"--train-limit={args.train_limit}",
         f"--data.val_limit={args.val_limit}",
-        "--train.channels_last=true",
-        "--train.sampler=uniform",
-        "--trackers=jsonl",
     ]
 
 
@@ -131,58 +162,35 @@ def _names(args: argparse.Namespace) -> list[str]:
     return list_controllers() if args.controllers == "all" else args.controllers.split(",")
 
 
-def _runs_dir(args: argparse.Namespace, n_val: int) -> tuple[str, Path]:
-    tag = (  # evaluations and runs are only comparable within one setting
-        f"val{n_val}_bn{args.bn_recal_batches}"
-    )
-    return tag, Path(args.root) / f"runs_{tag}_t{args.trials}"
+def weights_fingerprint(module: Any) -> str:
+    """Short hash of a network's parameters and buffers: runs are only comparable on the same weights."""
+    h = hashlib.sha1()
+    for key, tensor in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
-def collect(args: argparse.Namespace) -> dict[str, Any]:
-    """The data of the finished runs under --root, read without opening (or writing to) the run
-    directories."""
-    from nas.cost import CostModel, DeviceProfile
-    from nas.cost.store import PROFILE_IN_RUN
-    from nas.run.config import load_yaml
-    from nas.run.context import build_space, load_config_data, resolve_config
-
-    supernet_dir = Path(args.root) / "supernet"
-    cfg = resolve_config(
-        None,
-        load_yaml(supernet_dir / "config.yaml"),
-        [*_common(args), f"--train.bn_recal_batches={args.bn_recal_batches}"],
-    )
-    data = load_config_data(cfg)
-    space = build_space(cfg, data)
-    cost = CostModel(space, DeviceProfile.load(supernet_dir / PROFILE_IN_RUN))
-    n_val = min(args.eval_images, len(data.val)) if args.eval_images else len(data.val)
-    tag, runs_dir = _runs_dir(args, n_val)
-    files = [
-        f
-        for name in _names(args)
-        for seed in range(args.seeds)
-        if (f := runs_dir / f"{name}_seed{seed}.json").exists()
-    ]
-    runs = [json.loads(f.read_text()) for f in files]
-    cache_path = Path(args.root) / f"eval_cache_{tag}.json"
-    cache = json.loads(cache_path.read_text())
-    return {
-        **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}, measured_in=[*files, cache_path]),
-        "built_from": str(runs_dir),
-        **_budget(space, cost),
-        "supernet_epoch_seconds": _epoch_seconds(supernet_dir),
-        "distinct_evaluations": len(cache),
-        "mean_eval_seconds": None,
-        "runs": runs,
-    }
+def check_same_study(raw: dict[str, Any], settings: dict[str, Any], fingerprint: str, path: Path) -> None:
+    """Stop (before anything runs) when the data file holds runs of another setting or another supernet."""
+    old = {k: raw["settings"].get(k, "mbv3" if k == "space" else None) for k in SETTINGS}
+    differ = [f"{k}: {old[k]!r} there, {settings[k]!r} now" for k in SETTINGS if old[k] != settings[k]]
+    if raw.get("supernet_fingerprint", fingerprint) != fingerprint:
+        differ.append(f"supernet weights: {raw['supernet_fingerprint']} there, {fingerprint} now")
+    if differ:
+        raise SystemExit(
+            f"{path} holds runs of another study ({'; '.join(differ)}): pass another --out, or move that file"
+            " away to start over"
+        )
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Train (or find) the supernet, run every controller and seed not yet finished; the data of all of
-    them."""
+def measure(args: argparse.Namespace, raw: dict[str, Any] | None, path: Path) -> dict[str, Any]:
+    """Train (or find) the supernet, run every controller and seed the data file does not hold yet (each
+    saved as it finishes); the data of all of them."""
     import dataclasses
     import shutil
 
+    import optuna
     from torch.utils.data import Subset
 
     from nas.controllers import Objectives, create_controller
@@ -196,6 +204,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     supernet_dir = root / "supernet"
     common = _common(args)
     nas("train", "--run-dir", str(supernet_dir), *common, "--quiet", f"--epochs={args.epochs}")
+    settings = {k: getattr(args, k) for k in SETTINGS}
 
     with open_run(
         supernet_dir,
@@ -208,35 +217,47 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             ctx.data = dataclasses.replace(
                 ctx.data, val=Subset(ctx.data.val, range(min(args.eval_images, len(ctx.data.val))))
             )
-        tag, runs_dir = _runs_dir(args, len(ctx.data.val))
         supernet = load_supernet(ctx)
+        fingerprint = weights_fingerprint(supernet)
+        if raw is not None:
+            check_same_study(raw, settings, fingerprint, path)
         cost = run_cost_model(ctx)
         latency = _budget(space, cost)
         budget = latency["budget_ms"]
-        cache_path = root / f"eval_cache_{tag}.json"
+        cache_path = root / f"eval_cache_val{len(ctx.data.val)}_bn{args.bn_recal_batches}.json"
         cache: dict[str, float] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-        eval_seconds = []
+        timed = dict((raw or {}).get("evaluation_seconds", {"count": 0, "total": 0.0}))
 
         def evaluate(arch) -> float:
             if arch.id not in cache:
                 t = time.perf_counter()
                 cache[arch.id] = evaluate_arch(ctx, supernet, arch)
-                eval_seconds.append(time.perf_counter() - t)
-                if len(eval_seconds) % 10 == 0:
+                timed["count"] += 1
+                timed["total"] += time.perf_counter() - t
+                if timed["count"] % 10 == 0:
                     atomic_write_json(cache_path, cache)
             return cache[arch.id]
 
-        runs: list[dict] = []
+        runs: list[dict] = list((raw or {}).get("runs", []))
+        done = {(r["controller"], r["seed"]) for r in runs}
+
+        def data() -> dict[str, Any]:
+            return {
+                **provenance(NAME, {**settings, **{k: getattr(args, k) for k in GROWING}}),
+                **latency,
+                "supernet_fingerprint": fingerprint,
+                "storage": "in-memory",
+                "supernet_epoch_seconds": _epoch_seconds(supernet_dir),
+                "evaluation_seconds": {"count": timed["count"], "total": round(timed["total"], 3)},
+                "runs": sorted(runs, key=lambda r: (r["controller"], r["seed"])),
+            }
+
         for name in _names(args):
             for seed in range(args.seeds):
-                out = runs_dir / f"{name}_seed{seed}.json"
-                if out.exists():
-                    runs.append(json.loads(out.read_text()))
+                if (name, seed) in done:
                     continue
                 study_dir = root / "studies" / f"{name}_seed{seed}"
-                shutil.rmtree(
-                    study_dir, ignore_errors=True
-                )  # an interrupted run restarts (its evaluations are cached)
+                shutil.rmtree(study_dir, ignore_errors=True)  # an interrupted run restarts (evals cached)
                 study_dir.mkdir(parents=True)
                 options = (
                     {"epochs": args.gradient_epochs, "max_steps": args.gradient_steps}
@@ -251,6 +272,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     latency_budget_ms=budget,
                     run_dir=study_dir,
                     population=args.population,
+                    storage=optuna.storages.InMemoryStorage(),
                 )
                 prepare_s = 0.0
                 if getattr(ctl, "needs_supernet", False):
@@ -264,7 +286,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                         channels_last=True,
                     )
                     prepare_s = time.perf_counter() - t
-                overhead, trace = 0.0, []
+                overhead = 0.0
+                trace: dict[str, list] = {"arch_ids": [], "accuracy": [], "latency_ms": []}
                 while ctl.n_finished() < args.trials:
                     t = time.perf_counter()
                     (arch,) = ctl.ask(1)
@@ -274,89 +297,95 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     t = time.perf_counter()
                     ctl.tell([arch], [Objectives(acc, lat)])
                     overhead += time.perf_counter() - t
-                    trace.append({"arch_id": arch.id, "accuracy": acc, "latency_ms": lat})
-                result = {
-                    "controller": name,
-                    "seed": seed,
-                    "trace": trace,
-                    "overhead_s": overhead,
-                    "prepare_s": prepare_s,
-                }
-                atomic_write_json(out, result)
-                runs.append(result)
-                print(
-                    f"{name} seed {seed}: best feasible"
-                    f" {max([r['accuracy'] for r in trace if r['latency_ms'] <= budget] or [0]):.4f},"
-                    f" overhead {overhead:.2f} s",
-                    flush=True,
+                    for key, value in zip(trace, (arch.id, acc, lat)):
+                        trace[key].append(value)
+                ctl.close()
+                runs.append(
+                    {
+                        "controller": name,
+                        "seed": seed,
+                        **trace,
+                        "overhead_s": overhead,
+                        "prepare_s": prepare_s,
+                    }
                 )
+                atomic_write_json(cache_path, cache)
+                save_raw(path, data())
+                feasible = [a for a, lat in zip(trace["accuracy"], trace["latency_ms"]) if lat <= budget]
+                best = max(feasible or [0])
+                print(f"{name} seed {seed}: best feasible {best:.4f}, overhead {overhead:.2f} s", flush=True)
         atomic_write_json(cache_path, cache)
-        return {
-            **provenance(NAME, {k: getattr(args, k) for k in SETTINGS}),
-            "built_from": str(runs_dir),
-            **latency,
-            "supernet_epoch_seconds": _epoch_seconds(supernet_dir),
-            "distinct_evaluations": len(cache),
-            "mean_eval_seconds": float(np.mean(eval_seconds)) if eval_seconds else None,
-            "runs": runs,
-        }
+        return data()
 
 
 def curves(raw: dict[str, Any]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
     """Per controller: any-time hypervolume and best feasible accuracy (seeds x trials), and the accuracy
     reference point."""
     budget = raw["budget_ms"]
-    acc_ref = min(r["accuracy"] for run in raw["runs"] for r in run["trace"])
+    acc_ref = min(min(run["accuracy"]) for run in raw["runs"])
     hv: dict[str, list[list[float]]] = {}
     best: dict[str, list[list[float]]] = {}
     for run in raw["runs"]:
-        tr = run["trace"]
+        acc, lat = np.asarray(run["accuracy"]), np.asarray(run["latency_ms"])
+        points = list(zip(acc, lat))
         hv.setdefault(run["controller"], []).append(
-            [
-                hypervolume([(r["accuracy"], r["latency_ms"]) for r in tr[: t + 1]], acc_ref, budget)
-                for t in range(len(tr))
-            ]
+            [hypervolume(points[: t + 1], acc_ref, budget) for t in range(len(points))]
         )
         best.setdefault(run["controller"], []).append(
-            [
-                max([r["accuracy"] for r in tr[: t + 1] if r["latency_ms"] <= budget] or [np.nan])
-                for t in range(len(tr))
-            ]
+            list(np.fmax.accumulate(np.where(lat <= budget, acc, np.nan)))
         )
     return {name: (np.array(hv[name]), np.array(best[name])) for name in hv}, acc_ref
 
 
-def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures: bool = True) -> list[Path]:
-    """controllers.md (plus the worker table from distributed_search.json next to this data) and the any-time
-    plot, from the data alone."""
+def _welch_p(values: np.ndarray, base: np.ndarray | None) -> str:
     from scipy import stats
 
+    if base is None or len(values) < 2 or len(base) < 2:
+        return "-"
+    p = stats.ttest_ind(values, base, equal_var=False, nan_policy="omit").pvalue
+    return "-" if not np.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _mean_std(values: np.ndarray, digits: int = 4) -> str:
+    spread = np.nanstd(values, ddof=1) if np.sum(np.isfinite(values)) > 1 else 0.0
+    return f"{np.nanmean(values):.{digits}f} ± {spread:.{digits}f}"
+
+
+def render(
+    raw: dict[str, Any], out_dir: Path, md_name: str = "controllers.md", figures: bool = True
+) -> list[Path]:
+    """controllers.md (for mbv3 plus the worker table from distributed_search.json next to this data) and the
+    any-time plot, from the data alone."""
     s = raw["settings"]
+    space = s.get("space", "mbv3")
     budget = raw["budget_ms"]
     by_name, acc_ref = curves(raw)
-    base_hv = by_name["random"][0][:, -1] if "random" in by_name else None
-    mean_eval_s = raw["mean_eval_seconds"]
+    base_hv, base_best = (
+        (by_name["random"][0][:, -1], by_name["random"][1][:, -1]) if "random" in by_name else (None, None)
+    )
+    timed = raw.get("evaluation_seconds", {"count": 0})
     png = Path(md_name).with_suffix(".png").name
+    distinct = len({a for run in raw["runs"] for a in run["arch_ids"]})
     lines = [
-        "# Search controllers: same supernet, same budget",
+        f"# Search controllers on one `{space}` supernet: same budget, many seeds",
         "",
         (
-            f"Command: `python scripts/bench_controllers.py --trials {s['trials']} --seeds {s['seeds']}"
-            f" --population {s['population']} --epochs {s['epochs']} --train-limit {s['train_limit']}"
-            f" --val-limit {s['val_limit']} --gradient-epochs {s['gradient_epochs']} --gradient-steps"
-            f" {s['gradient_steps']} --controllers {s['controllers']} --eval-images {s['eval_images']}"
-            f" --bn-recal-batches {s['bn_recal_batches']}` (root `{s['root']}`, resumable)."
+            f"Command: `python scripts/bench_controllers.py --space {space} --trials {s['trials']} --seeds"
+            f" {s['seeds']} --population {s['population']} --epochs {s['epochs']} --train-limit"
+            f" {s['train_limit']} --val-limit {s['val_limit']} --gradient-epochs {s['gradient_epochs']}"
+            f" --gradient-steps {s['gradient_steps']} --controllers {s['controllers']} --eval-images"
+            f" {s['eval_images']} --bn-recal-batches {s['bn_recal_batches']}` (root `{s['root']}`,"
+            " resumable)."
         ),
         "",
         (
-            f"- Supernet: `mbv3` width 0.25, stem stride 1, Fashion-MNIST ({s['train_limit']} training"
-            f" images, uniform sampling, {s['epochs']} epochs, {sum(raw['supernet_epoch_seconds']) / 60:.1f}"
-            " min of training epochs)."
+            f"- Supernet: {SPACES[space]['about']}, Fashion-MNIST ({s['train_limit']} training images,"
+            f" {s['epochs']} epochs, {sum(raw['supernet_epoch_seconds']) / 60:.1f} min of training epochs)."
         ),
         f"- Evaluation: supernet accuracy on {s['eval_images'] or s['val_limit']} validation images after BN"
-        f" recalibration on {s['bn_recal_batches']} batches; cached per architecture"
-        f" ({raw['distinct_evaluations']} distinct architectures evaluated"
-        + (f", {mean_eval_s:.2f} s each" if mean_eval_s else "")
+        f" recalibration on {s['bn_recal_batches']} batches; cached per architecture ({distinct} distinct"
+        " architectures evaluated"
+        + (f", {timed['total'] / timed['count']:.2f} s each" if timed["count"] else "")
         + ").",
         (
             f"- Latency: this machine's calibrated cpu cost model. Budget **{budget:.3f} ms** (median of"
@@ -370,33 +399,30 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         ),
         (
             f"- Every controller gets {s['trials']} trials (asks) per seed, population {s['population']};"
-            f" seeds 0..{s['seeds'] - 1}. p: Welch's t-test of the final hypervolume vs. random."
+            f" seeds 0..{s['seeds'] - 1}. p: Welch's t-test (two-sided) of the final hypervolume and of the"
+            " best accuracy under the budget against random search, over seeds."
         ),
         "",
         (
-            "| controller | seeds | hypervolume (mean ± std) | vs. random | p | best accuracy under budget |"
-            " distinct archs | controller time per trial | learning phase |"
+            "| controller | seeds | hypervolume (mean ± std) | vs. random | p | best accuracy under budget"
+            " | p | distinct archs | controller time per trial | learning phase |"
         ),
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     order = sorted(by_name, key=lambda n: -np.nanmean(by_name[n][0][:, -1]))
     for name in order:
         hv, best = by_name[name]
         final, fbest = hv[:, -1], best[:, -1]
         ratio = f"{final.mean() / base_hv.mean():.2f}x" if base_hv is not None and base_hv.mean() > 0 else "-"
-        p = (
-            "-"
-            if name == "random" or base_hv is None
-            else f"{stats.ttest_ind(final, base_hv, equal_var=False).pvalue:.2f}"
-        )
+        rival = name != "random"
         rs = [run for run in raw["runs"] if run["controller"] == name]
-        distinct = np.mean([len({r["arch_id"] for r in run["trace"]}) for run in rs])
-        per_trial_ms = np.mean([run["overhead_s"] / len(run["trace"]) for run in rs]) * 1000
+        archs = np.mean([len(set(run["arch_ids"])) for run in rs])
+        per_trial_ms = np.mean([run["overhead_s"] / len(run["arch_ids"]) for run in rs]) * 1000
         prep = np.mean([run["prepare_s"] for run in rs])
         lines.append(
-            f"| {name} | {len(final)} | {final.mean():.4f} ± {final.std(ddof=1) if len(final) > 1 else 0:.4f}"
-            f" | {ratio} | {p} | {np.nanmean(fbest):.4f} ±"
-            f" {np.nanstd(fbest, ddof=1) if len(fbest) > 1 else 0:.4f} | {distinct:.1f} | {per_trial_ms:.1f}"
+            f"| {name} | {len(final)} | {_mean_std(final)} | {ratio} |"
+            f" {_welch_p(final, base_hv) if rival else '-'} | {_mean_std(fbest)} |"
+            f" {_welch_p(fbest, base_best) if rival else '-'} | {archs:.1f} | {per_trial_ms:.1f}"
             f" ms | {f'{prep:.0f} s' if prep else '-'} |"
         )
     lines += ["", "Reading this table:", ""]
@@ -412,11 +438,12 @@ def render(raw: dict[str, Any], out_dir: Path, md_name: str = MARKDOWN, figures:
         " shown to be better or worse."
     )
     lines.append(
-        "- Controller time per trial is wall time of ask + tell (study storage included) on a shared 2-core"
-        " machine: indicative only."
+        "- Controller time per trial is the wall time of ask + tell on a shared 2-core machine"
+        + ("" if raw.get("storage") == "in-memory" else " (these runs kept their studies in a file)")
+        + ": indicative only."
     )
     workers = out_dir / DATA_DIR / WORKERS_DATA
-    if workers.exists():
+    if space == "mbv3" and workers.exists():
         w = json.loads(workers.read_text())
         lines += [
             "",

@@ -56,6 +56,7 @@ OPTIONAL = {
     "runtimes": "runtimes",
     "runtimes_nb201": "runtimes",
     "latency_fit": "latency_fit",
+    "controllers_nb201": "controllers",
     "ground_truth": "ground_truth",
     "recipes": "recipes",
     "end_to_end": "end_to_end",
