@@ -29,7 +29,7 @@ from nas.controllers.space_sampler import SpaceSampler
 from search_spaces import SearchSpace
 
 
-def _fitness(t: FrozenTrial) -> tuple[int, float]:
+def fitness(t: FrozenTrial) -> tuple[int, float]:
     """Feasible trials by accuracy, above every infeasible one, those by how far they exceed the constraints
     (the constraints in force now: the study judges trials on read)."""
     excess = sum(v for v in t.constraints.values() if v > 0)
@@ -54,7 +54,7 @@ class AgingEvolutionSampler(SpaceSampler):
             return {k: v[int(rng.integers(len(v)))] for k, v in self.space.choices.items()}
         alive = done[-self.population :]  # aging: only the youngest survive
         contenders = [alive[int(i)] for i in rng.choice(len(alive), self.sample_size, replace=False)]
-        parent = max(contenders, key=_fitness)
+        parent = max(contenders, key=fitness)
         child = dict(parent.params)
         keys = [k for k in self.space.used_keys(child) if len(self.space.choices[k]) > 1]
         if not keys:  # a space of one network: nothing to mutate (the controller reports it exhausted)
