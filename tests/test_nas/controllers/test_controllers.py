@@ -3,6 +3,8 @@ controller's own promise."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -179,14 +181,19 @@ def test_predictor_front_gain_is_the_hypervolume_a_point_adds():
     assert margins == pytest.approx([-0.7, -0.6])
 
 
-def _nats_search(name: str, seed: int, trials: int, budget: float | None, tmp_path) -> list:
-    import optuna
-
+@functools.cache
+def _nats() -> tuple:
+    """The nb201 space, its NATS-Bench CIFAR-10 table and a spec-derived cost model (read once)."""
     from nas.tables import load_table
 
     space = create_space("nb201")
-    table = load_table(space, "nats:cifar10")
-    cost = CostModel(space, spec_profile("mobile-big-core", space))
+    return space, load_table(space, "nats:cifar10"), CostModel(space, spec_profile("mobile-big-core", space))
+
+
+def _nats_search(name: str, seed: int, trials: int, budget: float | None, tmp_path) -> list:
+    import optuna
+
+    space, table, cost = _nats()
     ctl = create_controller(
         name, space=space, seed=seed, latency_budget_ms=budget, run_dir=tmp_path / f"{name}{seed}",
         population=10, storage=optuna.storages.InMemoryStorage(),
@@ -210,8 +217,7 @@ def test_predictor_finds_better_nas_bench_201_cells_than_random_search(tmp_path)
 
 
 def test_predictor_asks_networks_it_predicts_within_the_budget(tmp_path):
-    space = create_space("nb201")
-    cost = CostModel(space, spec_profile("mobile-big-core", space))
+    space, _, cost = _nats()
     budget = float(np.median(cost.predict([space.sample(np.random.default_rng(i)) for i in range(300)])))
     asked = _nats_search("predictor", 0, 50, budget, tmp_path)
     after_start = [lat <= budget for _, lat in asked[10:]]
