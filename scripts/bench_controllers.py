@@ -171,12 +171,17 @@ def weights_fingerprint(module: Any) -> str:
     return h.hexdigest()[:12]
 
 
-def check_same_study(raw: dict[str, Any], settings: dict[str, Any], fingerprint: str, path: Path) -> None:
-    """Stop (before anything runs) when the data file holds runs of another setting or another supernet."""
+def check_same_study(
+    raw: dict[str, Any], settings: dict[str, Any], fingerprint: str, budget_ms: float, path: Path
+) -> None:
+    """Stop (before anything runs) when the data file holds runs of another setting, another supernet or
+    another latency model (a fresh machine calibrates its own: its budget and predictions differ)."""
     old = {k: raw["settings"].get(k, "mbv3" if k == "space" else None) for k in SETTINGS}
     differ = [f"{k}: {old[k]!r} there, {settings[k]!r} now" for k in SETTINGS if old[k] != settings[k]]
     if raw.get("supernet_fingerprint", fingerprint) != fingerprint:
         differ.append(f"supernet weights: {raw['supernet_fingerprint']} there, {fingerprint} now")
+    if "budget_ms" in raw and abs(raw["budget_ms"] - budget_ms) > 1e-9 * max(1.0, budget_ms):
+        differ.append(f"latency budget: {raw['budget_ms']:.6f} ms there, {budget_ms:.6f} ms now")
     if differ:
         raise SystemExit(
             f"{path} holds runs of another study ({'; '.join(differ)}): pass another --out, or move that file"
@@ -219,11 +224,11 @@ def measure(args: argparse.Namespace, raw: dict[str, Any] | None, path: Path) ->
             )
         supernet = load_supernet(ctx)
         fingerprint = weights_fingerprint(supernet)
-        if raw is not None:
-            check_same_study(raw, settings, fingerprint, path)
         cost = run_cost_model(ctx)
         latency = _budget(space, cost)
         budget = latency["budget_ms"]
+        if raw is not None:
+            check_same_study(raw, settings, fingerprint, budget, path)
         cache_path = root / f"eval_cache_val{len(ctx.data.val)}_bn{args.bn_recal_batches}.json"
         cache: dict[str, float] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
         timed = dict((raw or {}).get("evaluation_seconds", {"count": 0, "total": 0.0}))
@@ -399,8 +404,8 @@ def render(
         ),
         (
             f"- Every controller gets {s['trials']} trials (asks) per seed, population {s['population']};"
-            f" seeds 0..{s['seeds'] - 1}. p: Welch's t-test (two-sided) of the final hypervolume and of the"
-            " best accuracy under the budget against random search, over seeds."
+            f" seeds 0..{max(r['seed'] for r in raw['runs'])}. p: Welch's t-test (two-sided) of the final"
+            " hypervolume and of the best accuracy under the budget against random search, over seeds."
         ),
         "",
         (

@@ -1,6 +1,7 @@
-"""bench_controllers' bookkeeping: a data file holds the runs of one study on one supernet (a changed setting
-or retrained weights stop the script before anything runs), and the report's curves and p-values follow the
-traces (a controller that finds better networks gets a small p, best accuracy counts feasible trials only)."""
+"""bench_controllers' bookkeeping: a data file holds the runs of one study on one supernet (a changed setting,
+retrained weights or another latency budget stop the script before anything runs), and the report's curves
+and p-values follow the traces (a controller that finds better networks gets a small p, best accuracy counts
+feasible trials only)."""
 
 from __future__ import annotations
 
@@ -41,19 +42,21 @@ def _raw(runs: list[dict]) -> dict:
 
 
 def test_a_data_file_of_another_setting_or_supernet_is_refused_by_name(tmp_path):
-    raw = {"settings": dict(SETTINGS), "supernet_fingerprint": "abc"}
-    bench.check_same_study(raw, dict(SETTINGS), "abc", tmp_path / "d.json")  # the same study: goes on
+    raw = {"settings": dict(SETTINGS), "supernet_fingerprint": "abc", "budget_ms": 1.5}
+    bench.check_same_study(raw, dict(SETTINGS), "abc", 1.5, tmp_path / "d.json")  # the same study: goes on
     with pytest.raises(SystemExit, match=r"trials: 20 there, 100 now"):
-        bench.check_same_study(raw, {**SETTINGS, "trials": 100}, "abc", tmp_path / "d.json")
+        bench.check_same_study(raw, {**SETTINGS, "trials": 100}, "abc", 1.5, tmp_path / "d.json")
     with pytest.raises(SystemExit, match=r"supernet weights: abc there, def now"):
-        bench.check_same_study(raw, dict(SETTINGS), "def", tmp_path / "d.json")
+        bench.check_same_study(raw, dict(SETTINGS), "def", 1.5, tmp_path / "d.json")
+    with pytest.raises(SystemExit, match=r"latency budget: 1.500000 ms there, 1.600000 ms now"):
+        bench.check_same_study(raw, dict(SETTINGS), "abc", 1.6, tmp_path / "d.json")
 
 
 def test_data_written_before_the_space_setting_reads_as_mbv3(tmp_path):
     old = {k: v for k, v in SETTINGS.items() if k != "space"}
-    bench.check_same_study({"settings": old}, {**SETTINGS, "space": "mbv3"}, "abc", tmp_path / "d.json")
+    bench.check_same_study({"settings": old}, {**SETTINGS, "space": "mbv3"}, "abc", 1.0, tmp_path / "d.json")
     with pytest.raises(SystemExit, match="space: 'mbv3' there, 'nb201' now"):
-        bench.check_same_study({"settings": old}, dict(SETTINGS), "abc", tmp_path / "d.json")
+        bench.check_same_study({"settings": old}, dict(SETTINGS), "abc", 1.0, tmp_path / "d.json")
 
 
 def test_the_weights_fingerprint_follows_every_weight():
