@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from _nas import nas  # scripts/ is on sys.path when a script runs
 from _results import DATA_DIR, machine_block, measure_and_render, provenance, save_raw, write_markdown
+from _studies import NB201, SAMPLING
 
 from nas.pareto import hypervolume
 
@@ -74,17 +75,9 @@ SPACES: dict[str, dict[str, Any]] = {  # per space: its CLI settings, default tr
         "about": "`mbv3` width 0.25, stem stride 1, uniform sampling",
     },
     "nb201": {
-        "common": (
-            "--data=fashion_mnist",
-            "--data.resolution=28",
-            "--space=nb201",
-            "--batch-size=64",
-            "--train.lr=0.1",
-            "--width-mult=1",
-            "--space.options={C: 8, N: 1}",
-            "--train.sampler=uniform",
-            "--train.distill=true",
-            "--trackers=jsonl",
+        "common": (  # the nb201 ranking study's cells and data, with its best-ranking recipe
+            *(a for a in NB201.common if not a.startswith("--train-limit=")),
+            *SAMPLING["uniform+distill"],
         ),
         "train_limit": 5000,
         "about": (

@@ -51,7 +51,7 @@ class AgingEvolutionSampler(SpaceSampler):
         rng = self.rng(trial)
         done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
         if len(done) < self.population:  # fill the first population at random
-            return {k: v[int(rng.integers(len(v)))] for k, v in self.space.choices.items()}
+            return self.random_choices(rng)
         alive = done[-self.population :]  # aging: only the youngest survive
         contenders = [alive[int(i)] for i in rng.choice(len(alive), self.sample_size, replace=False)]
         parent = max(contenders, key=fitness)

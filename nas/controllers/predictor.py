@@ -124,7 +124,7 @@ class PredictorSampler(SpaceSampler):
         rng = self.rng(trial)
         done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
         if len(done) < self.population:  # the random start
-            return {k: v[int(rng.integers(len(v)))] for k, v in self.space.choices.items()}
+            return self.random_choices(rng)
         known = [self._code(study, t) for t in done]
         codes = np.stack([code for code, _ in known])
         score = self._scorer(done, self.features(codes), rng)
@@ -139,7 +139,7 @@ class PredictorSampler(SpaceSampler):
                 if len(shortlist) == SHORTLIST:
                     break
         if not shortlist:  # every candidate is a network the study holds: the controller reports it
-            return {k: v[int(rng.integers(len(v)))] for k, v in self.space.choices.items()}
+            return self.random_choices(rng)
         picks = list(shortlist.values())
         best = picks[int(np.argmax(score(self.features(self.space.encode_batch(picks)))))]
         return {k: best[k] for k in self.space.keys}
@@ -152,7 +152,7 @@ class PredictorSampler(SpaceSampler):
         lat = np.array([t.values[1] if len(t.values) > 1 else 0.0 for t in done])
         boot = rng.integers(len(done), size=len(done))  # Thompson sampling: one bootstrap fit per ask
         acc_coef = ridge_fit(x[boot], acc[boot], self.alpha)
-        lat_coef = ridge_fit(x, lat, COST_ALPHA)
+        lat_coef = ridge_fit(x, lat, COST_ALPHA) if np.ptp(lat) > 0 else None  # none: accuracy alone
         names = sorted({name for t in done for name in t.constraints})
         limits = np.array([[t.constraints.get(n, 0.0) for n in names] for t in done]).reshape(len(done), -1)
         limit_coef = ridge_fit(x, limits, COST_ALPHA) if names else None
@@ -162,7 +162,7 @@ class PredictorSampler(SpaceSampler):
         def score(xp: np.ndarray) -> np.ndarray:
             pred_acc = ridge_predict(acc_coef, xp)
             out = pred_acc
-            if np.ptp(lat) > 0:
+            if lat_coef is not None:
                 out = front_gain(pred_acc, ridge_predict(lat_coef, xp), front, float(acc.min()), ref)
             if limit_coef is not None:
                 feasible = np.all(ridge_predict(limit_coef, xp) <= 0, axis=1)

@@ -26,6 +26,10 @@ class SpaceSampler(optuna.samplers.BaseSampler):
     def rng(self, trial: FrozenTrial, *salt: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, trial.number, *salt])
 
+    def random_choices(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One value per choice, uniformly: the random start of the samplers that learn from results."""
+        return {k: v[int(rng.integers(len(v)))] for k, v in self.space.choices.items()}
+
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
