@@ -53,9 +53,16 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     assert proc.returncode == -signal.SIGKILL and ckpt.exists()
     state = torch.load(ckpt, weights_only=False)
     assert (state["epoch"], state["position"]["step_in_epoch"]) < (3, 0) or state["epoch"] < 3
-    subprocess.run(
-        [*base, "--run-dir", str(run_dir), *settings], check=True, capture_output=True, timeout=300
+    resumed = subprocess.run(  # not --quiet: the resumed process says where it starts again
+        [*base, "--run-dir", str(run_dir), *(s for s in settings if s != "--quiet")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
+    step = state["position"]["step_in_epoch"]
+    where = f"epoch {state['epoch'] + 1}/3" + (f", step {step}" if step else "")
+    assert f"resuming training at {where}\n" in resumed.stderr, resumed.stderr
     a, b = torch.load(checkpoint_path(ref_dir), weights_only=False), torch.load(ckpt, weights_only=False)
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
